@@ -1,0 +1,100 @@
+"""The pool and policy schema, validated with msgspec so errors name the exact field."""
+
+from __future__ import annotations
+
+import msgspec
+
+CAPABILITIES = frozenset({"tools", "vision", "json"})
+
+
+class Prices(msgspec.Struct, forbid_unknown_fields=True):
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """One model in the pool. `api_key_env` names an environment variable; keys never live in files."""
+
+    name: str
+    provider: str  # a key of pointsman.providers.PROVIDERS: "openai", "anthropic", "local"
+    model: str | None = None  # the upstream's model id; defaults to `name`
+    base_url: str | None = None
+    api_key_env: str | None = None
+    prices: Prices = msgspec.field(default_factory=Prices)
+    context_window: int = 8192
+    max_output_tokens: int | None = None
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    # A prior of how capable the model is, 0..1 (the learned router maps its difficulty score onto it).
+    quality: float | None = None
+    timeout_s: float = 60.0  # whole request (non-streaming) / gap between chunks (streaming)
+    connect_timeout_s: float = 5.0
+    max_retries: int = 2
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    # Provider-specific settings (e.g. the local model's n_ctx or threads).
+    options: dict[str, object] = msgspec.field(default_factory=dict)
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+    def __post_init__(self) -> None:
+        unknown = set(self.capabilities) - CAPABILITIES
+        if unknown:
+            raise ValueError(f"model {self.name!r}: unknown capabilities {sorted(unknown)}; known: {sorted(CAPABILITIES)}")
+        if self.prices.input < 0 or self.prices.output < 0:
+            raise ValueError(f"model {self.name!r}: prices must be >= 0")
+        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ValueError(f"model {self.name!r}: timeouts must be > 0")
+        if self.max_retries < 0:
+            raise ValueError(f"model {self.name!r}: max_retries must be >= 0")
+
+
+class RuleMatch(msgspec.Struct, forbid_unknown_fields=True):
+    """Conditions of one rule; all given conditions must hold."""
+
+    regex: str | None = None  # searched in the last user message
+    keywords: list[str] | None = None  # any of them, case-insensitive, in the last user message
+    min_chars: int | None = None  # length of the whole conversation's text
+    max_chars: int | None = None
+    has_tools: bool | None = None
+    min_turns: int | None = None  # number of user messages in the conversation
+    json_mode: bool | None = None  # response_format asks for JSON
+
+
+class Rule(msgspec.Struct, forbid_unknown_fields=True):
+    when: RuleMatch
+    route: str  # a pool model, or another policy as "router/<name>"
+    name: str | None = None
+
+
+class Policy(msgspec.Struct, forbid_unknown_fields=True):
+    """A named routing policy: rules first, then the default. Fallbacks follow the chosen model."""
+
+    rules: list[Rule] = msgspec.field(default_factory=list)
+    default: str | None = None  # a pool model; None = the cheapest eligible model
+    fallbacks: list[str] | None = None  # None = every other eligible model, cheapest first
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 4000
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Client keys accepted by the gateway, as environment-variable names; empty = no auth.
+    api_keys_env: list[str] = msgspec.field(default_factory=list)
+    admin_key_env: str | None = None
+    ledger_url: str = "sqlite:///pointsman.db"
+    ledger_flush_interval_s: float = 0.5
+    ledger_batch_size: int = 512
+    cooldown_failures: int = 3  # consecutive failures that put a model in cooldown
+    cooldown_s: float = 30.0
+    max_retry_after_s: float = 10.0  # a longer Retry-After falls back instead of waiting
+    default_policy: str = "auto"
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    models: list[ModelConfig]
+    policies: dict[str, Policy] = msgspec.field(default_factory=dict)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)

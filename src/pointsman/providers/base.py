@@ -1,0 +1,92 @@
+"""The provider contract: turn an OpenAI-format chat request into an answer from one upstream model.
+
+Every provider speaks OpenAI's chat-completions shapes on the gateway side, whatever its upstream
+speaks, so the rest of the gateway never sees a provider's own format:
+- `complete(body)` returns an OpenAI `chat.completion` dict;
+- `stream(body)` yields OpenAI `chat.completion.chunk` dicts and ends with one that carries `usage`.
+Failures are raised as `ProviderError`; whether they are worth retrying is decided here, once.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pointsman.config.schema import ModelConfig
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+class ProviderError(Exception):
+    """An upstream failure, already classified.
+
+    status: the HTTP status the gateway should answer with if this is the last word (e.g. 502, 504, or
+    the upstream's 400 for a request the upstream rejects as invalid).
+    retryable: whether another try (same or next model) may succeed.
+    retry_after: seconds the upstream asked us to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        kind: str = "upstream_error",
+        upstream_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.kind = kind
+        self.upstream_status = upstream_status
+
+    @classmethod
+    def from_status(cls, upstream_status: int, detail: str, retry_after: float | None = None) -> ProviderError:
+        """Map an upstream HTTP error status onto what the gateway does and answers."""
+        if upstream_status in RETRYABLE_STATUS:
+            status = 429 if upstream_status == 429 else 504 if upstream_status in (408, 504) else 502
+            return cls(detail, status=status, retryable=True, retry_after=retry_after,
+                       kind="rate_limited" if upstream_status == 429 else "upstream_error",
+                       upstream_status=upstream_status)
+        if upstream_status in (401, 403):
+            # Our key for the provider is wrong: the client can do nothing; another model may work.
+            return cls(f"provider rejected the gateway's credentials: {detail}", status=502, retryable=True,
+                       kind="upstream_auth_error", upstream_status=upstream_status)
+        if upstream_status == 404:
+            return cls(f"upstream does not know the model: {detail}", status=502, retryable=True,
+                       kind="upstream_model_not_found", upstream_status=upstream_status)
+        # Other 4xx: the request itself is refused; another model would likely refuse it too.
+        return cls(detail, status=400 if 400 <= upstream_status < 500 else 502, retryable=False,
+                   kind="invalid_request_error" if upstream_status < 500 else "upstream_error",
+                   upstream_status=upstream_status)
+
+
+class Provider(ABC):
+    """One upstream model. Subclasses live one per file in this folder and register in PROVIDERS."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    @property
+    def api_key(self) -> str | None:
+        """Read at call time so a rotated key in the environment takes effect; never stored or logged."""
+        env = self.config.api_key_env
+        return os.environ.get(env) if env else None
+
+    @abstractmethod
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Answer a non-streaming request. `body` is the client's OpenAI request; do not mutate it."""
+
+    @abstractmethod
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Yield OpenAI chunk dicts; the last one carries `usage`. Errors before the first chunk let
+        the gateway fall back; errors after it end the client's stream with an error event."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or loaded weights."""
