@@ -91,6 +91,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     cooldown_failures: int = 3  # consecutive failures that put a model in cooldown
     cooldown_s: float = 30.0
     max_retry_after_s: float = 10.0  # a longer Retry-After falls back instead of waiting
+    retry_backoff_s: float = 0.25  # first retry waits up to this (full jitter), doubling per retry
+    retry_backoff_cap_s: float = 4.0
     default_policy: str = "auto"
 
 

@@ -1,0 +1,331 @@
+"""The gateway's ASGI application: parse, validate, authenticate, route, dispatch, answer, record.
+
+One request's path (see README "Architecture"): body read with a size limit → JSON parsed once →
+validated → key checked → policy routes (decision) → dispatcher calls the plan → answer or SSE
+stream → one ledger record, written later by the ledger's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from typing import Any
+
+import msgspec
+import orjson
+
+from pointsman import __version__
+from pointsman.app.http import (
+    JSON_HEADERS,
+    SSE_DONE,
+    SSE_HEADERS,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    encode_headers,
+    header_map,
+    read_body,
+    send_bytes,
+    send_error,
+    send_json,
+    sse_event,
+)
+from pointsman.app.schema import validate_chat_request
+from pointsman.config.schema import Config
+from pointsman.errors import GatewayError
+from pointsman.gateway.dispatch import Dispatcher, DispatchResult
+from pointsman.gateway.pool import Pool
+from pointsman.ledger import Attempt, BatchLedger, LedgerRecord, sink_from_url
+from pointsman.providers import ProviderError
+from pointsman.providers.transport import AiohttpTransport, Transport
+from pointsman.routing.base import RouteContext, RouteDecision
+from pointsman.routing.policy import PolicyRouter
+
+log = logging.getLogger("pointsman")
+
+TAG_HEADERS = {b"x-pointsman-user": "user", b"x-pointsman-team": "team", b"x-pointsman-cohort": "cohort"}
+MAX_TAG_LENGTH = 128
+
+
+def _key_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _usage(usage: Any) -> tuple[int, int]:
+    if not isinstance(usage, dict):
+        return 0, 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def _decision_headers(request_id: str, decision: RouteDecision, model: str, cost: float | None, overhead_ms: float,
+                      attempts: int) -> list[tuple[bytes, bytes]]:
+    headers = {
+        "x-pointsman-request-id": request_id,
+        "x-pointsman-model": model,
+        "x-pointsman-tier": decision.tier,
+        "x-pointsman-reason": decision.reason,
+        "x-pointsman-overhead-ms": f"{overhead_ms:.3f}",
+        "x-pointsman-attempts": str(attempts),
+    }
+    if cost is not None:
+        headers["x-pointsman-cost-usd"] = f"{cost:.8f}"
+    else:  # streaming: the cost is known at the end; it is in the ledger and the stream's last comment
+        headers["x-pointsman-cost-usd"] = "pending"
+    if decision.scores:
+        headers["x-pointsman-scores"] = ",".join(f"{m}={s:.3f}" for m, s in decision.scores.items())
+    return encode_headers(headers)
+
+
+class Gateway:
+    """An ASGI app. `transport` is the network seam (tests may hand in their own)."""
+
+    def __init__(self, config: Config, transport: Transport | None = None) -> None:
+        self.config = config
+        self.server = config.server
+        self.transport: Transport = transport or AiohttpTransport()
+        self.pool = Pool(config, self.transport)
+        self.router = PolicyRouter(config, self.pool)
+        self.router.validate()
+        self.dispatcher = Dispatcher(self.pool, self.server)
+        self.ledger = BatchLedger(sink_from_url(self.server.ledger_url), flush_interval_s=self.server.ledger_flush_interval_s,
+                                  batch_size=self.server.ledger_batch_size)
+        self.client_keys = self._keys(self.server.api_keys_env, "server.api_keys_env")
+        self.admin_key = self._keys([self.server.admin_key_env], "server.admin_key_env") if self.server.admin_key_env else set()
+        self._models_body = orjson.dumps({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": self._owner(name)} for name in self.router.model_ids()]})
+        self._started = False
+
+    @staticmethod
+    def _keys(env_names: list[str], setting: str) -> set[str]:
+        keys = {os.environ[name] for name in env_names if os.environ.get(name)}
+        if env_names and not keys:
+            raise ValueError(f"{setting} names {env_names}, but none of these environment variables is set")
+        return keys
+
+    def _owner(self, name: str) -> str:
+        return self.pool[name].config.provider if name in self.pool else "pointsman-router"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def startup(self) -> None:
+        if not self._started:
+            self.ledger.start()
+            self._started = True
+
+    async def shutdown(self) -> None:
+        if self._started:
+            await self.pool.aclose()
+            await self.transport.aclose()
+            self.ledger.close()  # flushes: a clean shutdown loses no record
+            self._started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- routing of paths --------------------------------------------------------------------------
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        method = scope["method"]
+        try:
+            if path in ("/v1/chat/completions", "/chat/completions"):
+                if method != "POST":
+                    raise GatewayError(405, f"{method} is not allowed on {path}; use POST", code="method_not_allowed")
+                await self._chat(scope, receive, send)
+            elif path in ("/v1/models", "/models") and method == "GET":
+                self._authenticate(header_map(scope))
+                await send_bytes(send, 200, self._models_body)
+            elif path == "/health" and method == "GET":
+                await send_json(send, 200, {"status": "ok", "version": __version__, "models": len(self.pool.entries)})
+            elif path == "/admin/models" and method == "GET":
+                self._authenticate_admin(header_map(scope))
+                await send_json(send, 200, {"data": [
+                    {"id": e.name, "provider": e.config.provider, "breaker": e.breaker.state,
+                     "consecutive_failures": e.breaker.failures, "cooldown_remaining_s": round(e.breaker.cooldown_remaining(), 3)}
+                    for e in self.pool.entries.values()]})
+            else:
+                raise GatewayError(404, f"no route for {method} {path}", code="not_found")
+        except GatewayError as error:
+            await send_error(send, error)
+        except ClientDisconnected:
+            pass
+
+    # -- auth ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _bearer(headers: dict[bytes, bytes]) -> str | None:
+        value = headers.get(b"authorization")
+        if value is not None:
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        api_key = headers.get(b"x-api-key")
+        return api_key.decode("latin-1") if api_key else None
+
+    def _authenticate(self, headers: dict[bytes, bytes]) -> str | None:
+        """The caller's key id (a hash), or None when the gateway has no keys configured."""
+        if not self.client_keys and not self.admin_key:
+            return None
+        key = self._bearer(headers)
+        if key is None:
+            raise GatewayError(401, "missing API key: send `Authorization: Bearer <key>`", code="missing_api_key")
+        if key not in self.client_keys and key not in self.admin_key:
+            raise GatewayError(401, "invalid API key", code="invalid_api_key")
+        return _key_id(key)
+
+    def _authenticate_admin(self, headers: dict[bytes, bytes]) -> None:
+        key = self._bearer(headers)
+        if key is None:
+            raise GatewayError(401, "missing admin key: send `Authorization: Bearer <admin key>`", code="missing_api_key")
+        if not self.admin_key:
+            raise GatewayError(403, "the admin API is disabled: set server.admin_key_env", code="admin_disabled")
+        if key not in self.admin_key:
+            raise GatewayError(403, "this key may not use the admin API", code="forbidden")
+
+    # -- chat completions --------------------------------------------------------------------------------
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        record = LedgerRecord(id="req_" + os.urandom(12).hex(), ts=time.time(), requested_model="", status=0)
+        try:
+            headers = header_map(scope)
+            record.key_id = self._authenticate(headers)
+            for header, field in TAG_HEADERS.items():
+                value = headers.get(header)
+                if value is not None:
+                    setattr(record, field, value.decode("latin-1")[:MAX_TAG_LENGTH])
+            body = await read_body(receive, headers, self.server.max_body_bytes)
+            raw = self._parse(body)
+            request = validate_chat_request(raw)
+            record.requested_model = request.model
+            record.stream = bool(request.stream)
+            if record.user is None and request.user:
+                record.user = request.user[:MAX_TAG_LENGTH]
+            decision = self.router.route(request.model, RouteContext(raw))
+            record.tier, record.reason = decision.tier, decision.reason
+            plan = [decision.model, *decision.fallbacks]
+            if request.stream:
+                include_usage = bool(request.stream_options and request.stream_options.include_usage)
+                await self._stream(send, receive, raw, plan, decision, record, started, include_usage)
+            else:
+                await self._complete(send, raw, plan, decision, record, started)
+        except GatewayError as error:
+            record.status, record.error = error.status, error.message
+            record.attempts = error.attempts
+            await send_error(send, error, [(b"x-pointsman-request-id", record.id.encode())])
+        except msgspec.ValidationError as error:
+            record.status, record.error = 400, f"invalid request: {error}"
+            await send_error(send, GatewayError(400, f"invalid request: {error}", code="invalid_request"))
+        except ClientDisconnected:
+            record.status, record.error = 499, "client disconnected before the request was read"
+        except Exception:  # noqa: BLE001 - the client gets a clean 500, the log gets the traceback
+            log.exception("unexpected error in request %s", record.id)
+            record.status, record.error = 500, "internal error"
+            if record.ttft_ms is None:
+                await send_error(send, GatewayError(500, f"internal gateway error (request {record.id})", code="internal_error"))
+            else:  # the stream had begun: end it rather than leave the client waiting
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            record.latency_ms = (time.perf_counter() - started) * 1000
+            self.ledger.record(record)
+
+    @staticmethod
+    def _parse(body: bytes) -> dict[str, Any]:
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(raw, dict):
+            raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
+        return raw
+
+    async def _complete(self, send: Send, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
+                        record: LedgerRecord, started: float) -> None:
+        result = await self.dispatcher.run(plan, raw, stream=False)
+        answer = result.answer
+        assert answer is not None
+        self._account(record, result, answer.get("usage"))
+        payload = orjson.dumps(answer)
+        record.overhead_ms = (time.perf_counter() - started) * 1000 - result.upstream_ms
+        record.status = 200
+        await send_bytes(send, 200, payload, [*JSON_HEADERS, *_decision_headers(
+            record.id, decision, result.entry.name, record.cost_usd, record.overhead_ms, len(result.attempts))])
+
+    @staticmethod
+    def _account(record: LedgerRecord, result: DispatchResult, usage: Any) -> None:
+        record.chosen_model = result.entry.name
+        record.attempts = result.attempts
+        record.prompt_tokens, record.completion_tokens = _usage(usage)
+        record.cost_usd = result.entry.cost(record.prompt_tokens, record.completion_tokens)
+
+    async def _stream(self, send: Send, receive: Receive, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
+                      record: LedgerRecord, started: float, include_usage: bool) -> None:
+        result = await self.dispatcher.run(plan, raw, stream=True)
+        chunks = result.chunks
+        assert chunks is not None and result.first_chunk is not None
+        record.chosen_model = result.entry.name
+        record.attempts = result.attempts
+        record.ttft_ms = (time.perf_counter() - started) * 1000
+        record.overhead_ms = record.ttft_ms - result.upstream_ms
+        record.status = 200
+        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *_decision_headers(
+            record.id, decision, result.entry.name, None, record.overhead_ms, len(result.attempts))]})
+        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+        usage: Any = None
+        try:
+            chunk: dict[str, Any] | None = result.first_chunk
+            while chunk is not None:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                    if not include_usage:  # asked upstream for our accounting only: not the client's
+                        if not chunk.get("choices"):
+                            chunk = await anext(chunks, None)
+                            continue
+                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
+                if disconnected.done():
+                    record.status, record.error = 499, "client disconnected during the stream"
+                    break
+                chunk = await anext(chunks, None)
+            else:
+                self._account(record, result, usage)
+                comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
+                await send({"type": "http.response.body", "body": comment + SSE_DONE, "more_body": False})
+                return
+        except ProviderError as error:
+            # Part of the answer is already with the client: end the stream with an error event.
+            record.status, record.error = error.status, f"stream broke after the first chunk: {error.message}"
+            result.attempts.append(Attempt(result.entry.name, error.kind, 0.0, error.message))
+            self._account(record, result, usage)
+            error_event = {"error": {"message": f"upstream stream failed: {error.message}", "type": "upstream_error",
+                                     "param": None, "code": error.kind}}
+            await send({"type": "http.response.body", "body": sse_event(error_event), "more_body": False})
+        finally:
+            disconnected.cancel()
+            await chunks.aclose()
+        if record.status == 499:
+            self._account(record, result, usage)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

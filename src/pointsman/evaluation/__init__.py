@@ -1,0 +1,4 @@
+"""Offline evaluation: outcome-data readers, routing metrics and baselines.
+
+Nothing here is imported on the gateway's hot path.
+"""

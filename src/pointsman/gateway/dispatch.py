@@ -1,0 +1,99 @@
+"""Calling the plan: the chosen model, then its fallbacks; retries with backoff, cooldowns.
+
+Every call is an `Attempt` in the ledger. A streaming request can fall back only until its first
+chunk has arrived; after that the client already holds part of one model's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pointsman.config.schema import ServerConfig
+from pointsman.errors import GatewayError
+from pointsman.gateway.pool import Pool, PoolEntry
+from pointsman.gateway.resilience import backoff_delay
+from pointsman.ledger import Attempt
+from pointsman.providers import ProviderError
+
+
+@dataclass(slots=True)
+class DispatchResult:
+    entry: PoolEntry
+    attempts: list[Attempt]
+    upstream_ms: float  # time spent waiting on upstreams (incl. backoff): not the gateway's overhead
+    answer: dict[str, Any] | None = None  # non-streaming
+    first_chunk: dict[str, Any] | None = None  # streaming
+    chunks: AsyncIterator[dict[str, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_gateway_error(error: ProviderError | None, attempts: list[Attempt]) -> GatewayError:
+    gateway_error = _translate(error, attempts)
+    gateway_error.attempts = attempts
+    return gateway_error
+
+
+def _translate(error: ProviderError | None, attempts: list[Attempt]) -> GatewayError:
+    if error is None:
+        names = ", ".join(sorted({a.model for a in attempts})) or "none"
+        return GatewayError(503, f"every eligible model is cooling down after repeated failures ({names}); try again shortly",
+                            code="all_models_cooling_down")
+    headers = {}
+    if error.status == 429 and error.retry_after is not None:
+        headers["retry-after"] = str(int(error.retry_after + 0.999))
+    tried = len(attempts)
+    return GatewayError(error.status, f"{error.message} (after {tried} attempt{'s' if tried != 1 else ''})",
+                        code=error.kind, headers=headers)
+
+
+class Dispatcher:
+    def __init__(self, pool: Pool, server: ServerConfig) -> None:
+        self.pool = pool
+        self.backoff_base = server.retry_backoff_s
+        self.backoff_cap = server.retry_backoff_cap_s
+        self.max_retry_after = server.max_retry_after_s
+
+    async def run(self, plan: list[str], body: dict[str, Any], stream: bool) -> DispatchResult:
+        attempts: list[Attempt] = []
+        last_error: ProviderError | None = None
+        upstream_start = time.perf_counter()
+        for name in plan:
+            entry = self.pool[name]
+            for retry in range(entry.config.max_retries + 1):
+                if not entry.breaker.allow():
+                    attempts.append(Attempt(name, "cooldown", 0.0, f"cooling down for {entry.breaker.cooldown_remaining():.1f}s"))
+                    break
+                started = time.perf_counter()
+                try:
+                    if stream:
+                        chunks = entry.provider.stream(body)
+                        try:
+                            first = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            raise ProviderError(f"{name}: upstream stream ended before any chunk", kind="incomplete_stream") from None
+                        result = DispatchResult(entry, attempts, 0.0, first_chunk=first, chunks=chunks)
+                    else:
+                        result = DispatchResult(entry, attempts, 0.0, answer=await entry.provider.complete(body))
+                except ProviderError as error:
+                    entry.breaker.record_failure()
+                    attempts.append(Attempt(name, error.kind, (time.perf_counter() - started) * 1000, error.message))
+                    last_error = error
+                    if not error.retryable:
+                        raise _as_gateway_error(error, attempts) from None
+                    if retry >= entry.config.max_retries:
+                        break
+                    delay = backoff_delay(retry, error.retry_after, base=self.backoff_base, cap=self.backoff_cap,
+                                          max_retry_after=self.max_retry_after)
+                    if delay is None:
+                        break  # asked to wait longer than is worth it: next model
+                    await asyncio.sleep(delay)
+                    continue
+                entry.breaker.record_success()
+                attempts.append(Attempt(name, "ok", (time.perf_counter() - started) * 1000))
+                result.upstream_ms = (time.perf_counter() - upstream_start) * 1000
+                return result
+        raise _as_gateway_error(last_error, attempts)

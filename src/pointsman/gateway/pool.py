@@ -1,0 +1,68 @@
+"""The model pool: each model's config, provider and breaker, and which models can take a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pointsman.config.schema import Config, ModelConfig
+from pointsman.gateway.resilience import CircuitBreaker
+from pointsman.providers import Provider, build_provider
+from pointsman.providers.transport import Transport
+from pointsman.routing.base import RouteContext
+
+
+@dataclass(slots=True)
+class PoolEntry:
+    config: ModelConfig
+    provider: Provider
+    breaker: CircuitBreaker
+    capabilities: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        prices = self.config.prices
+        return (prompt_tokens * prices.input + completion_tokens * prices.output) / 1_000_000
+
+
+class Pool:
+    def __init__(self, config: Config, transport: Transport) -> None:
+        server = config.server
+        self.entries: dict[str, PoolEntry] = {}
+        for model in config.models:
+            self.entries[model.name] = PoolEntry(model, build_provider(model, transport),
+                                                 CircuitBreaker(server.cooldown_failures, server.cooldown_s),
+                                                 frozenset(model.capabilities))
+        # Cheapest first (by a typical 3:1 input:output mix): the order of defaults and fallbacks.
+        self.by_price = sorted(self.entries, key=lambda n: self._typical_price(self.entries[n].config))
+
+    @staticmethod
+    def _typical_price(model: ModelConfig) -> float:
+        return 0.75 * model.prices.input + 0.25 * model.prices.output
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def __getitem__(self, name: str) -> PoolEntry:
+        return self.entries[name]
+
+    def eligible(self, ctx: RouteContext) -> list[str]:
+        """Models able to take this request (capabilities, context window), cheapest first."""
+        needed = ctx.required_capabilities
+        tokens = ctx.estimated_tokens
+        return [name for name in self.by_price
+                if needed <= self.entries[name].capabilities and self.entries[name].config.context_window >= tokens]
+
+    def why_none_eligible(self, ctx: RouteContext) -> str:
+        needed = ctx.required_capabilities
+        capable = [n for n in self.by_price if needed <= self.entries[n].capabilities]
+        if not capable:
+            return f"no model in the pool supports {', '.join(sorted(needed))}"
+        return (f"the request (about {ctx.estimated_tokens} tokens with the requested output) exceeds the "
+                f"context window of every capable model")
+
+    async def aclose(self) -> None:
+        for entry in self.entries.values():
+            await entry.provider.aclose()

@@ -1,0 +1,58 @@
+"""SQLite ledger sink: the embedded default. WAL mode, one transaction per batch."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import msgspec
+
+from pointsman.ledger.base import LedgerRecord, LedgerSink
+
+COLUMNS = ("id", "ts", "requested_model", "status", "chosen_model", "tier", "reason", "stream", "key_id",
+           "user", "team", "cohort", "prompt_tokens", "completion_tokens", "cost_usd", "ttft_ms", "latency_ms",
+           "overhead_ms", "cache_hit", "error", "attempts")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY, ts REAL NOT NULL, requested_model TEXT NOT NULL, status INTEGER NOT NULL,
+    chosen_model TEXT, tier TEXT, reason TEXT, stream INTEGER NOT NULL, key_id TEXT, user TEXT, team TEXT,
+    cohort TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+    ttft_ms REAL, latency_ms REAL NOT NULL, overhead_ms REAL NOT NULL, cache_hit INTEGER NOT NULL,
+    error TEXT, attempts TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+"""
+
+_encode = msgspec.json.Encoder().encode
+
+
+def record_row(record: LedgerRecord) -> tuple[object, ...]:
+    return (record.id, record.ts, record.requested_model, record.status, record.chosen_model, record.tier,
+            record.reason, record.stream, record.key_id, record.user, record.team, record.cohort,
+            record.prompt_tokens, record.completion_tokens, record.cost_usd, record.ttft_ms, record.latency_ms,
+            record.overhead_ms, record.cache_hit, record.error, _encode(record.attempts).decode())
+
+
+class SqliteSink(LedgerSink):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._insert = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+    def open(self) -> None:
+        # Opened in the starting thread, used only by the writer thread afterwards.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def write(self, records: list[LedgerRecord]) -> None:
+        assert self._db is not None
+        with self._db:  # one transaction: a batch lands whole or not at all
+            self._db.execute("BEGIN")
+            self._db.executemany(self._insert, [record_row(r) for r in records])
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

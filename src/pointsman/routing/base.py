@@ -1,0 +1,97 @@
+"""The routing seam: what a tier sees (RouteContext) and what it says (RouteDecision).
+
+A policy runs its tiers in order; the first tier that decides wins, and the decision becomes the
+`x-pointsman-*` headers and the ledger row. A tier that is unsure returns None and the next tier
+runs. Later tiers (semantic predictors, an LLM judge) implement the same small `Tier` contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+class RouteContext:
+    """The request as routing sees it; each feature is computed at most once, and only if asked for."""
+
+    __slots__ = ("body", "__dict__")
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    @cached_property
+    def messages(self) -> list[dict[str, Any]]:
+        return self.body["messages"]
+
+    @cached_property
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return _text_of(message.get("content"))
+        return ""
+
+    @cached_property
+    def total_chars(self) -> int:
+        return sum(len(_text_of(m.get("content"))) for m in self.messages)
+
+    @cached_property
+    def user_turns(self) -> int:
+        return sum(1 for m in self.messages if m.get("role") == "user")
+
+    @cached_property
+    def has_tools(self) -> bool:
+        return bool(self.body.get("tools"))
+
+    @cached_property
+    def json_mode(self) -> bool:
+        fmt = self.body.get("response_format")
+        return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+
+    @cached_property
+    def has_images(self) -> bool:
+        return any(isinstance(m.get("content"), list) and any(
+            isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in m["content"])
+            for m in self.messages)
+
+    @cached_property
+    def required_capabilities(self) -> frozenset[str]:
+        needed = set()
+        if self.has_tools:
+            needed.add("tools")
+        if self.has_images:
+            needed.add("vision")
+        if self.json_mode:
+            needed.add("json")
+        return frozenset(needed)
+
+    @cached_property
+    def estimated_tokens(self) -> int:
+        """Prompt plus requested output, at ~4 characters a token: enough to rule out small windows."""
+        out = self.body.get("max_completion_tokens") or self.body.get("max_tokens") or 0
+        return self.total_chars // 4 + len(self.messages) * 4 + int(out)
+
+
+@dataclass(slots=True)
+class RouteDecision:
+    model: str  # the pool model to try first
+    tier: str  # which tier decided: "direct", "rules", "default", later "semantic", "llm"
+    reason: str
+    fallbacks: list[str] = field(default_factory=list)
+    scores: dict[str, float] | None = None  # per-model predicted quality, when a tier has them
+
+
+class Tier(Protocol):
+    name: str
+
+    def decide(self, ctx: RouteContext, eligible: list[str]) -> RouteDecision | None:
+        """Pick among `eligible` pool models (already filtered for capabilities and context), or None."""
+        ...

@@ -1,0 +1,115 @@
+"""The upstream's behaviours, named by a short string: `kind[:arg[:arg]]`.
+
+echo               answer "echo: <last user text>" at once (tool call when tools are given and the
+                   text mentions the weather)
+slow:MS            wait MS milliseconds, then echo
+status:CODE[:RA]   answer HTTP CODE with an OpenAI error body (and `retry-after: RA` if given)
+reset              close the connection without answering
+malformed          200 with a body that is not JSON
+huge:MB            200 with a body of MB megabytes
+stall:MS           (stream) send the first chunk, then nothing for MS milliseconds, then finish
+cutoff             (stream) send two chunks, then close without [DONE]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    kind: str
+    args: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Behaviour:
+        kind, *args = text.split(":")
+        return cls(kind, tuple(args))
+
+    def arg(self, index: int, default: float) -> float:
+        return float(self.args[index]) if len(self.args) > index and self.args[index] else default
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def count_words(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def prompt_words(messages: list[dict[str, Any]]) -> int:
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += count_words(content)
+        elif isinstance(content, list):
+            total += sum(count_words(p.get("text", "")) for p in content if isinstance(p, dict))
+    return max(1, total)
+
+
+def wants_tool_call(body: dict[str, Any]) -> bool:
+    return bool(body.get("tools")) and "weather" in last_user_text(body.get("messages") or []).lower()
+
+
+def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
+    messages = body.get("messages") or []
+    created = int(time.time())
+    if wants_tool_call(body):
+        tool = body["tools"][0]["function"]["name"]
+        message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_test_1", "type": "function", "function": {"name": tool, "arguments": '{"city": "Paris"}'}}]}
+        finish, completion_tokens = "tool_calls", 5
+    else:
+        text = "echo: " + last_user_text(messages)
+        message = {"role": "assistant", "content": text}
+        finish, completion_tokens = "stop", count_words(text)
+    prompt_tokens = prompt_words(messages)
+    return {
+        "id": f"chatcmpl-test-{created}", "object": "chat.completion", "created": created,
+        "model": body.get("model", "echo"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def chat_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same answer as `chat_completion`, as stream chunks (role, pieces, finish, usage if asked)."""
+    answer = chat_completion(body)
+    base = {"id": answer["id"], "object": "chat.completion.chunk", "created": answer["created"], "model": answer["model"]}
+    message = answer["choices"][0]["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if message.get("tool_calls"):
+        call = message["tool_calls"][0]
+        chunks.append(chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                             "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+        arguments = call["function"]["arguments"]
+        for piece in (arguments[:8], arguments[8:]):
+            chunks.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    else:
+        words = message["content"].split(" ")
+        for i, word in enumerate(words):
+            chunks.append(chunk({"content": word if i == 0 else " " + word}))
+    chunks.append(chunk({}, answer["choices"][0]["finish_reason"]))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append({**base, "choices": [], "usage": answer["usage"]})
+    return chunks
+
+
+def error_body(status: int) -> dict[str, Any]:
+    return {"error": {"message": f"test upstream says {status}", "type": "test_error", "param": None, "code": str(status)}}

@@ -1,0 +1,132 @@
+"""The test upstream's HTTP server (aiohttp.web: it can drop a connection, stall or cut a stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.upstream.behaviours import Behaviour, chat_chunks, chat_completion, error_body
+
+try:  # the Anthropic side is optional so the OpenAI side works on its own
+    from tests.upstream.anthropic_api import messages_response, messages_stream_events
+except ImportError:  # pragma: no cover
+    messages_response = messages_stream_events = None  # type: ignore[assignment]
+
+
+class UpstreamState:
+    def __init__(self) -> None:
+        self.scripts: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.last_headers: dict[str, str] = {}
+        self.last_body: dict[str, Any] = {}
+
+    def behaviour_for(self, model: str) -> Behaviour:
+        self.counts[model] += 1
+        script = self.scripts.get(model)
+        if script:
+            return Behaviour.parse(script.popleft())
+        return Behaviour.parse(model)
+
+
+STATE = web.AppKey("state", UpstreamState)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+async def _before_answer(request: web.Request, behaviour: Behaviour) -> web.StreamResponse | None:
+    """Faults shared by both protocols; None means: go on and answer."""
+    if behaviour.kind == "slow":
+        await asyncio.sleep(behaviour.arg(0, 100) / 1000)
+    elif behaviour.kind == "status":
+        code = int(behaviour.arg(0, 500))
+        headers = {"retry-after": behaviour.args[1]} if len(behaviour.args) > 1 else None
+        return _json(error_body(code), status=code, headers=headers)
+    elif behaviour.kind == "reset":
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError
+    elif behaviour.kind == "malformed":
+        return web.Response(body=b'{"choices": [ not json', content_type="application/json")
+    elif behaviour.kind == "huge":
+        return web.Response(body=b"x" * int(behaviour.arg(0, 40) * 1024 * 1024), content_type="application/json")
+    return None
+
+
+async def _stream(request: web.Request, behaviour: Behaviour, events: list[bytes]) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+    await response.prepare(request)
+    for i, event in enumerate(events):
+        if behaviour.kind == "cutoff" and i == 2:
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        await response.write(event)
+        if behaviour.kind == "stall" and i == 0:
+            await asyncio.sleep(behaviour.arg(0, 5000) / 1000)
+    await response.write_eof()
+    return response
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state: UpstreamState = request.app[STATE]
+    body = orjson.loads(await request.read())
+    state.last_headers = {str(k).lower(): v for k, v in request.headers.items()}
+    state.last_body = body
+    behaviour = state.behaviour_for(str(body.get("model")))
+    early = await _before_answer(request, behaviour)
+    if early is not None:
+        return early
+    if not body.get("stream"):
+        return _json(chat_completion(body))
+    events = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chat_chunks(body)] + [b"data: [DONE]\n\n"]
+    return await _stream(request, behaviour, events)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    state: UpstreamState = request.app[STATE]
+    body = orjson.loads(await request.read())
+    state.last_headers = {str(k).lower(): v for k, v in request.headers.items()}
+    state.last_body = body
+    behaviour = state.behaviour_for(str(body.get("model")))
+    early = await _before_answer(request, behaviour)
+    if early is not None:
+        return early
+    if not body.get("stream"):
+        return _json(messages_response(body))
+    return await _stream(request, behaviour, messages_stream_events(body))
+
+
+async def set_script(request: web.Request) -> web.Response:
+    """{"model": "m", "behaviours": ["status:500", "echo"]}: the next requests for m, in order."""
+    state: UpstreamState = request.app[STATE]
+    data = orjson.loads(await request.read())
+    state.scripts[data["model"]] = collections.deque(data["behaviours"])
+    return _json({"ok": True})
+
+
+async def stats(request: web.Request) -> web.Response:
+    state: UpstreamState = request.app[STATE]
+    return _json({"counts": dict(state.counts), "last_headers": state.last_headers, "last_body": state.last_body})
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[STATE] = UpstreamState()
+    return _json({"ok": True})
+
+
+def make_app() -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[STATE] = UpstreamState()
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/_control/script", set_script)
+    app.router.add_get("/_control/stats", stats)
+    app.router.add_post("/_control/reset", reset)
+    return app
