@@ -1,0 +1,150 @@
+"""Pool configs: Pointsman's YAML, LiteLLM's model_list, clear errors, the embedded default."""
+
+from __future__ import annotations
+
+import pytest
+
+from pointsman.config.defaults import default_config
+from pointsman.config.loader import ConfigError, load_config, parse_config
+from pointsman.routing.base import RouteContext
+from pointsman.routing.rules import RuleTier
+from pointsman.config.schema import Rule, RuleMatch
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "pool.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_full_yaml_config(tmp_path):
+    config = load_config(write(tmp_path, """
+models:
+  - name: small
+    provider: openai
+    base_url: http://localhost:8000/v1
+    model: Qwen/Qwen2.5-7B-Instruct
+    api_key_env: VLLM_KEY
+    prices: {input: 0.1, output: 0.3}
+    context_window: 32768
+    capabilities: [tools, json]
+    tags: {region: eu, dpa: "yes", tier: small}
+  - {name: big, provider: anthropic, api_key_env: ANTHROPIC_API_KEY, prices: {input: 3, output: 15}}
+policies:
+  auto:
+    rules: [{name: code, when: {regex: "```|def |class "}, route: big}]
+    default: small
+server: {port: 4111}
+"""))
+    small = config.models[0]
+    assert small.upstream_model == "Qwen/Qwen2.5-7B-Instruct" and small.tags["region"] == "eu"
+    assert config.policies["auto"].rules[0].route == "big" and config.server.port == 4111
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("models: [{name: a}]", "provider"),
+    ("models: [{name: a, provider: openai, prices: {input: -1}}]", "prices must be >= 0"),
+    ("models: [{name: a, provider: openai, capabilities: [telepathy]}]", "telepathy"),
+    ("models: [{name: a, provider: openai, api_key: sk-123}]", "api_key"),
+    ("models: [{name: a, provider: openai}, {name: a, provider: openai}]", "unique"),
+    ("models: [{name: a, provider: openai, context_window: lots}]", "context_window"),
+    ("models: {name: a}", "models"),
+    ("just a string", "mapping"),
+    ("models: [a: b: c]", "invalid YAML"),
+])
+def test_config_errors_name_the_problem(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert needle in str(caught.value) and "pool.yaml" in str(caught.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_litellm_model_list_is_imported(tmp_path):
+    config = load_config(write(tmp_path, """
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}
+    model_info: {input_cost_per_token: 0.0000025, output_cost_per_token: 0.00001, max_input_tokens: 128000,
+                 supports_function_calling: true, supports_vision: true}
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_base: "https://eu.example/v1", api_key: os.environ/OPENAI_EU_KEY}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-3-5-haiku-latest, api_key: os.environ/ANTHROPIC_API_KEY, timeout: 30}
+  - model_name: llama
+    litellm_params: {model: groq/llama-3.1-8b-instant, api_key: os.environ/GROQ_API_KEY}
+  - model_name: local
+    litellm_params: {model: ollama/qwen2.5}
+"""))
+    by_name = {m.name: m for m in config.models}
+    assert set(by_name) == {"gpt-4o", "gpt-4o#2", "claude", "llama", "local"}
+    gpt = by_name["gpt-4o"]
+    assert (gpt.provider, gpt.upstream_model, gpt.api_key_env) == ("openai", "gpt-4o", "OPENAI_API_KEY")
+    assert gpt.prices.input == pytest.approx(2.5) and gpt.prices.output == pytest.approx(10)
+    assert gpt.context_window == 128000 and set(gpt.capabilities) == {"tools", "vision"}
+    assert by_name["gpt-4o#2"].base_url == "https://eu.example/v1"
+    assert by_name["claude"].provider == "anthropic" and by_name["claude"].timeout_s == 30
+    assert by_name["llama"].base_url == "https://api.groq.com/openai/v1"
+    assert by_name["local"].base_url == "http://localhost:11434/v1"
+
+
+def test_litellm_literal_keys_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="literal key"):
+        load_config(write(tmp_path, "model_list: [{model_name: a, litellm_params: {model: openai/x, api_key: sk-live-123}}]"))
+
+
+def test_litellm_unknown_provider(tmp_path):
+    with pytest.raises(ConfigError, match="not supported"):
+        load_config(write(tmp_path, "model_list: [{model_name: a, litellm_params: {model: sagemaker/x}}]"))
+
+
+def test_policy_naming_an_unknown_model_fails_at_start():
+    from pointsman.app.server import Gateway
+
+    config = parse_config({"models": [{"name": "a", "provider": "openai"}], "policies": {"auto": {"default": "b"}}})
+    with pytest.raises(ValueError, match="'b'"):
+        Gateway(config)
+
+
+def test_default_config_uses_keys_present_in_the_environment():
+    config = default_config({"OPENAI_API_KEY": "x", "GROQ_API_KEY": "y"}, include_local=False)
+    names = [m.name for m in config.models]
+    assert names == ["gpt-4o-mini", "gpt-4o", "llama-3.1-8b-instant"]
+    assert config.policies["auto"].default == "llama-3.1-8b-instant"  # cheapest cloud model
+    assert all(m.api_key_env for m in config.models)
+    with pytest.raises(ValueError, match="no model available"):
+        default_config({}, include_local=False)
+
+
+def ctx(text: str, **body) -> RouteContext:
+    return RouteContext({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}], **body})
+
+
+def test_rules_match_each_condition():
+    tier = RuleTier([
+        Rule(name="tools", when=RuleMatch(has_tools=True), route="t"),
+        Rule(name="json", when=RuleMatch(json_mode=True), route="j"),
+        Rule(name="kw", when=RuleMatch(keywords=["Refactor"]), route="k"),
+        Rule(name="re", when=RuleMatch(regex=r"\bSQL\b"), route="r"),
+        Rule(name="long", when=RuleMatch(min_chars=200), route="l"),
+        Rule(name="short", when=RuleMatch(max_chars=20), route="s"),
+    ])
+    every = ["t", "j", "k", "r", "l", "s"]
+    assert tier.decide(ctx("x", tools=[{"type": "function"}]), every).model == "t"
+    assert tier.decide(ctx("x", response_format={"type": "json_object"}), every).model == "j"
+    assert tier.decide(ctx("please refactor this code"), every).model == "k"
+    assert tier.decide(ctx("write SQL for the report table now"), every).model == "r"
+    assert tier.decide(ctx("y" * 300), every).model == "l"
+    assert tier.decide(ctx("hi"), every).model == "s"
+    assert tier.decide(ctx("an ordinary question of medium size"), every) is None
+    assert tier.decide(ctx("please refactor this code"), ["t", "r"]) is None  # target not eligible: passed over
+
+
+def test_multi_turn_features():
+    c = RouteContext({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                   {"role": "user", "content": [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "x"}}]}]})
+    assert c.user_turns == 2 and c.last_user_text == "see" and c.has_images
+    assert c.required_capabilities == {"vision"}

@@ -1,0 +1,133 @@
+"""Bad input gets a clear OpenAI-style error with the right status, never a traceback."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ledger_rows, model
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def gateway(make_gateway, upstream):
+    return make_gateway({"models": [model("m", upstream)], "server": {"max_body_bytes": 64 * 1024}})
+
+
+def post(gateway, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{gateway.base_url}/chat/completions", content=content,
+                      headers={"content-type": "application/json", **(headers or {})})
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert "Traceback" not in response.text
+    if code:
+        assert error["code"] == code
+    return error
+
+
+@pytest.mark.parametrize("body, needle", [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
+    (b'{"model": "m", "messages": []}', "messages"),
+    (b'{"model": "m", "messages": [{"role": "wizard", "content": "x"}]}', "$.messages[0].role"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": 5}]}', "$.messages[0].content"),
+    (b'{"model": "m", "messages": "hello"}', "$.messages"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 9}', "$.temperature"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "$.max_tokens"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "$.stream"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}', "$.tools[0]"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}', "response_format"),
+    (b'\xff\xfe\x00garbage', "not valid JSON"),
+])
+def test_bad_requests_are_400_with_the_field_named(gateway, body, needle):
+    error = assert_openai_error(post(gateway, body), 400)
+    assert needle in error["message"]
+
+
+def test_deeply_nested_json_is_a_400(gateway):
+    assert_openai_error(post(gateway, b"[" * 5000 + b"]" * 5000), 400)
+
+
+def test_body_too_large_is_413(gateway):
+    big = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"x" * 100_000 + b'"}]}'
+    assert_openai_error(post(gateway, big), 413, "request_too_large")
+    # also without a content-length header (chunked upload)
+    response = httpx.post(f"{gateway.base_url}/chat/completions", content=iter([big[:50_000], big[50_000:]]))
+    assert_openai_error(response, 413, "request_too_large")
+
+
+def test_unknown_model_is_404(gateway):
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-17", messages=HELLO)
+    assert caught.value.body["code"] == "model_not_found" and caught.value.body["param"] == "model"
+
+
+def test_wrong_method_and_path(gateway):
+    assert_openai_error(httpx.get(f"{gateway.base_url}/chat/completions"), 405)
+    assert_openai_error(httpx.get(f"{gateway.base_url}/nothing"), 404)
+
+
+def test_no_eligible_model_for_tools_is_a_400(gateway):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="auto", messages=HELLO, tools=[tool])
+    assert "supports tools" in caught.value.message
+
+
+def test_every_failed_request_is_in_the_ledger(gateway):
+    post(gateway, b"{bad")
+    post(gateway, b'{"model": "zzz", "messages": [{"role": "user", "content": "x"}]}')
+    rows = ledger_rows(gateway)
+    assert [r["status"] for r in rows] == [400, 404]
+
+
+def test_health(gateway):
+    assert httpx.get(f"{gateway.url}/health").json()["status"] == "ok"
+
+
+@pytest.fixture
+def keyed_gateway(make_gateway, upstream, monkeypatch):
+    monkeypatch.setenv("PM_CLIENT_KEY", "sk-client-1")
+    monkeypatch.setenv("PM_ADMIN_KEY", "sk-admin-1")
+    return make_gateway({"models": [model("m", upstream)],
+                         "server": {"api_keys_env": ["PM_CLIENT_KEY"], "admin_key_env": "PM_ADMIN_KEY"}})
+
+
+def test_client_keys(keyed_gateway):
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=keyed_gateway.base_url, api_key="sk-wrong", max_retries=0).chat.completions.create(model="m", messages=HELLO)
+    assert_openai_error(httpx.post(f"{keyed_gateway.base_url}/chat/completions", json={"model": "m", "messages": HELLO}), 401, "missing_api_key")
+    answer = openai.OpenAI(base_url=keyed_gateway.base_url, api_key="sk-client-1").chat.completions.create(model="m", messages=HELLO)
+    assert answer.choices[0].message.content == "echo: hello"
+    rows = ledger_rows(keyed_gateway)
+    assert [r["status"] for r in rows] == [401, 401, 200]
+    assert rows[-1]["key_id"] and rows[-1]["key_id"] != "sk-client-1"
+
+
+def test_admin_api_needs_the_admin_key(keyed_gateway):
+    url = f"{keyed_gateway.url}/admin/models"
+    assert_openai_error(httpx.get(url), 401)
+    assert_openai_error(httpx.get(url, headers={"authorization": "Bearer sk-client-1"}), 403)
+    status = httpx.get(url, headers={"authorization": "Bearer sk-admin-1"}).json()
+    assert status["data"][0]["id"] == "m" and status["data"][0]["breaker"] == "closed"
+
+
+def test_upstream_key_is_sent_upstream_and_never_returned(make_gateway, upstream):
+    from tests.conftest import UPSTREAM_SECRET
+
+    gw = make_gateway({"models": [model("m", upstream), model("bad", upstream, "status:401", max_retries=0)]})
+    response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "m", "messages": HELLO})
+    assert upstream.stats()["last_headers"]["authorization"] == f"Bearer {UPSTREAM_SECRET}"
+    failed = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "bad", "messages": HELLO})
+    assert failed.status_code == 502 and "credentials" in failed.json()["error"]["message"]
+    for r in (response, failed):
+        assert UPSTREAM_SECRET not in r.text and UPSTREAM_SECRET not in str(r.headers)

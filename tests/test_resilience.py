@@ -1,0 +1,186 @@
+"""Upstream faults through the real server: retries, Retry-After, fallback, cooldown, timeouts, streams."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ledger_rows, model
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def attempts(row) -> list[list]:
+    return json.loads(row["attempts"])
+
+
+@pytest.fixture
+def client_for():
+    def make(server):
+        return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=30)
+    return make
+
+
+def test_retries_a_500_then_answers(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("a", upstream, "flaky-500", max_retries=2)]})
+    upstream.script("flaky-500", ["status:500", "status:503", "echo"])
+    raw = client_for(gw).chat.completions.with_raw_response.create(model="a", messages=HELLO)
+    assert raw.parse().choices[0].message.content == "echo: hello"
+    assert raw.headers["x-pointsman-attempts"] == "3"
+    row = ledger_rows(gw)[-1]
+    assert [a[1] for a in attempts(row)] == ["upstream_error", "upstream_error", "ok"]
+
+
+def test_honours_retry_after(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("a", upstream, "ra-429", max_retries=1)]})
+    upstream.script("ra-429", ["status:429:1", "echo"])
+    started = time.monotonic()
+    client_for(gw).chat.completions.create(model="a", messages=HELLO)
+    assert time.monotonic() - started >= 1.0
+
+
+def test_long_retry_after_falls_back_instead_of_waiting(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("a", upstream, "ra-long", max_retries=3), model("b", upstream, prices={"input": 9})],
+                       "server": {"max_retry_after_s": 2}})
+    upstream.script("ra-long", ["status:429:60"])
+    started = time.monotonic()
+    raw = client_for(gw).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+    assert time.monotonic() - started < 2
+    assert raw.headers["x-pointsman-model"] == "b"
+
+
+def test_rate_limit_everywhere_gives_429_with_retry_after(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("a", upstream, "status:429:30", max_retries=0)]})
+    with pytest.raises(openai.RateLimitError) as caught:
+        client_for(gw).chat.completions.create(model="a", messages=HELLO)
+    assert caught.value.response.headers["retry-after"] == "30"
+
+
+def test_falls_back_to_the_next_model_when_the_first_is_down(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("down", upstream, "status:503", max_retries=1),
+                                  model("up", upstream, prices={"input": 1})]})
+    raw = client_for(gw).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+    assert raw.headers["x-pointsman-model"] == "up"
+    row = ledger_rows(gw)[-1]
+    assert [(a[0], a[1]) for a in attempts(row)] == [("down", "upstream_error"), ("down", "upstream_error"), ("up", "ok")]
+    assert row["chosen_model"] == "up" and row["status"] == 200
+
+
+def test_cooldown_skips_a_failing_model_then_lets_a_trial_through(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("bad", upstream, "status:500", max_retries=0), model("good", upstream, prices={"input": 1})],
+                       "server": {"cooldown_failures": 2, "cooldown_s": 0.5}})
+    client = client_for(gw)
+    for _ in range(2):
+        client.chat.completions.create(model="auto", messages=HELLO)
+    calls = upstream.stats()["counts"]["status:500"]
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+    assert raw.headers["x-pointsman-model"] == "good"
+    assert upstream.stats()["counts"]["status:500"] == calls  # cooling down: not called
+    assert attempts(ledger_rows(gw)[-1])[0][1] == "cooldown"
+    time.sleep(0.6)
+    client.chat.completions.create(model="auto", messages=HELLO)
+    assert upstream.stats()["counts"]["status:500"] == calls + 1  # half-open: one trial
+
+
+def test_all_models_cooling_down_is_a_503(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("bad", upstream, "status:502", max_retries=0)],
+                       "server": {"cooldown_failures": 1, "cooldown_s": 30}})
+    client = client_for(gw)
+    with pytest.raises(openai.APIStatusError) as first:
+        client.chat.completions.create(model="bad", messages=HELLO)
+    assert first.value.status_code == 502 and "test upstream says 502" in first.value.message
+    with pytest.raises(openai.APIStatusError) as second:
+        client.chat.completions.create(model="bad", messages=HELLO)
+    assert second.value.status_code == 503 and second.value.body["code"] == "all_models_cooling_down"
+
+
+def test_read_timeout_is_a_504_and_falls_back(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("slow", upstream, "slow:2000", timeout_s=0.3, max_retries=0)]})
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client_for(gw).chat.completions.create(model="slow", messages=HELLO)
+    assert caught.value.status_code == 504 and time.monotonic() - started < 1.5
+    gw2 = make_gateway({"models": [model("slow", upstream, "slow:2000", timeout_s=0.3, max_retries=0),
+                                   model("fast", upstream, prices={"input": 1})]})
+    raw = client_for(gw2).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+    assert raw.headers["x-pointsman-model"] == "fast"
+
+
+def test_connect_error_is_a_502(make_gateway, client_for):
+    gw = make_gateway({"models": [{"name": "nowhere", "provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                   "max_retries": 0, "connect_timeout_s": 1}]})
+    with pytest.raises(openai.APIStatusError) as caught:
+        client_for(gw).chat.completions.create(model="nowhere", messages=HELLO)
+    assert caught.value.status_code == 502 and "cannot connect" in caught.value.message
+
+
+@pytest.mark.parametrize("behaviour, status, text", [
+    ("reset", 502, "connection"), ("malformed", 502, "invalid JSON"), ("huge:40", 502, "too large")])
+def test_broken_upstream_answers_are_clear_502s(make_gateway, upstream, client_for, behaviour, status, text):
+    gw = make_gateway({"models": [model("m", upstream, behaviour, max_retries=0)]})
+    with pytest.raises(openai.APIStatusError) as caught:
+        client_for(gw).chat.completions.create(model="m", messages=HELLO)
+    assert caught.value.status_code == status and text in caught.value.message
+    assert ledger_rows(gw)[-1]["status"] == status
+
+
+def test_upstream_400_is_not_retried_nor_fallen_back(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("a", upstream, "status:400", max_retries=3), model("b", upstream, prices={"input": 1})]})
+    with pytest.raises(openai.BadRequestError):
+        client_for(gw).chat.completions.create(model="auto", messages=HELLO)
+    assert upstream.stats()["counts"]["status:400"] == 1
+
+
+def test_stream_falls_back_before_the_first_chunk(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("down", upstream, "status:503", max_retries=0), model("up", upstream, prices={"input": 1})]})
+    chunks = list(client_for(gw).chat.completions.create(model="auto", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello"
+
+
+def test_stream_cut_midway_ends_with_an_error_event(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("m", upstream, "cutoff", max_retries=0)]})
+    with pytest.raises(openai.APIError) as caught:
+        list(client_for(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": "a b c d e"}], stream=True))
+    assert "upstream stream failed" in str(caught.value)
+    row = ledger_rows(gw)[-1]
+    assert row["status"] == 502 and "stream broke" in row["error"]
+
+
+def test_stalled_stream_times_out(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("m", upstream, "stall:3000", timeout_s=0.3, max_retries=0)]})
+    started = time.monotonic()
+    with pytest.raises(openai.APIError):
+        list(client_for(gw).chat.completions.create(model="m", messages=HELLO, stream=True))
+    assert time.monotonic() - started < 2
+    assert "timed out" in ledger_rows(gw)[-1]["error"]
+
+
+def test_stream_passes_chunks_through_as_they_arrive(make_gateway, upstream):
+    """The first chunk reaches the client while the upstream is still stalling: nothing is buffered."""
+    gw = make_gateway({"models": [model("m", upstream, "stall:800", timeout_s=5)]})
+    started = time.monotonic()
+    with httpx.stream("POST", f"{gw.base_url}/chat/completions", timeout=10,
+                      json={"model": "m", "messages": HELLO, "stream": True}) as response:
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data:"))
+        first_at = time.monotonic() - started
+        rest = [line for line in lines if line.startswith("data:")]
+    assert '"role":"assistant"' in first and first_at < 0.6
+    assert rest[-1] == "data: [DONE]" and time.monotonic() - started >= 0.8
+
+
+def test_client_disconnect_mid_stream_is_recorded(make_gateway, upstream):
+    gw = make_gateway({"models": [model("m", upstream, "stall:1500", timeout_s=5)]})
+    with httpx.stream("POST", f"{gw.base_url}/chat/completions", json={"model": "m", "messages": HELLO, "stream": True}) as response:
+        next(response.iter_lines())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        rows = ledger_rows(gw)
+        if rows:
+            break
+        time.sleep(0.05)
+    assert rows[-1]["status"] == 499
