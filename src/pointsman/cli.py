@@ -31,7 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
           f"router/{config.server.default_policy}); ledger: {config.server.ledger_url}", file=sys.stderr)
     print(f"  OpenAI base URL: http://{host}:{port}/v1", file=sys.stderr)
     uvicorn.run(gateway, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=30)
+                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=30,
+                proxy_headers=False, server_header=False)
     return 0
 
 

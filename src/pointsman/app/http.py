@@ -55,7 +55,9 @@ class ClientDisconnected(Exception):
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = JSON_HEADERS) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    # An explicit content-length spares the server chunked framing.
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 

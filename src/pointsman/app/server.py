@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import os
 import time
@@ -49,6 +50,14 @@ log = logging.getLogger("pointsman")
 
 TAG_HEADERS = {b"x-pointsman-user": "user", b"x-pointsman-team": "team", b"x-pointsman-cohort": "cohort"}
 MAX_TAG_LENGTH = 128
+
+
+_ID_PREFIX = "req_" + os.urandom(6).hex()  # unique per process; a counter makes each id unique within it
+_ids = itertools.count(1)
+
+
+def _request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):08x}"
 
 
 def _key_id(key: str) -> str:
@@ -204,7 +213,7 @@ class Gateway:
     # -- chat completions --------------------------------------------------------------------------------
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        record = LedgerRecord(id="req_" + os.urandom(12).hex(), ts=time.time(), requested_model="", status=0)
+        record = LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0)
         try:
             headers = header_map(scope)
             record.key_id = self._authenticate(headers)

@@ -8,8 +8,21 @@ runs. Later tiers (semantic predictors, an LLM judge) implement the same small `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Protocol
+
+
+class lazy:  # noqa: N801 - reads like functools.cached_property, which takes a lock on 3.11
+    """Compute an attribute on first access and store it on the instance: later reads are plain."""
+
+    def __init__(self, compute: Any) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
 
 
 def _text_of(content: Any) -> str:
@@ -28,41 +41,41 @@ class RouteContext:
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
 
-    @cached_property
+    @lazy
     def messages(self) -> list[dict[str, Any]]:
         return self.body["messages"]
 
-    @cached_property
+    @lazy
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
             if message.get("role") == "user":
                 return _text_of(message.get("content"))
         return ""
 
-    @cached_property
+    @lazy
     def total_chars(self) -> int:
         return sum(len(_text_of(m.get("content"))) for m in self.messages)
 
-    @cached_property
+    @lazy
     def user_turns(self) -> int:
         return sum(1 for m in self.messages if m.get("role") == "user")
 
-    @cached_property
+    @lazy
     def has_tools(self) -> bool:
         return bool(self.body.get("tools"))
 
-    @cached_property
+    @lazy
     def json_mode(self) -> bool:
         fmt = self.body.get("response_format")
         return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
 
-    @cached_property
+    @lazy
     def has_images(self) -> bool:
         return any(isinstance(m.get("content"), list) and any(
             isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in m["content"])
             for m in self.messages)
 
-    @cached_property
+    @lazy
     def required_capabilities(self) -> frozenset[str]:
         needed = set()
         if self.has_tools:
@@ -73,7 +86,7 @@ class RouteContext:
             needed.add("json")
         return frozenset(needed)
 
-    @cached_property
+    @lazy
     def estimated_tokens(self) -> int:
         """Prompt plus requested output, at ~4 characters a token: enough to rule out small windows."""
         out = self.body.get("max_completion_tokens") or self.body.get("max_tokens") or 0
