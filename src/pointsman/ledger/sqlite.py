@@ -41,7 +41,7 @@ class SqliteSink(LedgerSink):
 
     def open(self) -> None:
         # Opened in the starting thread, used only by the writer thread afterwards.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
