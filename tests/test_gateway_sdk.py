@@ -148,3 +148,25 @@ def test_ledger_records_every_request_without_secrets(gateway):
     assert "does not exist" in missing["error"]
     dump = gateway.ledger_path.read_bytes()
     assert UPSTREAM_SECRET.encode() not in dump and b"client-key" not in dump
+
+
+def test_anthropic_model_through_the_gateway(make_gateway, upstream):
+    from tests.conftest import API_KEY_ENV, UPSTREAM_SECRET
+
+    gw = make_gateway({"models": [{"name": "claude", "provider": "anthropic", "base_url": upstream.url, "model": "echo",
+                                   "api_key_env": API_KEY_ENV, "capabilities": ["tools"], "prices": {"input": 3, "output": 15}}]})
+    client = openai.OpenAI(base_url=gw.base_url, api_key="unused")
+    answer = client.chat.completions.create(model="claude", messages=[{"role": "system", "content": "be brief"},
+                                                                      {"role": "user", "content": "hello"}])
+    assert answer.choices[0].message.content == "echo: hello" and answer.usage.completion_tokens > 0
+    assert upstream.stats()["last_headers"]["x-api-key"] == UPSTREAM_SECRET
+    assert upstream.stats()["last_body"]["system"]  # the system message moved to Anthropic's field
+    stream = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "weather in Paris?"}],
+                                            tools=[WEATHER_TOOL], stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    arguments = "".join(call.function.arguments or "" for c in chunks if c.choices for call in (c.choices[0].delta.tool_calls or []))
+    assert json.loads(arguments) == {"city": "Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert chunks[-1].usage.prompt_tokens > 0
+    row = ledger_rows(gw)[-1]
+    assert row["cost_usd"] > 0 and row["chosen_model"] == "claude"
