@@ -106,7 +106,7 @@ def test_images_from_data_urls_and_http_urls() -> None:
 def test_unsupported_content_part_is_refused() -> None:
     with pytest.raises(ProviderError) as info:
         translate({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]})
-    assert info.value.status == 400 and info.value.kind == "invalid_request_error"
+    assert info.value.status == 400 and info.value.kind == "unsupported_by_model"
 
 
 def test_tool_calls_and_results_round_trip_into_alternating_turns() -> None:
@@ -203,10 +203,10 @@ def test_response_format_adds_a_json_instruction() -> None:
     assert "system" not in translate({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}})
 
 
-def test_n_above_one_is_refused_as_invalid() -> None:
+def test_n_above_one_is_refused_as_unsupported() -> None:
     with pytest.raises(ProviderError) as info:
         translate({"messages": [{"role": "user", "content": "hi"}], "n": 2})
-    assert (info.value.status, info.value.retryable, info.value.kind) == (400, False, "invalid_request_error")
+    assert (info.value.status, info.value.retryable, info.value.kind) == (400, False, "unsupported_by_model")
     assert "n must be 1" in info.value.message
 
 

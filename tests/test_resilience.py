@@ -184,3 +184,16 @@ def test_client_disconnect_mid_stream_is_recorded(make_gateway, upstream):
             break
         time.sleep(0.05)
     assert rows[-1]["status"] == 499
+
+
+def test_a_feature_one_model_lacks_moves_on_to_the_next_without_penalty(make_gateway, upstream, client_for):
+    from tests.conftest import API_KEY_ENV
+
+    gw = make_gateway({"models": [{"name": "claude", "provider": "anthropic", "base_url": upstream.url, "model": "echo",
+                                   "api_key_env": API_KEY_ENV, "max_retries": 3},
+                                  model("gpt", upstream, prices={"input": 5})],
+                       "server": {"cooldown_failures": 1}})
+    raw = client_for(gw).chat.completions.with_raw_response.create(model="auto", messages=HELLO, n=2)
+    assert raw.headers["x-pointsman-model"] == "gpt" and raw.headers["x-pointsman-attempts"] == "2"
+    assert [a[1] for a in attempts(ledger_rows(gw)[-1])] == ["unsupported_by_model", "ok"]
+    assert gw.gateway.pool["claude"].breaker.state == "closed"

@@ -18,6 +18,7 @@ from pointsman.gateway.pool import Pool, PoolEntry
 from pointsman.gateway.resilience import backoff_delay
 from pointsman.ledger import Attempt
 from pointsman.providers import ProviderError
+from pointsman.providers.base import UNSUPPORTED
 
 
 @dataclass(slots=True)
@@ -79,9 +80,11 @@ class Dispatcher:
                     else:
                         result = DispatchResult(entry, attempts, 0.0, answer=await entry.provider.complete(body))
                 except ProviderError as error:
-                    entry.breaker.record_failure()
                     attempts.append(Attempt(name, error.kind, (time.perf_counter() - started) * 1000, error.message))
                     last_error = error
+                    if error.kind == UNSUPPORTED:
+                        break  # a feature this model lacks: no retry, no health penalty, next model
+                    entry.breaker.record_failure()
                     if not error.retryable:
                         raise _as_gateway_error(error, attempts) from None
                     if retry >= entry.config.max_retries:

@@ -93,7 +93,7 @@ def _content_blocks(content: Any) -> list[dict[str, Any]]:
         elif kind == "image_url":
             blocks.append(_image_block(part))
         else:
-            raise _invalid(f"content part type {kind!r} is not supported by Anthropic models")
+            raise ProviderError.unsupported(f"content part type {kind!r} is not supported by Anthropic models")
     return blocks
 
 
@@ -150,7 +150,7 @@ def to_anthropic_request(body: dict[str, Any], model: str, default_max_tokens: i
     """
     n = body.get("n")
     if n is not None and n != 1:
-        raise _invalid("Anthropic models return one choice per request: n must be 1")
+        raise ProviderError.unsupported("Anthropic models return one choice per request: n must be 1")
 
     system: list[str] = []
     turns: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ from typing import Any
 
 from pointsman.config.schema import ModelConfig
 
+UNSUPPORTED = "unsupported_by_model"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
@@ -45,6 +46,12 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.kind = kind
         self.upstream_status = upstream_status
+
+    @classmethod
+    def unsupported(cls, message: str) -> ProviderError:
+        """This model cannot take this request (a feature it lacks): another model may, so the
+        dispatcher moves on without retrying and without counting it against the model's health."""
+        return cls(message, status=400, retryable=False, kind=UNSUPPORTED)
 
     @classmethod
     def from_status(cls, upstream_status: int, detail: str, retry_after: float | None = None) -> ProviderError:
