@@ -297,7 +297,19 @@ class Gateway:
         record.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *_decision_headers(
             record.id, decision, result.entry.name, None, record.overhead_ms, len(result.attempts))]})
+        # If the client leaves, stop at once, even while waiting on a slow upstream: the upstream
+        # connection is closed and no more tokens are paid for.
+        relay = asyncio.current_task()
+        client_gone = False
+
+        def on_disconnect(watcher: asyncio.Future[None]) -> None:
+            nonlocal client_gone
+            if not watcher.cancelled() and relay is not None:
+                client_gone = True
+                relay.cancel()
+
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+        disconnected.add_done_callback(on_disconnect)
         usage: Any = None
         try:
             chunk: dict[str, Any] | None = result.first_chunk
@@ -310,17 +322,20 @@ class Gateway:
                             continue
                         chunk = {k: v for k, v in chunk.items() if k != "usage"}
                 await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
-                if disconnected.done():
-                    record.status, record.error = 499, "client disconnected during the stream"
-                    break
                 chunk = await anext(chunks, None)
-            else:
-                self._account(record, result, usage)
-                comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
-                await send({"type": "http.response.body", "body": comment + SSE_DONE, "more_body": False})
-                return
+            disconnected.remove_done_callback(on_disconnect)
+            self._account(record, result, usage)
+            comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
+            await send({"type": "http.response.body", "body": comment + SSE_DONE, "more_body": False})
+        except asyncio.CancelledError:
+            if not client_gone:
+                raise
+            relay.uncancel()  # type: ignore[union-attr] - the cancellation was ours, and is handled
+            record.status, record.error = 499, "client disconnected during the stream"
+            self._account(record, result, usage)
         except ProviderError as error:
             # Part of the answer is already with the client: end the stream with an error event.
+            disconnected.remove_done_callback(on_disconnect)
             record.status, record.error = error.status, f"stream broke after the first chunk: {error.message}"
             result.attempts.append(Attempt(result.entry.name, error.kind, 0.0, error.message))
             self._account(record, result, usage)
@@ -328,11 +343,9 @@ class Gateway:
                                      "param": None, "code": error.kind}}
             await send({"type": "http.response.body", "body": sse_event(error_event), "more_body": False})
         finally:
+            disconnected.remove_done_callback(on_disconnect)
             disconnected.cancel()
             await chunks.aclose()
-        if record.status == 499:
-            self._account(record, result, usage)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _wait_disconnect(receive: Receive) -> None:
