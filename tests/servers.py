@@ -44,6 +44,11 @@ class UpstreamServer:
         self._ready.set()
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
+        pending = asyncio.all_tasks(self._loop)  # handlers still stalling on purpose
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
 
     def start(self) -> UpstreamServer:
         self._thread.start()

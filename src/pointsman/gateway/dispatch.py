@@ -18,7 +18,6 @@ from pointsman.gateway.pool import Pool, PoolEntry
 from pointsman.gateway.resilience import backoff_delay
 from pointsman.ledger import Attempt
 from pointsman.providers import ProviderError
-from pointsman.providers.base import UNSUPPORTED
 
 
 @dataclass(slots=True)
@@ -82,7 +81,7 @@ class Dispatcher:
                 except ProviderError as error:
                     attempts.append(Attempt(name, error.kind, (time.perf_counter() - started) * 1000, error.message))
                     last_error = error
-                    if error.kind == UNSUPPORTED:
+                    if error.model_specific:
                         break  # a feature this model lacks: no retry, no health penalty, next model
                     entry.breaker.record_failure()
                     if not error.retryable:

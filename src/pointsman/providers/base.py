@@ -16,7 +16,6 @@ from typing import Any
 
 from pointsman.config.schema import ModelConfig
 
-UNSUPPORTED = "unsupported_by_model"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
@@ -38,6 +37,7 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         kind: str = "upstream_error",
         upstream_status: int | None = None,
+        model_specific: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -46,12 +46,13 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.kind = kind
         self.upstream_status = upstream_status
+        self.model_specific = model_specific  # only this model cannot: the next one may
 
     @classmethod
-    def unsupported(cls, message: str) -> ProviderError:
-        """This model cannot take this request (a feature it lacks): another model may, so the
-        dispatcher moves on without retrying and without counting it against the model's health."""
-        return cls(message, status=400, retryable=False, kind=UNSUPPORTED)
+    def unsupported(cls, message: str, kind: str = "unsupported_by_model") -> ProviderError:
+        """This model cannot take this request (a feature it lacks, a window too small): another model
+        may, so the dispatcher moves on without retrying and without counting it against the model's health."""
+        return cls(message, status=400, retryable=False, kind=kind, model_specific=True)
 
     @classmethod
     def from_status(cls, upstream_status: int, detail: str, retry_after: float | None = None) -> ProviderError:

@@ -166,8 +166,7 @@ def _text_of(content: Any) -> str:
                 texts.append(part)
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise ProviderError(f"the local model reads text only, not {kind!r} content parts",
-                                    status=400, retryable=False, kind="invalid_request_error")
+                raise ProviderError.unsupported(f"the local model reads text only, not {kind!r} content parts")
         return "\n".join(texts)
     return str(content)
 
@@ -241,10 +240,9 @@ class LocalProvider(Provider):
 
     def _too_long(self, prompt_tokens: int | None) -> ProviderError:
         size = f"{prompt_tokens} tokens" if prompt_tokens is not None else "too long"
-        return ProviderError(
+        return ProviderError.unsupported(
             f"{self.config.name}: the prompt ({size}) does not fit the local model's context window of "
-            f"{self._n_ctx} tokens (prompt plus at least one answer token)",
-            status=400, retryable=False, kind="context_length_exceeded")
+            f"{self._n_ctx} tokens (prompt plus at least one answer token)", kind="context_length_exceeded")
 
     def _complete_sync(self, kwargs: dict[str, Any], run: _Run) -> dict[str, Any]:
         try:
@@ -300,12 +298,10 @@ class LocalProvider(Provider):
             raise ProviderError(f"{self.config.name}: provider is closed", status=503, retryable=True,
                                 kind="local_model_unavailable")
         if body.get("tools") or body.get("functions"):
-            raise ProviderError(f"{self.config.name}: the local model cannot call tools; route tool requests "
-                                "to a model with the 'tools' capability",
-                                status=400, retryable=False, kind="invalid_request_error")
+            raise ProviderError.unsupported(f"{self.config.name}: the local model cannot call tools; route tool "
+                                            "requests to a model with the 'tools' capability")
         if (body.get("n") or 1) != 1:
-            raise ProviderError(f"{self.config.name}: the local model answers with one choice (n=1)",
-                                status=400, retryable=False, kind="invalid_request_error")
+            raise ProviderError.unsupported(f"{self.config.name}: the local model answers with one choice (n=1)")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ProviderError("messages must be a non-empty list", status=400, retryable=False,
