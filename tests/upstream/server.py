@@ -73,33 +73,31 @@ async def _stream(request: web.Request, behaviour: Behaviour, events: list[bytes
     return response
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    state: UpstreamState = request.app[STATE]
-    body = orjson.loads(await request.read())
-    state.last_headers = {str(k).lower(): v for k, v in request.headers.items()}
-    state.last_body = body
-    behaviour = state.behaviour_for(str(body.get("model")))
-    early = await _before_answer(request, behaviour)
-    if early is not None:
-        return early
-    if not body.get("stream"):
-        return _json(chat_completion(body))
-    events = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chat_chunks(body)] + [b"data: [DONE]\n\n"]
-    return await _stream(request, behaviour, events)
+def _openai_events(body: dict[str, Any]) -> list[bytes]:
+    return [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chat_chunks(body)] + [b"data: [DONE]\n\n"]
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
-    state: UpstreamState = request.app[STATE]
-    body = orjson.loads(await request.read())
-    state.last_headers = {str(k).lower(): v for k, v in request.headers.items()}
-    state.last_body = body
-    behaviour = state.behaviour_for(str(body.get("model")))
-    early = await _before_answer(request, behaviour)
-    if early is not None:
-        return early
-    if not body.get("stream"):
-        return _json(messages_response(body))
-    return await _stream(request, behaviour, messages_stream_events(body))
+def _endpoint(answer: Any, events: Any) -> Any:
+    """One protocol's endpoint: record the call, show the scripted fault, or answer (JSON or SSE)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state: UpstreamState = request.app[STATE]
+        body = orjson.loads(await request.read())
+        state.last_headers = {str(k).lower(): v for k, v in request.headers.items()}
+        state.last_body = body
+        behaviour = state.behaviour_for(str(body.get("model")))
+        early = await _before_answer(request, behaviour)
+        if early is not None:
+            return early
+        if not body.get("stream"):
+            return _json(answer(body))
+        return await _stream(request, behaviour, events(body))
+
+    return handle
+
+
+chat_completions = _endpoint(chat_completion, _openai_events)
+messages = _endpoint(messages_response, messages_stream_events)
 
 
 async def set_script(request: web.Request) -> web.Response:

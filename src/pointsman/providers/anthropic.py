@@ -13,11 +13,10 @@ from typing import Any
 
 import orjson
 
-from pointsman.config.schema import ModelConfig
-from pointsman.providers.base import Provider, ProviderError
+from pointsman.providers.base import ProviderError
+from pointsman.providers.http import HttpProvider
 from pointsman.providers.openai_compat import error_detail, parse_retry_after
 from pointsman.providers.sse import sse_events
-from pointsman.providers.transport import Timeout, Transport
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -341,21 +340,13 @@ class StreamTranslator:
 # --- the provider ---------------------------------------------------------------------------------
 
 
-class AnthropicProvider(Provider):
-    def __init__(self, config: ModelConfig, transport: Transport) -> None:
-        super().__init__(config)
-        self._transport = transport
-        self._url = (config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
-        self._timeout = Timeout(connect=config.connect_timeout_s, read=config.timeout_s)
-        # config.headers last, so a pool can pin another API version or add anthropic-beta.
-        self._static_headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION,
-                                **config.headers}
+class AnthropicProvider(HttpProvider):
+    default_base_url = DEFAULT_BASE_URL
+    path = "/v1/messages"
+    protocol_headers = {"anthropic-version": ANTHROPIC_VERSION}
 
-    def _headers(self) -> dict[str, str]:
-        key = self.api_key
-        if key:
-            return {**self._static_headers, "x-api-key": key}
-        return self._static_headers
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
 
     def _payload(self, body: dict[str, Any], stream: bool) -> bytes:
         return orjson.dumps(to_anthropic_request(body, self.config.upstream_model, self.config.max_output_tokens, stream=stream))

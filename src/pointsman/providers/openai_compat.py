@@ -12,10 +12,9 @@ from typing import Any
 
 import orjson
 
-from pointsman.config.schema import ModelConfig
-from pointsman.providers.base import Provider, ProviderError
+from pointsman.providers.base import ProviderError
+from pointsman.providers.http import HttpProvider
 from pointsman.providers.sse import sse_events
-from pointsman.providers.transport import Timeout, Transport
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -43,19 +42,9 @@ def error_detail(body: bytes) -> str:
     return body[:300].decode("utf-8", "replace") or "(empty body)"
 
 
-class OpenAICompatProvider(Provider):
-    def __init__(self, config: ModelConfig, transport: Transport) -> None:
-        super().__init__(config)
-        self._transport = transport
-        self._url = (config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
-        self._timeout = Timeout(connect=config.connect_timeout_s, read=config.timeout_s)
-        self._static_headers = {"content-type": "application/json", **config.headers}
-
-    def _headers(self) -> dict[str, str]:
-        key = self.api_key
-        if key:
-            return {**self._static_headers, "authorization": f"Bearer {key}"}
-        return self._static_headers
+class OpenAICompatProvider(HttpProvider):
+    default_base_url = DEFAULT_BASE_URL
+    path = "/chat/completions"
 
     def _raise_for_status(self, status: int, headers: Any, body: bytes) -> None:
         raise ProviderError.from_status(status, f"{self.config.name}: upstream {status}: {error_detail(body)}",
