@@ -21,7 +21,7 @@ from pointsman.providers.anthropic import (
     to_anthropic_request,
 )
 from pointsman.providers.base import ProviderError
-from pointsman.providers.transport import AiohttpTransport
+from pointsman.providers.transport import ReqwestTransport
 from tests.upstream.anthropic_api import messages_response, messages_stream_events
 
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
@@ -361,7 +361,7 @@ class Upstream:
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.headers = dict(request.headers)
+        self.headers = {k.lower(): v for k, v in request.headers.items()}
         self.body = await request.json()
         if self.mode == "overloaded":
             return web.json_response({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
@@ -397,7 +397,7 @@ async def serve(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Upstream
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    transport = AiohttpTransport()
+    transport = ReqwestTransport()
     provider = AnthropicProvider(ModelConfig(name="claude-test", provider="anthropic", base_url=f"http://127.0.0.1:{port}/",
                                              api_key_env="TEST_ANTHROPIC_KEY"), transport)
     try:
@@ -417,7 +417,7 @@ async def test_complete_over_http(monkeypatch: pytest.MonkeyPatch) -> None:
             {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]})
     assert upstream.headers["x-api-key"] == "sk-ant-test-123"
     assert upstream.headers["anthropic-version"] == "2023-06-01"
-    assert upstream.headers["Content-Type"] == "application/json"
+    assert upstream.headers["content-type"] == "application/json"
     assert "authorization" not in {k.lower() for k in upstream.headers}
     assert upstream.body == {"model": "claude-test", "max_tokens": 4096, "system": "Be brief.",
                              "messages": [{"role": "user", "content": [{"type": "text", "text": "hello there"}]}]}

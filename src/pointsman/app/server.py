@@ -42,7 +42,7 @@ from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
 from pointsman.ledger import Attempt, BatchLedger, LedgerRecord, sink_from_url
 from pointsman.providers import ProviderError
-from pointsman.providers.transport import AiohttpTransport, Transport
+from pointsman.providers.transport import ReqwestTransport, Transport
 from pointsman.routing.base import RouteContext, RouteDecision
 from pointsman.routing.policy import PolicyRouter
 
@@ -95,7 +95,7 @@ class Gateway:
     def __init__(self, config: Config, transport: Transport | None = None) -> None:
         self.config = config
         self.server = config.server
-        self.transport: Transport = transport or AiohttpTransport()
+        self.transport: Transport = transport or ReqwestTransport()
         self.pool = Pool(config, self.transport)
         self.router = PolicyRouter(config, self.pool)
         self.router.validate()

@@ -395,4 +395,4 @@ class AnthropicProvider(HttpProvider):
                     return
             raise ProviderError(f"{self.config.name}: upstream stream ended before message_stop", kind="incomplete_stream")
         finally:
-            response.close()
+            await response.aclose()

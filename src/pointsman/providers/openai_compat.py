@@ -90,4 +90,4 @@ class OpenAICompatProvider(HttpProvider):
                 return
             raise ProviderError(f"{self.config.name}: upstream stream ended without [DONE]", kind="incomplete_stream")
         finally:
-            response.close()
+            await response.aclose()
