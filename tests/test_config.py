@@ -123,7 +123,7 @@ def ctx(text: str, **body) -> RouteContext:
     return RouteContext({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}], **body})
 
 
-def test_rules_match_each_condition():
+async def test_rules_match_each_condition():
     tier = RuleTier([
         Rule(name="tools", when=RuleMatch(has_tools=True), route="t"),
         Rule(name="json", when=RuleMatch(json_mode=True), route="j"),
@@ -133,14 +133,14 @@ def test_rules_match_each_condition():
         Rule(name="short", when=RuleMatch(max_chars=20), route="s"),
     ])
     every = ["t", "j", "k", "r", "l", "s"]
-    assert tier.decide(ctx("x", tools=[{"type": "function"}]), every).model == "t"
-    assert tier.decide(ctx("x", response_format={"type": "json_object"}), every).model == "j"
-    assert tier.decide(ctx("please refactor this code"), every).model == "k"
-    assert tier.decide(ctx("write SQL for the report table now"), every).model == "r"
-    assert tier.decide(ctx("y" * 300), every).model == "l"
-    assert tier.decide(ctx("hi"), every).model == "s"
-    assert tier.decide(ctx("an ordinary question of medium size"), every) is None
-    assert tier.decide(ctx("please refactor this code"), ["t", "r"]) is None  # target not eligible: passed over
+    assert (await tier.decide(ctx("x", tools=[{"type": "function"}]), every)).model == "t"
+    assert (await tier.decide(ctx("x", response_format={"type": "json_object"}), every)).model == "j"
+    assert (await tier.decide(ctx("please refactor this code"), every)).model == "k"
+    assert (await tier.decide(ctx("write SQL for the report table now"), every)).model == "r"
+    assert (await tier.decide(ctx("y" * 300), every)).model == "l"
+    assert (await tier.decide(ctx("hi"), every)).model == "s"
+    assert (await tier.decide(ctx("an ordinary question of medium size"), every)) is None
+    assert (await tier.decide(ctx("please refactor this code"), ["t", "r"])) is None  # target not eligible: passed over
 
 
 def test_multi_turn_features():

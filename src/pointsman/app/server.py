@@ -44,7 +44,7 @@ from pointsman.ledger import Attempt, BatchLedger, LedgerRecord, sink_from_url
 from pointsman.providers import ProviderError
 from pointsman.providers.transport import ReqwestTransport, Transport
 from pointsman.routing.base import RouteContext, RouteDecision
-from pointsman.routing.policy import PolicyRouter
+from pointsman.routing.policy import PolicyRouter, needs_embeddings
 
 log = logging.getLogger("pointsman")
 
@@ -86,7 +86,40 @@ def _decision_headers(request_id: str, decision: RouteDecision, model: str, cost
         headers["x-pointsman-cost-usd"] = "pending"
     if decision.scores:
         headers["x-pointsman-scores"] = ",".join(f"{m}={s:.3f}" for m, s in decision.scores.items())
+    if decision.confidence is not None:
+        headers["x-pointsman-confidence"] = f"{decision.confidence:.3f}"
     return encode_headers(headers)
+
+
+KNOB_HEADERS = {b"x-pointsman-lambda": ("lambda", 0.0, 1e6), b"x-pointsman-floor": ("floor", 0.0, 1.0)}
+
+
+def _knob_overrides(headers: dict[bytes, bytes]) -> dict[str, float]:
+    """The cost-quality knob, per request: x-pointsman-lambda or x-pointsman-floor."""
+    overrides: dict[str, float] = {}
+    for header, (name, low, high) in KNOB_HEADERS.items():
+        raw = headers.get(header)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise GatewayError(400, f"{header.decode()} must be a number within {low:g}..{high:g}", code="invalid_header")
+        overrides[name] = value
+    return overrides
+
+
+def _session(headers: dict[bytes, bytes]) -> str | None:
+    raw = headers.get(b"x-pointsman-session")
+    return raw.decode("latin-1")[:128] if raw else None
+
+
+def make_embedder() -> Any:
+    from pointsman.embed import EmbedBatcher, MiniLMEncoder
+
+    return EmbedBatcher(MiniLMEncoder())
 
 
 class Gateway:
@@ -97,8 +130,9 @@ class Gateway:
         self.server = config.server
         self.transport: Transport = transport or ReqwestTransport()
         self.pool = Pool(config, self.transport)
-        self.router = PolicyRouter(config, self.pool)
-        self.router.validate()
+        # One embedding model for the whole gateway, started only when a stage needs it.
+        self.embedder = make_embedder() if needs_embeddings(config) else None
+        self.router = PolicyRouter(config, self.pool, self.embedder)
         self.dispatcher = Dispatcher(self.pool, self.server)
         self.ledger = BatchLedger(sink_from_url(self.server.ledger_url), flush_interval_s=self.server.ledger_flush_interval_s,
                                   batch_size=self.server.ledger_batch_size)
@@ -122,12 +156,16 @@ class Gateway:
     async def startup(self) -> None:
         if not self._started:
             self.ledger.start()
+            if self.embedder is not None:
+                await self.embedder.warmup()  # load the model now, not on the first request
             self._started = True
 
     async def shutdown(self) -> None:
         if self._started:
             await self.pool.aclose()
             await self.transport.aclose()
+            if self.embedder is not None:
+                await self.embedder.close()
             self.ledger.close()  # flushes: a clean shutdown loses no record
             self._started = False
 
@@ -167,6 +205,13 @@ class Gateway:
                 await send_bytes(send, 200, self._models_body)
             elif path == "/health" and method == "GET":
                 await send_json(send, 200, {"status": "ok", "version": __version__, "models": len(self.pool.entries)})
+            elif path == "/admin/router/reload" and method == "POST":
+                self._authenticate_admin(header_map(scope))
+                try:
+                    reloaded = self.router.reload()
+                except (ValueError, OSError) as exc:
+                    raise GatewayError(400, f"router reload failed, the previous routers stay: {exc}", code="reload_failed") from None
+                await send_json(send, 200, {"reloaded": reloaded})
             elif path == "/admin/models" and method == "GET":
                 self._authenticate_admin(header_map(scope))
                 await send_json(send, 200, {"data": [
@@ -228,7 +273,8 @@ class Gateway:
             record.stream = bool(request.stream)
             if record.user is None and request.user:
                 record.user = request.user[:MAX_TAG_LENGTH]
-            decision = self.router.route(request.model, RouteContext(raw))
+            ctx = RouteContext(raw, _knob_overrides(headers), _session(headers))
+            decision = await self.router.route(request.model, ctx)
             record.tier, record.reason = decision.tier, decision.reason
             plan = [decision.model, *decision.fallbacks]
             if request.stream:

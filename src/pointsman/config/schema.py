@@ -70,10 +70,42 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True):
     name: str | None = None
 
 
+class SemanticTierConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Tier 2: predicted quality per model from a trained router, then the knob.
+
+    Choose argmax(quality - lambda * relative cost); or, with `floor`, the cheapest model whose predicted
+    quality clears it. Both are overridable per request (headers x-pointsman-lambda / x-pointsman-floor).
+    """
+
+    router: str = "default"  # "default" = the router shipped in the package, or a path to a trained .npz
+    lambda_: float = msgspec.field(default=0.1, name="lambda")
+    floor: float | None = None
+    min_confidence: float = 0.0  # below it the decision is deferred to tier 3 (when a judge is configured)
+
+    def __post_init__(self) -> None:
+        if self.lambda_ < 0:
+            raise ValueError("semantic.lambda must be >= 0")
+        if self.floor is not None and not 0 <= self.floor <= 1:
+            raise ValueError("semantic.floor must be within 0..1")
+        if not 0 <= self.min_confidence <= 1:
+            raise ValueError("semantic.min_confidence must be within 0..1")
+
+
+class JudgeTierConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Tier 3: a small pool model grades the prompt's difficulty, for prompts tier 2 is unsure of."""
+
+    model: str
+    timeout_s: float = 3.0
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
-    """A named routing policy: rules first, then the default. Fallbacks follow the chosen model."""
+    """A named routing policy: rules first, then the semantic tier (and its judge), then the default.
+    Fallbacks follow the chosen model."""
 
     rules: list[Rule] = msgspec.field(default_factory=list)
+    semantic: SemanticTierConfig | None = None
+    judge: JudgeTierConfig | None = None
+    sticky_s: float = 0.0  # > 0: a session (x-pointsman-session) keeps its model this long
     default: str | None = None  # a pool model; None = the cheapest eligible model
     fallbacks: list[str] | None = None  # None = every other eligible model, cheapest first
 

@@ -506,33 +506,40 @@ def default_cache_dir() -> Path:
     return Path(base) / "pointsman"
 
 
-def embed_prompts(prompts: Sequence[str], encoder=None, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and cheap prompt features for ``prompts``, cached on disk.
-
-    The cache key is a SHA-256 of the encoder's id, the feature version and every text, so a
-    change to any of them misses. Files live in ``<cache_dir>/emb/<sha>.npz`` (outside the repo).
-    Returns ``(embeddings float32 (n, 384), features float32 (n, F))``.
-    """
-    from pointsman.embed.features import FEATURES_VERSION
-
-    if encoder is None:
-        from pointsman.embed.encoder import MiniLMEncoder
-        encoder = MiniLMEncoder()
+def _emb_cache_path(prompts: Sequence[str], encoder, cache_dir) -> Path:
     h = hashlib.sha256()
-    h.update(f"{encoder.model_id}|{encoder.max_seq_length}|{FEATURES_VERSION}|{len(prompts)}".encode())
+    h.update(f"{encoder.model_id}|{encoder.max_seq_length}|{len(prompts)}".encode())
     for t in prompts:
         b = t.encode("utf-8", "surrogatepass")
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     d = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = d / "emb" / f"{h.hexdigest()}.npz"
+    return d / "emb" / f"{h.hexdigest()}.npz"
+
+
+def embed_prompts(prompts: Sequence[str], encoder=None, cache_dir: str | os.PathLike | None = None,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and cheap prompt features for ``prompts``; the embeddings are cached on disk.
+
+    The cache key is a SHA-256 of the encoder's id, its window and every text, so a change to any
+    of them misses. Files live in ``<cache_dir>/emb/<sha>.npz`` (outside the repo) and hold the
+    embeddings and the token counts; the features are recomputed (cheap), so changing them needs
+    no re-embedding. Returns ``(embeddings float32 (n, 384), features float32 (n, F))``.
+    """
+    from pointsman.embed.features import prompt_features
+
+    if encoder is None:
+        from pointsman.embed.encoder import MiniLMEncoder
+        encoder = MiniLMEncoder()
+    path = _emb_cache_path(prompts, encoder, cache_dir)
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
-            return z["emb"], z["feats"]
-    emb, feats = encoder.encode_with_features(list(prompts), progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, emb=emb, feats=feats)
-    os.replace(tmp, path)
-    return emb, feats
+            emb, n_tok = z["emb"], z["n_tokens"]
+    else:
+        ids, n_tok = encoder.tokenize(list(prompts))
+        emb = encoder.encode_ids(ids, progress=progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, emb=emb, n_tokens=n_tok)
+        os.replace(tmp, path)
+    return emb, prompt_features(list(prompts), n_tok, encoder.max_seq_length)

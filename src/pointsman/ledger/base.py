@@ -85,7 +85,7 @@ class BatchLedger:
 
     def record(self, record: LedgerRecord) -> None:
         self._buffer.append(record)  # deque.append is atomic under the GIL
-        if len(self._buffer) >= self.batch_size:
+        if len(self._buffer) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
 
     def _drain(self) -> list[LedgerRecord]:

@@ -36,10 +36,20 @@ def _text_of(content: Any) -> str:
 class RouteContext:
     """The request as routing sees it; each feature is computed at most once, and only if asked for."""
 
-    __slots__ = ("body", "__dict__")
+    __slots__ = ("body", "overrides", "session", "_embedding", "__dict__")
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], overrides: dict[str, float] | None = None, session: str | None = None) -> None:
         self.body = body
+        self.overrides = overrides or {}  # per-request knob settings ("lambda", "floor")
+        self.session = session
+        self._embedding: tuple[Any, Any] | None = None
+
+    async def embedding(self, embedder: Any) -> tuple[Any, Any]:
+        """(embedding, prompt features) of the routing text: computed once per request and shared by
+        every stage that needs it (routing, the cache, the guards)."""
+        if self._embedding is None:
+            self._embedding = await embedder.embed_with_features(self.routing_text)
+        return self._embedding
 
     @lazy
     def messages(self) -> list[dict[str, Any]]:
@@ -51,6 +61,13 @@ class RouteContext:
             if message.get("role") == "user":
                 return _text_of(message.get("content"))
         return ""
+
+    @lazy
+    def routing_text(self) -> str:
+        """The conversation as routing reads it: the last user message first (the encoder truncates
+        the end), then the earlier user turns, newest first."""
+        turns = [_text_of(m.get("content")) for m in reversed(self.messages) if m.get("role") == "user"]
+        return "\n\n".join(t for t in turns if t)[:8000]
 
     @lazy
     def total_chars(self) -> int:
@@ -100,11 +117,12 @@ class RouteDecision:
     reason: str
     fallbacks: list[str] = field(default_factory=list)
     scores: dict[str, float] | None = None  # per-model predicted quality, when a tier has them
+    confidence: float | None = None  # how sure the deciding tier is (tier 2 defers to tier 3 below a bar)
 
 
 class Tier(Protocol):
     name: str
 
-    def decide(self, ctx: RouteContext, eligible: list[str]) -> RouteDecision | None:
+    async def decide(self, ctx: RouteContext, eligible: list[str]) -> RouteDecision | None:
         """Pick among `eligible` pool models (already filtered for capabilities and context), or None."""
         ...

@@ -1,18 +1,24 @@
 """Policies: what `model="auto"` or `model="router/<name>"` means, and the plan it yields.
 
-A policy runs its tiers (today: rules; the learned tiers plug in here), falls back to its default,
-and orders the fallbacks. A concrete pool model asked for by name is passed through untouched.
+A policy runs its tiers in order: rules (tier 1), then session stickiness, then the semantic tier
+(tier 2) and, for the prompts tier 2 is unsure of, the LLM judge (tier 3); else its default. The
+capability and context-window filter runs first, so no tier can pick a model unable to answer. A
+concrete pool model asked for by name is passed through untouched.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pointsman.config.schema import Config, Policy
 from pointsman.errors import GatewayError
 from pointsman.gateway.pool import Pool
-from pointsman.routing.base import RouteContext, RouteDecision, Tier
+from pointsman.routing.base import RouteContext, RouteDecision
+from pointsman.routing.judge import JudgeTier
 from pointsman.routing.rules import RuleTier
+from pointsman.routing.semantic import SemanticTier
+from pointsman.routing.sticky import SessionMemory
 
 POLICY_PREFIX = "router/"
 MAX_POLICY_DEPTH = 4
@@ -21,78 +27,116 @@ MAX_POLICY_DEPTH = 4
 @dataclass(slots=True)
 class CompiledPolicy:
     name: str
-    tiers: list[Tier]
+    rules: RuleTier | None
+    semantic: SemanticTier | None
+    judge: JudgeTier | None
+    min_confidence: float
+    sessions: SessionMemory | None
     default: str | None
     fallbacks: list[str] | None
 
 
+def needs_embeddings(config: Config) -> bool:
+    return any(policy.semantic is not None for policy in config.policies.values())
+
+
 class PolicyRouter:
-    def __init__(self, config: Config, pool: Pool) -> None:
+    def __init__(self, config: Config, pool: Pool, embedder: Any = None) -> None:
         self.pool = pool
+        self.embedder = embedder
         self.default_policy = config.server.default_policy
         policies = dict(config.policies)
         policies.setdefault(self.default_policy, Policy())
         self.policies = {name: self._compile(name, policy) for name, policy in policies.items()}
-        if self.default_policy not in self.policies:
-            raise ValueError(f"server.default_policy {self.default_policy!r} is not a policy")
+        self._validate_delegations()
 
     def _compile(self, name: str, policy: Policy) -> CompiledPolicy:
-        for target in [r.route for r in policy.rules] + [policy.default] + (policy.fallbacks or []):
-            if target is None:
-                continue
-            if target.startswith(POLICY_PREFIX):
-                continue  # checked once all policies exist, in `validate`
-            if target not in self.pool:
+        targets = [r.route for r in policy.rules] + [policy.default] + (policy.fallbacks or [])
+        for target in targets:
+            if target is not None and not target.startswith(POLICY_PREFIX) and target not in self.pool:
                 raise ValueError(f"policy {name!r} names {target!r}, which is not a pool model")
-        tiers: list[Tier] = [RuleTier(policy.rules)] if policy.rules else []
-        return CompiledPolicy(name, tiers, policy.default, policy.fallbacks)
+        semantic = None
+        if policy.semantic is not None:
+            if self.embedder is None:
+                raise ValueError(f"policy {name!r}: the semantic tier needs the embedding model")
+            semantic = SemanticTier(policy.semantic, [e.config for e in self.pool.entries.values()], self.embedder)
+        return CompiledPolicy(
+            name=name,
+            rules=RuleTier(policy.rules) if policy.rules else None,
+            semantic=semantic,
+            judge=JudgeTier(policy.judge, self.pool) if policy.judge is not None else None,
+            min_confidence=policy.semantic.min_confidence if policy.semantic else 0.0,
+            sessions=SessionMemory(policy.sticky_s) if policy.sticky_s > 0 else None,
+            default=policy.default,
+            fallbacks=policy.fallbacks,
+        )
 
-    def validate(self) -> None:
+    def _validate_delegations(self) -> None:
         for policy in self.policies.values():
-            for tier in policy.tiers:
-                for rule in getattr(tier, "rules", []):
-                    if rule.route.startswith(POLICY_PREFIX) and rule.route[len(POLICY_PREFIX):] not in self.policies:
-                        raise ValueError(f"policy {policy.name!r}: rule {rule.name} routes to unknown policy {rule.route!r}")
+            for rule in policy.rules.rules if policy.rules else []:
+                if rule.route.startswith(POLICY_PREFIX) and rule.route[len(POLICY_PREFIX):] not in self.policies:
+                    raise ValueError(f"policy {policy.name!r}: rule {rule.name} routes to unknown policy {rule.route!r}")
+
+    def reload(self) -> list[str]:
+        """Re-read every trained router artefact from disk (after `pointsman train` replaced one)."""
+        reloaded = []
+        for policy in self.policies.values():
+            if policy.semantic is not None:
+                policy.semantic.reload()
+                reloaded.append(policy.name)
+        return reloaded
 
     def model_ids(self) -> list[str]:
         """What /v1/models lists: the pool's models, then "auto" and every policy."""
         return [*self.pool.by_price, "auto", *(POLICY_PREFIX + name for name in self.policies)]
 
-    def route(self, requested: str, ctx: RouteContext) -> RouteDecision:
+    def resolve(self, requested: str) -> str | None:
+        """The policy a requested model names, None for a pool model; 404 for anything else."""
         if requested in self.pool:
-            return RouteDecision(model=requested, tier="direct", reason="model named by the client")
+            return None
         if requested == "auto":
-            policy_name = self.default_policy
-        elif requested.startswith(POLICY_PREFIX) and requested[len(POLICY_PREFIX):] in self.policies:
-            policy_name = requested[len(POLICY_PREFIX):]
-        else:
-            raise GatewayError(404, f"The model `{requested}` does not exist in this gateway's pool; "
-                               f"GET /v1/models lists the models and routing policies.", code="model_not_found",
-                               param="model")
+            return self.default_policy
+        if requested.startswith(POLICY_PREFIX) and requested[len(POLICY_PREFIX):] in self.policies:
+            return requested[len(POLICY_PREFIX):]
+        raise GatewayError(404, f"The model `{requested}` does not exist in this gateway's pool; "
+                           f"GET /v1/models lists the models and routing policies.", code="model_not_found", param="model")
+
+    async def route(self, requested: str, ctx: RouteContext) -> RouteDecision:
+        policy_name = self.resolve(requested)
+        if policy_name is None:
+            return RouteDecision(model=requested, tier="direct", reason="model named by the client")
         eligible = self.pool.eligible(ctx)
         if not eligible:
             raise GatewayError(400, self.pool.why_none_eligible(ctx), code="no_eligible_model")
-        return self._run_policy(self.policies[policy_name], ctx, eligible, depth=0)
+        return await self._run_policy(self.policies[policy_name], ctx, eligible, depth=0)
 
-    def _run_policy(self, policy: CompiledPolicy, ctx: RouteContext, eligible: list[str], depth: int) -> RouteDecision:
-        decision: RouteDecision | None = None
-        for tier in policy.tiers:
-            decision = tier.decide(ctx, eligible)
-            if decision is not None:
-                break
+    async def _run_policy(self, policy: CompiledPolicy, ctx: RouteContext, eligible: list[str], depth: int) -> RouteDecision:
+        decision = await policy.rules.decide(ctx, eligible) if policy.rules else None
         if decision is not None and decision.model.startswith(POLICY_PREFIX):
             if depth >= MAX_POLICY_DEPTH:
                 raise GatewayError(500, f"policy {policy.name!r}: routing loops through more than {MAX_POLICY_DEPTH} policies",
                                    code="policy_loop")
             inner = self.policies[decision.model[len(POLICY_PREFIX):]]
-            nested = self._run_policy(inner, ctx, eligible, depth + 1)
+            nested = await self._run_policy(inner, ctx, eligible, depth + 1)
             nested.reason = f"{decision.reason} -> {POLICY_PREFIX}{inner.name}: {nested.reason}"
             return nested
+        if decision is None and policy.sessions is not None and ctx.session:
+            model = policy.sessions.get(ctx.session)
+            if model in eligible:
+                decision = RouteDecision(model=model, tier="sticky", reason=f"session {ctx.session[:32]} keeps its model")
+        if decision is None and policy.semantic is not None:
+            decision = await policy.semantic.decide(ctx, eligible)
+            if policy.judge is not None and decision is not None and (decision.confidence or 0) < policy.min_confidence:
+                decision = await policy.judge.decide(ctx, eligible, fallback=decision)
+        if decision is None and policy.judge is not None and policy.semantic is None:
+            decision = await policy.judge.decide(ctx, eligible)
         if decision is None:
             if policy.default in eligible:
                 decision = RouteDecision(model=policy.default, tier="default", reason=f"policy {policy.name} default")
             else:
                 decision = RouteDecision(model=eligible[0], tier="default", reason="cheapest eligible model")
+        if policy.sessions is not None and ctx.session:
+            policy.sessions.remember(ctx.session, decision.model)
         candidates = policy.fallbacks if policy.fallbacks is not None else eligible
         decision.fallbacks = [m for m in candidates if m != decision.model and m in eligible]
         return decision

@@ -61,7 +61,7 @@ class RuleTier:
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = [CompiledRule.compile(rule, i) for i, rule in enumerate(rules)]
 
-    def decide(self, ctx: RouteContext, eligible: list[str]) -> RouteDecision | None:
+    async def decide(self, ctx: RouteContext, eligible: list[str]) -> RouteDecision | None:
         # A rule whose model cannot serve this request (say, no tools) is passed over, not obeyed.
         for rule in self.rules:
             if (rule.route.startswith("router/") or rule.route in eligible) and rule.matches(ctx):

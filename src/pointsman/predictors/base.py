@@ -1,0 +1,197 @@
+"""The contract every quality predictor follows, in scikit-learn's habit.
+
+A predictor learns, from labelled prompts, how well each of ``m`` models answers a prompt::
+
+    p = KNNPredictor(k=40).fit(X_emb, features, scores, model_names=[...], score_range=(0, 1))
+    q = p.predict(X_emb, features)                        # (n, m) predicted score, score units
+    q, sd = p.predict_with_uncertainty(X_emb, features)   # sd: (n, m) std of that prediction
+    p.save("router.npz"); p2 = load_predictor("router.npz")   # any kind, no pickle
+
+* ``X_emb``: (n, d) float32 L2-normalised prompt embeddings (``MiniLMEncoder.encode``).
+* ``features``: (n, F) cheap prompt features (``pointsman.embed.features``) or ``None``.
+* ``scores``: (n, m) float, higher is better, NaN where a model has no label for a prompt.
+* Scores are normalised to [0, 1] inside with ``score_range`` (``(0, 1)`` for correctness, ``(1, 10)``
+  for a 1-10 judge); predictions come back in the original units.
+* ``sd`` is the predictor's own (epistemic) uncertainty about its mean, in score units: ensemble
+  spread or neighbour-based posterior width. :mod:`pointsman.predictors.decide` turns it into a
+  decision confidence that a deferral tier can threshold.
+
+The saved artefact is one ``.npz`` of plain arrays plus a JSON metadata entry (``__meta__``), read
+with ``allow_pickle=False``; inference needs only numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from pointsman.embed.features import FEATURE_NAMES, FEATURES_VERSION
+
+__all__ = ["QualityPredictor", "load_predictor", "register", "ARTIFACT_FORMAT", "FeatureScaler"]
+
+ARTIFACT_FORMAT = "pointsman.predictor/1"
+_REGISTRY: dict[str, type["QualityPredictor"]] = {}
+
+
+def register(cls):
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+class FeatureScaler:
+    """Standardises cheap prompt features (mean/std learned at fit time)."""
+
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+        self.mean = mean
+        self.std = std
+
+    def fit(self, F: np.ndarray | None) -> "FeatureScaler":
+        if F is None or F.size == 0:
+            self.mean = self.std = None
+            return self
+        self.mean = F.mean(axis=0).astype(np.float32)
+        self.std = np.maximum(F.std(axis=0), 1e-6).astype(np.float32)
+        return self
+
+    def transform(self, F: np.ndarray | None, n: int) -> np.ndarray:
+        if self.mean is None:
+            return np.zeros((n, 0), dtype=np.float32)
+        if F is None:
+            raise ValueError("this predictor was trained with prompt features; pass them")
+        return np.clip((np.asarray(F, dtype=np.float32) - self.mean) / self.std, -6.0, 6.0)
+
+
+class QualityPredictor(ABC):
+    """Base class; subclasses implement ``_fit``, ``_predict`` and the array/param hooks."""
+
+    kind: ClassVar[str] = "base"
+
+    def __init__(self) -> None:
+        self.model_names: list[str] = []
+        self.score_range: tuple[float, float] = (0.0, 1.0)
+        self.scaler = FeatureScaler()
+        self.embed_dim: int | None = None
+        self.info: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- public API
+    def fit(self, X: np.ndarray, features: np.ndarray | None, scores: np.ndarray,
+            model_names: Sequence[str] | None = None, score_range: tuple[float, float] | None = None
+            ) -> "QualityPredictor":
+        X = np.asarray(X, dtype=np.float32)
+        Y = np.asarray(scores, dtype=np.float64)
+        if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
+            raise ValueError(f"scores must be (n, m) with n = {X.shape[0]}")
+        self.model_names = list(model_names) if model_names is not None else [f"m{j}" for j in range(Y.shape[1])]
+        if len(self.model_names) != Y.shape[1]:
+            raise ValueError("model_names must match the columns of scores")
+        if score_range is None:
+            lo, hi = float(np.nanmin(Y)), float(np.nanmax(Y))
+            score_range = (0.0, 1.0) if (lo >= 0 and hi <= 1) else (lo, hi)
+        self.score_range = (float(score_range[0]), float(score_range[1]))
+        self.embed_dim = X.shape[1]
+        self.scaler.fit(None if features is None else np.asarray(features, dtype=np.float32))
+        Y01 = np.clip((Y - self.score_range[0]) / (self.score_range[1] - self.score_range[0]), 0.0, 1.0)
+        self._fit(X, self.scaler.transform(features, len(X)), Y01)
+        return self
+
+    def predict(self, X: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        return self.predict_with_uncertainty(X, features)[0]
+
+    def predict_with_uncertainty(self, X: np.ndarray, features: np.ndarray | None = None
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+        X = np.atleast_2d(np.asarray(X, dtype=np.float32))
+        if features is not None:
+            features = np.atleast_2d(features)
+        mean01, sd01 = self._predict(X, self.scaler.transform(features, len(X)))
+        lo, hi = self.score_range
+        return lo + (hi - lo) * mean01, (hi - lo) * sd01
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> None:
+        meta = {
+            "format": ARTIFACT_FORMAT,
+            "kind": self.kind,
+            "params": self._params(),
+            "model_names": self.model_names,
+            "score_range": list(self.score_range),
+            "embed_dim": self.embed_dim,
+            "feature_names": list(FEATURE_NAMES) if self.scaler.mean is not None else [],
+            "features_version": FEATURES_VERSION,
+            "info": self.info,
+        }
+        arrays = dict(self._arrays())
+        if self.scaler.mean is not None:
+            arrays["_feat_mean"] = self.scaler.mean
+            arrays["_feat_std"] = self.scaler.std
+        for k, v in arrays.items():
+            if np.asarray(v).dtype == object:
+                raise TypeError(f"array {k} has dtype object: not allowed in an artefact")
+        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "QualityPredictor":
+        obj = load_predictor(path)
+        if not isinstance(obj, cls):
+            raise TypeError(f"{path} holds a {obj.kind} predictor, not {cls.kind}")
+        return obj
+
+    @classmethod
+    def _from_meta_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "QualityPredictor":
+        obj = cls(**meta["params"])
+        obj.model_names = list(meta["model_names"])
+        obj.score_range = tuple(meta["score_range"])
+        obj.embed_dim = meta["embed_dim"]
+        obj.info = meta.get("info", {})
+        if "_feat_mean" in arrays:
+            if meta.get("features_version") != FEATURES_VERSION or tuple(meta["feature_names"]) != FEATURE_NAMES:
+                raise ValueError("artefact was trained with a different prompt-feature set; retrain it")
+            obj.scaler = FeatureScaler(arrays["_feat_mean"], arrays["_feat_std"])
+        obj._load_arrays(arrays)
+        return obj
+
+    # ---------------------------------------------------------------- subclass hooks
+    @abstractmethod
+    def _fit(self, X: np.ndarray, F: np.ndarray, Y01: np.ndarray) -> None:
+        """X (n, d) float32, F (n, f) standardised features (f may be 0), Y01 (n, m) in [0,1] or NaN."""
+
+    @abstractmethod
+    def _predict(self, X: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std), both (n, m), in [0, 1] units."""
+
+    @abstractmethod
+    def _params(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments."""
+
+    @abstractmethod
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Learned state as plain arrays."""
+
+    @abstractmethod
+    def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        ...
+
+
+def load_predictor(path: str | os.PathLike) -> QualityPredictor:
+    """Load any registered predictor kind from a ``.npz`` artefact (no pickle)."""
+    # make sure the built-in kinds are registered
+    from pointsman.predictors import knn, linear, mf  # noqa: F401
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ValueError(f"{path}: not a {ARTIFACT_FORMAT} artefact")
+    kind = meta["kind"]
+    if kind not in _REGISTRY:
+        raise ValueError(f"{path}: unknown predictor kind {kind!r}")
+    return _REGISTRY[kind]._from_meta_arrays(meta, arrays)

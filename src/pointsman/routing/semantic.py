@@ -1,0 +1,157 @@
+"""Tier 2: a trained router predicts each pool model's quality on the prompt; the knob decides.
+
+A router artefact (`pointsman train`) predicts quality for the models it was trained on. Pool models it
+has seen are read directly; the others are placed through their quality prior (routing/priors.py) with
+a one-parameter item-response model fitted per prompt to the trained models' predictions:
+logit P(good | model m, prompt x) = logit P(good | anchor) + a(x) * (prior_m - prior_anchor). So a router
+trained on GPT-4 vs Mixtral outcomes routes any pool on a fresh install, and training on your own traffic
+replaces the guesswork with measurements.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pointsman.config.schema import ModelConfig, SemanticTierConfig
+from pointsman.routing.base import RouteContext, RouteDecision
+from pointsman.routing.priors import blended_price, quality_prior
+
+DEFAULT_ROUTER = Path(__file__).with_name("default_router.npz")
+MIN_SLOPE = 2.0  # logit units per unit of prior: a weaker prior never predicts better answers
+_EPS = 0.02
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class PoolQualityMap:
+    """Turns a predictor's (m_trained,) normalised predictions into (n_pool,) qualities."""
+
+    def __init__(self, trained: list[str], anchor_priors: dict[str, float], pool: list[ModelConfig]) -> None:
+        self.pool_names = [m.name for m in pool]
+        self.direct = np.array([trained.index(m.name) if m.name in trained else -1 for m in pool])
+        self.anchor_priors = np.array([anchor_priors.get(name, np.nan) for name in trained])
+        self.pool_priors = np.array([quality_prior(m) for m in pool])
+        self.usable_anchors = ~np.isnan(self.anchor_priors)
+
+    def map(self, quality: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """quality, sd: (m_trained,) in [0, 1] -> (n_pool,) quality and sd."""
+        out = np.empty(len(self.pool_names))
+        out_sd = np.empty(len(self.pool_names))
+        seen = self.direct >= 0
+        out[seen] = quality[self.direct[seen]]
+        out_sd[seen] = sd[self.direct[seen]]
+        if (~seen).any():
+            priors = self.anchor_priors[self.usable_anchors]
+            logits = _logit(quality[self.usable_anchors])
+            if len(priors) >= 2 and np.ptp(priors) > 0:
+                slope = max(MIN_SLOPE, float(np.polyfit(priors, logits, 1)[0]))
+            else:
+                slope = MIN_SLOPE
+            # anchor the line at the trained models' centre, then read each unseen model off it
+            centre_prior, centre_logit = priors.mean(), logits.mean()
+            out[~seen] = _sigmoid(centre_logit + slope * (self.pool_priors[~seen] - centre_prior))
+            out_sd[~seen] = float(sd[self.usable_anchors].max()) if self.usable_anchors.any() else 0.5
+        return out, out_sd
+
+
+@dataclass(slots=True)
+class Knob:
+    lambda_: float
+    floor: float | None
+
+    def describe(self) -> str:
+        return f"floor={self.floor:g}" if self.floor is not None else f"lambda={self.lambda_:g}"
+
+
+class SemanticTier:
+    """Tier 2 of one policy. The predictor file may be swapped on disk: `reload()` picks it up."""
+
+    name = "semantic"
+
+    def __init__(self, config: SemanticTierConfig, pool: list[ModelConfig], embedder: Any) -> None:
+        self.config = config
+        self.pool = {m.name: m for m in pool}
+        self.embedder = embedder
+        self.path = DEFAULT_ROUTER if config.router == "default" else Path(config.router)
+        self._lock = threading.Lock()
+        self.reload()
+
+    def reload(self) -> None:
+        from pointsman.predictors import load_predictor  # numpy-only inference; loaded once per artefact
+
+        if not self.path.exists():
+            raise ValueError(f"router artefact {self.path} does not exist (train one with `pointsman train`)")
+        predictor = load_predictor(self.path)
+        anchors = dict(predictor.info.get("anchor_quality") or {})
+        for name in predictor.model_names:  # a trained pool model's prior anchors it too
+            if name in self.pool and name not in anchors:
+                anchors[name] = quality_prior(self.pool[name])
+        models = list(self.pool.values())
+        quality_map = PoolQualityMap(list(predictor.model_names), anchors, models)
+        if not quality_map.usable_anchors.any() and (quality_map.direct < 0).any():
+            raise ValueError(f"router {self.path}: its models {predictor.model_names} are not in the pool and it carries "
+                             "no anchor_quality to place other models; retrain with pool model names")
+        with self._lock:
+            self.predictor, self.quality_map = predictor, quality_map
+            self.version = str(predictor.info.get("version") or self.path.stat().st_mtime_ns)
+
+    def knob(self, ctx: RouteContext) -> Knob:
+        overrides = ctx.overrides
+        floor = overrides.get("floor", self.config.floor)
+        lambda_ = overrides.get("lambda", self.config.lambda_)
+        return Knob(lambda_, None if "lambda" in overrides and "floor" not in overrides else floor)
+
+    async def predict(self, ctx: RouteContext) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted quality and its sd for every pool model, in pool order (quality in [0, 1])."""
+        embedding, features = await ctx.embedding(self.embedder)
+        predictor, quality_map = self.predictor, self.quality_map
+        quality, sd = predictor.predict_with_uncertainty(embedding[None, :], features[None, :])
+        low, high = predictor.score_range
+        scale = (high - low) or 1.0
+        return quality_map.map((quality[0] - low) / scale, sd[0] / scale)
+
+    async def decide(self, ctx: RouteContext, eligible: list[str]) -> RouteDecision | None:
+        quality, sd = await self.predict(ctx)
+        names = self.quality_map.pool_names
+        index = [names.index(m) for m in eligible]
+        q, s = quality[index], sd[index]
+        prices = np.array([blended_price(self.pool[m]) for m in eligible])
+        cost = prices / prices.max() if prices.max() > 0 else prices
+        knob = self.knob(ctx)
+        if knob.floor is not None:
+            passing = np.flatnonzero(q >= knob.floor)
+            choice = int(passing[np.argmin(cost[passing])]) if len(passing) else int(np.argmax(q))
+        else:
+            choice = int(np.argmax(q - knob.lambda_ * cost - 1e-9 * cost))
+        confidence = self._confidence(q, s, cost, knob, choice)
+        scores = {m: round(float(v), 4) for m, v in zip(eligible, q)}
+        decision = RouteDecision(model=eligible[choice], tier=self.name, scores=scores, confidence=confidence,
+                                 reason=f"{knob.describe()} predicted {q[choice]:.2f} confidence {confidence:.2f}")
+        return decision
+
+    @staticmethod
+    def _confidence(q: np.ndarray, s: np.ndarray, cost: np.ndarray, knob: Knob, choice: int) -> float:
+        """P(the choice really is the best by the knob's utility), normal approximation over predictions."""
+        if len(q) == 1:
+            return 1.0
+        from math import erf, sqrt
+
+        utility = q - (0.0 if knob.floor is not None else knob.lambda_) * cost
+        others = np.delete(np.arange(len(q)), choice)
+        runner = others[np.argmax(utility[others])]
+        margin = abs(utility[choice] - utility[runner]) if knob.floor is None else abs(q[choice] - knob.floor)
+        spread = sqrt(float(s[choice]) ** 2 + float(s[runner]) ** 2) + 1e-9
+        return 0.5 * (1 + erf(margin / spread / sqrt(2)))
+

@@ -1,0 +1,104 @@
+"""Tier 2 through the gateway: a router trained on outcomes picks per prompt, the knob is honoured,
+the artefact swaps without a restart, and a router trained on other models maps onto any pool."""
+
+from __future__ import annotations
+
+import numpy as np
+import openai
+import pytest
+
+from pointsman.config.schema import ModelConfig, Prices
+from pointsman.embed import MiniLMEncoder, prompt_features
+from pointsman.predictors import KNNPredictor
+from pointsman.routing.semantic import PoolQualityMap
+from tests.conftest import ledger_rows, model
+
+EASY = ["hello, how are you?", "say hi to my friend", "what colour is the sky?", "thank you very much",
+        "good morning!", "translate 'cat' into French", "tell me a short joke", "what day comes after Monday?"]
+HARD = ["prove that there are infinitely many prime numbers", "derive the closed form of the Fibonacci sequence",
+        "prove that the square root of 2 is irrational", "show that every bounded monotone sequence converges",
+        "prove the fundamental theorem of arithmetic", "derive the quadratic formula step by step",
+        "prove by induction that the sum of the first n odd numbers is n squared", "prove Cauchy-Schwarz"]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return MiniLMEncoder().load()
+
+
+def train(encoder, path, cheap_on_hard: float) -> None:
+    """cheap answers easy prompts well and hard ones with the given score; strong answers everything."""
+    texts = EASY + HARD
+    embeddings = encoder.encode(texts)
+    tokens = encoder.count_tokens(texts)
+    scores = np.array([[1.0, 1.0]] * len(EASY) + [[cheap_on_hard, 1.0]] * len(HARD))
+    KNNPredictor(k=3, prior=0.1).fit(embeddings, prompt_features(texts, tokens), scores, model_names=["cheap", "strong"],
+                          score_range=(0, 1)).save(path)
+
+
+@pytest.fixture
+def semantic_gateway(make_gateway, upstream, encoder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PM_ADMIN", "sk-admin")
+    router = tmp_path / "router.npz"
+    train(encoder, router, cheap_on_hard=0.0)
+    gateway = make_gateway({
+        "models": [model("cheap", upstream, prices={"input": 0.2, "output": 0.6}),
+                   model("strong", upstream, prices={"input": 5, "output": 15})],
+        "policies": {"auto": {"semantic": {"router": str(router), "lambda": 0.5}}},
+        "server": {"admin_key_env": "PM_ADMIN", "api_keys_env": ["PM_ADMIN"]},
+    })
+    return gateway, router
+
+
+def ask(gateway, text, **headers):
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="sk-admin", max_retries=0)
+    return client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": text}], extra_headers=headers or None).headers
+
+
+def test_hard_prompts_go_to_the_strong_model_easy_ones_to_the_cheap(semantic_gateway):
+    gateway, _ = semantic_gateway
+    easy = ask(gateway, "hi there, how are you doing today?")
+    hard = ask(gateway, "prove that there are infinitely many twin-free primes")
+    assert (easy["x-pointsman-model"], easy["x-pointsman-tier"]) == ("cheap", "semantic")
+    assert (hard["x-pointsman-model"], hard["x-pointsman-tier"]) == ("strong", "semantic")
+    scores = dict(pair.split("=") for pair in hard["x-pointsman-scores"].split(","))
+    assert float(scores["strong"]) > float(scores["cheap"])
+    assert "lambda=0.5" in hard["x-pointsman-reason"] and 0.5 <= float(hard["x-pointsman-confidence"]) <= 1
+    row = ledger_rows(gateway)[-1]
+    assert row["tier"] == "semantic" and "lambda=0.5" in row["reason"]
+
+
+def test_the_knob_can_be_turned_per_request(semantic_gateway):
+    gateway, _ = semantic_gateway
+    hard = "prove that the square root of 3 is irrational"
+    assert ask(gateway, hard)["x-pointsman-model"] == "strong"
+    assert ask(gateway, hard, **{"x-pointsman-lambda": "5"})["x-pointsman-model"] == "cheap"  # cost matters more
+    assert ask(gateway, hard, **{"x-pointsman-floor": "0.9"})["x-pointsman-model"] == "strong"
+    assert ask(gateway, "good evening", **{"x-pointsman-floor": "0.9"})["x-pointsman-model"] == "cheap"
+    with pytest.raises(openai.BadRequestError):
+        ask(gateway, hard, **{"x-pointsman-lambda": "lots"})
+
+
+def test_a_retrained_router_is_swapped_in_without_restart(semantic_gateway, encoder):
+    import httpx
+
+    gateway, router = semantic_gateway
+    hard = "prove that there are infinitely many primes of the form 4k+3"
+    assert ask(gateway, hard)["x-pointsman-model"] == "strong"
+    train(encoder, router, cheap_on_hard=1.0)  # new outcomes: the cheap model turned out fine on these
+    response = httpx.post(f"{gateway.url}/admin/router/reload", headers={"authorization": "Bearer sk-admin"})
+    assert response.json() == {"reloaded": ["auto"]}
+    assert ask(gateway, hard)["x-pointsman-model"] == "cheap"
+
+
+def test_a_router_trained_on_other_models_maps_onto_any_pool_by_prior():
+    pool = [ModelConfig(name="tiny", provider="openai", quality=0.1),
+            ModelConfig(name="mid", provider="openai", quality=0.6),
+            ModelConfig(name="top", provider="openai", quality=0.95, prices=Prices(10, 30))]
+    mapping = PoolQualityMap(["weak-anchor", "strong-anchor"], {"weak-anchor": 0.5, "strong-anchor": 0.85}, pool)
+    hard, _ = mapping.map(np.array([0.2, 0.8]), np.array([0.1, 0.1]))
+    easy, _ = mapping.map(np.array([0.95, 0.97]), np.array([0.1, 0.1]))
+    assert hard[0] < hard[1] < hard[2] and easy[0] < easy[1] < easy[2]  # a higher prior never predicts worse
+    assert easy[1] > 0.8 and hard[1] < 0.6  # a mid model is trusted on easy prompts, not on hard ones
+    assert hard[2] - hard[1] > easy[2] - easy[1]  # the gap between models grows with difficulty
