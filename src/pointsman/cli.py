@@ -47,6 +47,94 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _anchors(pairs: list[str]) -> dict[str, float]:
+    anchors = {}
+    for pair in pairs:
+        name, _, value = pair.rpartition("=")
+        try:
+            anchors[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"pointsman: --anchor takes MODEL=PRIOR (a number 0..1), got {pair!r}") from None
+    return anchors
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pointsman.training import load_data, train
+
+    table = load_data(args.data, args.prices)
+    print(table.summary(), file=sys.stderr)
+    predictor = train(table, args.predictor, _anchors(args.anchor), progress=True)
+    predictor.save(args.output)
+    print(f"wrote {args.output}: {args.predictor} router over {len(table.models)} models, {len(table)} prompts", file=sys.stderr)
+    return 0
+
+
+def _route(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import orjson
+
+    from pointsman.offline import offline_router, read_prompts
+
+    router, policy = offline_router(args.router, args.config, args.prices)
+    overrides = {k: v for k, v in (("lambda", args.lambda_), ("floor", args.floor)) if v is not None}
+
+    async def run() -> None:
+        for body in read_prompts(args.prompts):
+            line = await policy(body, overrides)
+            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+
+    asyncio.run(run())
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from pointsman.predictors import load_predictor
+    from pointsman.training import knob_curve, load_data, pick_for_floor, pick_for_share
+
+    table = load_data(args.data, args.prices)
+    points = knob_curve(table, load_predictor(args.router), args.confidence)
+    n = int(table.complete_rows().sum())
+    if args.strong_share is not None:
+        point = pick_for_share(points, args.strong_share)
+        print(f"lambda = {point.lambda_:.4g}: {point.top_share:.1%} of {n} calibration prompts go to the most expensive "
+              f"model (target {args.strong_share:.1%}); quality {point.mean_quality:.3f}, cost {point.cost_share:.1%} of "
+              f"always using it")
+    else:
+        point = pick_for_floor(points, args.quality_floor)
+        if point is None:
+            best = max(points, key=lambda p: p.lower_bound)
+            print(f"no setting reaches quality >= {args.quality_floor} with {args.confidence:.0%} confidence on {n} prompts; "
+                  f"the best is {best.lower_bound:.3f} (lambda = {best.lambda_:.4g})")
+            return 1
+        print(f"lambda = {point.lambda_:.4g}: quality >= {args.quality_floor} with {args.confidence:.0%} confidence on "
+              f"{n} prompts (mean {point.mean_quality:.3f}, lower bound {point.lower_bound:.3f}); cost "
+              f"{point.cost_share:.1%} of always using the most expensive model, which gets {point.top_share:.1%} of prompts")
+    print(f"policy snippet:\n  semantic: {{router: {args.router}, lambda: {point.lambda_:.4g}}}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pointsman.evaluation.datasets import embed_prompts
+    from pointsman.evaluation.report import evaluate, plot, tables
+    from pointsman.training import load_data
+
+    table = load_data(args.data, args.prices)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    X, F = embed_prompts(table.prompts, progress=True)
+    result = evaluate(table, X, F, folds=args.folds, quick=args.quick, log=lambda line: print(line, file=sys.stderr))
+    plot(result, out / f"{table.name}.png")
+    markdown = tables([result])
+    (out / "report.md").write_text(markdown)
+    (out / "report.json").write_text(json.dumps(result, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    print(markdown)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pointsman", description="An OpenAI-compatible LLM routing gateway.")
     parser.add_argument("--version", action="version", version=f"pointsman {__version__}")
@@ -60,9 +148,54 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve)
+
+    data_help = ("outcome data: long-format .jsonl/.csv (prompt, model, score[, input_tokens, output_tokens, cost]), "
+                 "a RouteLLM mmlu/ folder or gsm8k_responses.csv, or an arena-bench folder; several are stacked")
+    train = commands.add_parser("train", help="train a router on per-prompt outcomes")
+    train.add_argument("data", nargs="+", help=data_help)
+    train.add_argument("-o", "--output", required=True, help="the router artefact to write (.npz)")
+    train.add_argument("--predictor", default="knn", choices=["knn", "linear", "mf"])
+    train.add_argument("--prices", help="prices CSV: model,input_usd_per_mtok,output_usd_per_mtok")
+    train.add_argument("--anchor", action="append", default=[], metavar="MODEL=PRIOR",
+                       help="quality prior (0..1) of a trained model, so the router can place pool models it has not seen")
+    train.set_defaults(handler=_train)
+
+    route = commands.add_parser("route", help="route prompts offline: predicted quality and cost per model, the choice")
+    route.add_argument("prompts", help='JSONL of {"prompt": ...} or {"messages": [...]}')
+    route.add_argument("--router", required=True)
+    route.add_argument("--config", help="pool config: route onto this pool with its policy (default: the router's own models)")
+    route.add_argument("--prices", help="prices CSV for the router's own models (without --config)")
+    route.add_argument("--lambda", dest="lambda_", type=float)
+    route.add_argument("--floor", type=float)
+    route.set_defaults(handler=_route)
+
+    calibrate = commands.add_parser("calibrate", help="set the knob from a calibration set")
+    calibrate.add_argument("data", nargs="+", help=data_help)
+    calibrate.add_argument("--router", required=True)
+    target = calibrate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--strong-share", type=float, help="target share of calls to the most expensive model")
+    target.add_argument("--quality-floor", type=float, help="mean quality (0..1) to guarantee")
+    calibrate.add_argument("--confidence", type=float, default=0.95)
+    calibrate.add_argument("--prices")
+    calibrate.set_defaults(handler=_calibrate)
+
+    evaluate = commands.add_parser("eval", help="cross-validated router evaluation with baselines; writes a report")
+    evaluate.add_argument("data", nargs="+", help=data_help)
+    evaluate.add_argument("--folds", type=int, default=5)
+    evaluate.add_argument("--out", default="router-eval")
+    evaluate.add_argument("--quick", action="store_true", help="fewer methods, no nested model selection")
+    evaluate.add_argument("--prices")
+    evaluate.set_defaults(handler=_eval)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING) if hasattr(args, "log_level") else logging.WARNING)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except (ValueError, FileNotFoundError) as exc:  # bad data or arguments: a message, not a traceback
+        print(f"pointsman {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `pointsman route ... | head`: the reader is done
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

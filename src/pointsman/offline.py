@@ -1,0 +1,91 @@
+"""`pointsman route`: the gateway's own routing code, run offline over a file of prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from pointsman.config.loader import load_config
+from pointsman.config.schema import Config, ModelConfig, Policy, Prices, SemanticTierConfig
+from pointsman.gateway.pool import Pool
+from pointsman.routing.base import RouteContext
+from pointsman.routing.policy import PolicyRouter
+from pointsman.routing.priors import quality_prior
+
+DEFAULT_OUTPUT_TOKENS = 256
+
+
+class DirectEmbedder:
+    """The batcher's interface over the encoder itself: offline there is nothing to batch with."""
+
+    def __init__(self) -> None:
+        from pointsman.embed import MiniLMEncoder
+
+        self.encoder = MiniLMEncoder().load()
+
+    async def embed_with_features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        embeddings, features = self.encoder.encode_with_features([text])
+        return embeddings[0], features[0]
+
+
+def read_prompts(path: str) -> Iterator[dict[str, Any]]:
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        row = orjson.loads(line)
+        if isinstance(row, dict) and isinstance(row.get("messages"), list):
+            yield {"messages": row["messages"]}
+        elif isinstance(row, dict) and isinstance(row.get("prompt"), str):
+            yield {"messages": [{"role": "user", "content": row["prompt"]}]}
+        else:
+            raise ValueError(f"{path}:{lineno}: each line needs \"prompt\" (a string) or \"messages\" (a list)")
+
+
+def _own_pool(router_path: str, prices_path: str | None) -> Config:
+    """Without a pool config: the router's own models, with the prices it was trained with."""
+    from pointsman.evaluation.datasets import read_prices_csv
+    from pointsman.predictors import load_predictor
+
+    predictor = load_predictor(router_path)
+    prices = {m: (p.input_per_mtok, p.output_per_mtok) for m, p in read_prices_csv(prices_path).items()} if prices_path \
+        else {m: tuple(v) for m, v in (predictor.info.get("prices") or {}).items()}
+    anchors = predictor.info.get("anchor_quality") or {}
+    models = [ModelConfig(name=m, provider="openai", prices=Prices(*prices.get(m, (0.0, 0.0))), quality=anchors.get(m),
+                          context_window=10**9) for m in predictor.model_names]
+    return Config(models=models, policies={"auto": Policy(semantic=SemanticTierConfig(router=router_path))})
+
+
+def offline_router(router_path: str, config_path: str | None, prices_path: str | None
+                   ) -> tuple[PolicyRouter, Callable[[dict[str, Any], dict[str, float]], Awaitable[dict[str, Any]]]]:
+    config = load_config(config_path) if config_path else _own_pool(router_path, prices_path)
+    policy_name = config.server.default_policy
+    policy = config.policies.setdefault(policy_name, Policy())
+    if policy.semantic is None:
+        policy.semantic = SemanticTierConfig(router=router_path)
+    else:  # the pool's own knob settings, with the router given on the command line
+        policy.semantic.router = router_path
+    from pointsman.providers.transport import ReqwestTransport
+
+    router = PolicyRouter(config, Pool(config, ReqwestTransport()), DirectEmbedder())
+    semantic = router.policies[policy_name].semantic
+    assert semantic is not None
+    mean_output = semantic.predictor.info.get("mean_output_tokens") or {}
+
+    async def route(body: dict[str, Any], overrides: dict[str, float]) -> dict[str, Any]:
+        ctx = RouteContext(body, overrides)
+        decision = await router.route("auto", ctx)
+        quality, _ = await semantic.predict(ctx)
+        input_tokens = ctx.total_chars / 4
+        cost = {m.name: (input_tokens * m.prices.input + mean_output.get(m.name, DEFAULT_OUTPUT_TOKENS) * m.prices.output) / 1e6
+                for m in config.models}
+        return {"quality": {m.name: round(float(q), 4) for m, q in zip(config.models, quality)},
+                "prior": {m.name: round(quality_prior(m), 3) for m in config.models},
+                "cost_usd": {k: round(v, 8) for k, v in cost.items()},
+                "tier": decision.tier, "model": decision.model, "reason": decision.reason,
+                "confidence": None if decision.confidence is None else round(decision.confidence, 4)}
+
+    return router, route

@@ -1,0 +1,158 @@
+"""Training, routing offline and calibrating the knob: what `pointsman train|route|calibrate` run.
+
+Data comes in any layout `pointsman.evaluation.datasets` reads: the documented long format (JSONL or
+CSV of prompt, model, score[, input_tokens, output_tokens, cost]), RouteLLM's wide CSVs (a `mmlu/`
+folder or `gsm8k_responses.csv`), or an arena-bench folder. Several sources are stacked into one table
+(scores normalised to 0..1 first, so a 1-10 judge and 0/1 correctness can be mixed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pointsman.evaluation.datasets import (
+    ModelPrice,
+    OutcomeTable,
+    embed_prompts,
+    load_arena_bench,
+    load_long_format,
+    load_routellm_gsm8k,
+    load_routellm_mmlu,
+    read_prices_csv,
+)
+
+PREDICTORS = ("knn", "linear", "mf")
+
+
+def load_table(path: str | Path, prices: dict[str, ModelPrice] | None = None) -> OutcomeTable:
+    path = Path(path)
+    if path.is_dir() and (path / "question.jsonl").exists():
+        return load_arena_bench(path)
+    if path.is_dir() and path.name == "mmlu":
+        return load_routellm_mmlu(path.parent)
+    if path.is_dir() and (path / "mmlu").is_dir():
+        return load_routellm_mmlu(path)
+    if path.name == "gsm8k_responses.csv":
+        return load_routellm_gsm8k(path.parent)
+    if path.suffix in (".jsonl", ".csv", ".json"):
+        return load_long_format(path, prices=prices, name=path.stem)
+    raise ValueError(f"{path}: not a known data layout (long-format .jsonl/.csv, a RouteLLM mmlu/ folder or "
+                     f"gsm8k_responses.csv, or an arena-bench folder)")
+
+
+def stack(tables: list[OutcomeTable]) -> OutcomeTable:
+    """Rows of every table, models united (NaN where a model has no outcome), scores on 0..1."""
+    if len(tables) == 1:
+        return tables[0]
+    models: list[str] = []
+    for table in tables:
+        models += [m for m in table.models if m not in models]
+    n = sum(len(t) for t in tables)
+    scores = np.full((n, len(models)), np.nan)
+    cost = np.full((n, len(models)), np.nan)
+    row = 0
+    for table in tables:
+        cols = [models.index(m) for m in table.models]
+        scores[row:row + len(table), cols] = table.normalised_scores()
+        cost[row:row + len(table), cols] = table.cost
+        row += len(table)
+    prices: dict[str, ModelPrice] = {}
+    for table in tables:
+        prices.update(table.prices)
+    first = tables[0]
+    return OutcomeTable(name="+".join(t.name for t in tables), prompts=[p for t in tables for p in t.prompts],
+                        models=models, scores=scores, cost=cost,
+                        input_tokens=np.concatenate([t.input_tokens for t in tables]), prices=prices,
+                        score_range=(0.0, 1.0), strong=first.strong, weak=first.weak,
+                        notes=[note for t in tables for note in t.notes])
+
+
+def load_data(paths: list[str], prices_path: str | None = None) -> OutcomeTable:
+    prices = read_prices_csv(prices_path) if prices_path else None
+    return stack([load_table(p, prices) for p in paths])
+
+
+def make_predictor(kind: str) -> Any:
+    from pointsman.predictors import KNNPredictor, LinearPredictor, MFPredictor
+
+    if kind not in PREDICTORS:
+        raise ValueError(f"unknown predictor {kind!r}; choose one of {', '.join(PREDICTORS)}")
+    return {"knn": KNNPredictor, "linear": LinearPredictor, "mf": MFPredictor}[kind]()
+
+
+def train(table: OutcomeTable, kind: str, anchors: dict[str, float], progress: bool = False) -> Any:
+    X, F = embed_prompts(table.prompts, progress=progress)
+    predictor = make_predictor(kind).fit(X, F, table.scores, model_names=table.models, score_range=table.score_range)
+    unknown = sorted(set(anchors) - set(table.models))
+    if unknown:
+        raise ValueError(f"--anchor names models the data does not have: {unknown}")
+    output = table.output_tokens
+    predictor.info.update({
+        "trained_on": table.name, "prompts": len(table),
+        "anchor_quality": anchors,
+        "prices": {m: [p.input_per_mtok, p.output_per_mtok] for m, p in table.prices.items()},
+        "mean_output_tokens": {m: float(np.nanmean(output[:, j])) for j, m in enumerate(table.models)
+                               if output is not None and not np.isnan(output[:, j]).all()},
+    })
+    return predictor
+
+
+@dataclass
+class KnobPoint:
+    lambda_: float
+    mean_quality: float  # realised, normalised 0..1, on the calibration prompts
+    lower_bound: float  # one-sided lower confidence bound of mean_quality
+    cost_share: float  # cost relative to always using the most expensive model
+    top_share: float  # share of prompts sent to the most expensive model
+
+
+def knob_curve(table: OutcomeTable, predictor: Any, confidence: float = 0.95) -> list[KnobPoint]:
+    """Realised quality and cost of the lambda rule over a grid, on prompts with every model's outcome."""
+    from statistics import NormalDist
+
+    from pointsman.predictors.decide import sweep
+
+    complete = table.subset(table.complete_rows())
+    if len(complete) == 0:
+        raise ValueError("calibration needs prompts with an outcome for every model")
+    missing = [m for m in complete.models if m not in predictor.model_names]
+    if missing:
+        raise ValueError(f"the router was not trained on {missing}; calibrate on data of its own models")
+    X, F = embed_prompts(complete.prompts)
+    columns = [predictor.model_names.index(m) for m in complete.models]
+    low, high = predictor.score_range
+    predicted = (predictor.predict(X, F)[:, columns] - low) / ((high - low) or 1.0)
+    realised = complete.normalised_scores()
+    cost = complete.cost
+    unpriced = [m for j, m in enumerate(complete.models) if np.isnan(cost[:, j]).any()]
+    if unpriced:
+        raise ValueError(f"no cost for {unpriced} on some prompts: give costs in the data or prices with --prices")
+    mean_cost = cost.mean(axis=0)
+    relative = mean_cost / mean_cost.max()
+    top = int(np.argmax(mean_cost))
+    z = NormalDist().inv_cdf(confidence)
+    rows = np.arange(len(complete))
+    points = []
+    for lam, choice in sweep(predicted, relative):
+        got = realised[rows, choice]
+        spread = float(np.std(got, ddof=1)) if len(got) > 1 else 1.0
+        points.append(KnobPoint(lam, float(got.mean()), float(got.mean() - z * spread / math.sqrt(len(got))),
+                                float(cost[rows, choice].sum() / cost[:, top].sum()), float(np.mean(choice == top))))
+    return points
+
+
+def pick_for_share(points: list[KnobPoint], share: float) -> KnobPoint:
+    """The smallest lambda (best quality) whose share of top-model calls is at most `share`."""
+    fitting = [p for p in points if p.top_share <= share + 1e-9]
+    return min(fitting, key=lambda p: p.lambda_) if fitting else max(points, key=lambda p: p.lambda_)
+
+
+def pick_for_floor(points: list[KnobPoint], floor: float) -> KnobPoint | None:
+    """The cheapest point whose quality's lower confidence bound still clears `floor`."""
+    fitting = [p for p in points if p.lower_bound >= floor]
+    return min(fitting, key=lambda p: p.cost_share) if fitting else None
