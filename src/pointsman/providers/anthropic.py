@@ -15,8 +15,6 @@ import orjson
 
 from pointsman.providers.base import ProviderError
 from pointsman.providers.http import HttpProvider
-from pointsman.providers.openai_compat import error_detail, parse_retry_after
-from pointsman.providers.sse import sse_events
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -351,48 +349,30 @@ class AnthropicProvider(HttpProvider):
     def _payload(self, body: dict[str, Any], stream: bool) -> bytes:
         return orjson.dumps(to_anthropic_request(body, self.config.upstream_model, self.config.max_output_tokens, stream=stream))
 
-    def _raise_for_status(self, status: int, headers: Any, body: bytes) -> None:
-        raise ProviderError.from_status(status, f"{self.config.name}: upstream {status}: {error_detail(body)}",
-                                        parse_retry_after(headers.get("retry-after")))
-
-    def _bad_answer(self, what: str) -> ProviderError:
-        return ProviderError(f"{self.config.name}: upstream sent {what}", kind="bad_upstream_response")
-
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        payload = self._payload(body, stream=False)
-        status, headers, raw = await self._transport.request(self._url, self._headers(), payload, self._timeout)
-        if status >= 400:
-            self._raise_for_status(status, headers, raw)
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise self._bad_answer("invalid JSON") from exc
-        if not isinstance(answer, dict) or answer.get("type") != "message":
-            raise self._bad_answer("an answer that is not a message")
+        answer = await self.post_json(self._payload(body, stream=False))
+        if answer.get("type") != "message":
+            raise self.bad_answer("an answer that is not a message")
         try:
             return from_anthropic_response(answer)
         except (KeyError, TypeError, AttributeError) as exc:
-            raise self._bad_answer(f"a malformed message ({type(exc).__name__}: {exc})") from exc
+            raise self.bad_answer(f"a malformed message ({type(exc).__name__}: {exc})") from exc
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        payload = self._payload(body, stream=True)
-        response = await self._transport.stream(self._url, self._headers(), payload, self._timeout)
+        translator = StreamTranslator(self.config.name)
+        events = self.post_events(self._payload(body, stream=True))
         try:
-            if response.status >= 400:
-                self._raise_for_status(response.status, response.headers, await response.read())
-            translator = StreamTranslator(self.config.name)
-            async for _event, data in sse_events(response.lines()):
+            async for data in events:
                 try:
-                    event = orjson.loads(data)
-                    chunks = translator.feed(event)
+                    chunks = translator.feed(orjson.loads(data))
                 except orjson.JSONDecodeError as exc:
-                    raise self._bad_answer("an invalid stream event") from exc
+                    raise self.bad_answer("an invalid stream event") from exc
                 except (KeyError, TypeError, AttributeError) as exc:
-                    raise self._bad_answer(f"a malformed stream event ({type(exc).__name__}: {exc})") from exc
+                    raise self.bad_answer(f"a malformed stream event ({type(exc).__name__}: {exc})") from exc
                 for chunk in chunks:
                     yield chunk
                 if translator.done:
                     return
-            raise ProviderError(f"{self.config.name}: upstream stream ended before message_stop", kind="incomplete_stream")
         finally:
-            await response.aclose()
+            await events.aclose()  # release the connection now, also when returning early
+        raise ProviderError(f"{self.config.name}: upstream stream ended before message_stop", kind="incomplete_stream")
