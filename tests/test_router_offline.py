@@ -18,7 +18,7 @@ import pytest
 from pointsman.evaluation import metrics as M
 from pointsman.evaluation.datasets import (ModelPrice, OutcomeTable, load_long_format, load_routellm_gsm8k,
                                            write_long_format)
-from pointsman.predictors import (KNNPredictor, LinearPredictor, MFPredictor, choose_by_floor, choose_by_lambda,
+from pointsman.predictors import (EnsemblePredictor, KNNPredictor, LinearPredictor, MFPredictor, choose_by_floor, choose_by_lambda,
                                   decision_confidence, load_predictor, sweep)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -248,10 +248,11 @@ PREDICTORS = [
     lambda: LinearPredictor("ridge", n_members=3, alpha=1.0),
     lambda: LinearPredictor("mlp", hidden=16, n_members=2, epochs=60, lr=0.02),
     lambda: MFPredictor(dim=4, n_members=3, epochs=60, lr=0.05),
+    lambda: EnsemblePredictor([KNNPredictor(k=15), LinearPredictor("ridge", n_members=2, alpha=1.0)]),
 ]
 
 
-@pytest.mark.parametrize("make", PREDICTORS, ids=["knn", "logistic", "ridge", "mlp", "mf"])
+@pytest.mark.parametrize("make", PREDICTORS, ids=["knn", "logistic", "ridge", "mlp", "mf", "ensemble"])
 def test_predictor_learns_known_answer_and_round_trips(make, tmp_path):
     X, F, Y, lab = _synthetic()
     tr, te = slice(0, 300), slice(300, None)
@@ -347,3 +348,23 @@ def test_routellm_reader_excludes_contaminated():
     assert len(t_all) == 1319 and len(t) == 1319 - 12
     assert t.strong == "gpt-4-1106-preview" and set(np.unique(t.scores)) <= {0.0, 1.0}
     assert isinstance(t, OutcomeTable) and t.subset(np.arange(5)).scores.shape == (5, 2)
+
+
+# ----------------------------------------------------------------------------- evaluation engine
+
+def test_evaluate_two_model_and_n_model_quick():
+    from pointsman.evaluation.report import evaluate, tables
+    X, F, Y, lab = _synthetic(300, seed=5)
+    Y = np.nan_to_num(Y, nan=0.0)
+    prompts = [f"p{i}" for i in range(300)]
+    cost = np.tile([0.001, 0.02, 0.0005], (300, 1))
+    t3 = OutcomeTable(name="syn", prompts=prompts, models=["small", "big", "bad"], scores=Y, cost=cost,
+                      input_tokens=np.full(300, 10.0), strong="big", weak="small")
+    r3 = evaluate(t3, X, F, folds=3, quick=True, log=lambda s: None)
+    assert {"oracle", "knn-40", "logistic"} <= set(r3["methods"])
+    assert r3["methods"]["oracle"]["AIQ"] >= r3["methods"]["logistic"]["AIQ"] - 1e-9
+    t2 = t3.select_models(["small", "big"])
+    r2 = evaluate(t2, X, F, folds=3, quick=True, log=lambda s: None)
+    m = r2["methods"]
+    assert m["oracle"]["APGR"] > m["logistic"]["APGR"] > 0.6 > m["random"]["APGR"] - 0.2
+    assert "| logistic |" in tables([r2, r3])

@@ -43,6 +43,7 @@ __all__ = [
     "load_routellm_gsm8k",
     "load_arena_bench",
     "load_long_format",
+    "write_long_format",
     "read_prices_csv",
     "embed_prompts",
     "default_cache_dir",

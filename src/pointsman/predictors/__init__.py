@@ -8,9 +8,10 @@ plus JSON metadata in one ``.npz`` (no pickle); :func:`load_predictor` reads any
 from pointsman.predictors.base import QualityPredictor, load_predictor
 from pointsman.predictors.decide import (choose_by_floor, choose_by_lambda, decision_confidence,
                                           lambda_grid, sweep)
+from pointsman.predictors.ensemble import EnsemblePredictor
 from pointsman.predictors.knn import KNNPredictor
 from pointsman.predictors.linear import LinearPredictor
 from pointsman.predictors.mf import MFPredictor
 
-__all__ = ["QualityPredictor", "load_predictor", "KNNPredictor", "LinearPredictor", "MFPredictor",
+__all__ = ["QualityPredictor", "load_predictor", "EnsemblePredictor", "KNNPredictor", "LinearPredictor", "MFPredictor",
            "choose_by_lambda", "choose_by_floor", "decision_confidence", "lambda_grid", "sweep"]

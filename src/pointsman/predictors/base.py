@@ -184,7 +184,7 @@ class QualityPredictor(ABC):
 def load_predictor(path: str | os.PathLike) -> QualityPredictor:
     """Load any registered predictor kind from a ``.npz`` artefact (no pickle)."""
     # make sure the built-in kinds are registered
-    from pointsman.predictors import knn, linear, mf  # noqa: F401
+    from pointsman.predictors import ensemble, knn, linear, mf  # noqa: F401
 
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}

@@ -39,12 +39,15 @@ class KNNPredictor(QualityPredictor):
     def _fit(self, X, F, Y01):
         # Prompt features are not used by kNN (the embedding decides the neighbourhood).
         self._X = X.astype(self.store_dtype)
+        self._X32 = None
         self._Y = Y01.astype(np.float32)
         self._mu = np.nanmean(Y01, axis=0).astype(np.float32)
 
     def neighbours(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(indices (n, k), cosine similarities (n, k)) of the nearest training prompts."""
-        Xt = self._X.astype(np.float32, copy=False)
+        if getattr(self, "_X32", None) is None or len(self._X32) != len(self._X):
+            self._X32 = self._X.astype(np.float32)   # converted once, not per call
+        Xt = self._X32
         k = min(self.k, len(Xt))
         idx_out = np.empty((len(X), k), dtype=np.int64)
         sim_out = np.empty((len(X), k), dtype=np.float32)
@@ -83,5 +86,6 @@ class KNNPredictor(QualityPredictor):
 
     def _load_arrays(self, arrays):
         self._X = arrays["X"]
+        self._X32 = None
         self._Y = arrays["Y"]
         self._mu = arrays["mu"]
