@@ -102,3 +102,26 @@ def test_a_router_trained_on_other_models_maps_onto_any_pool_by_prior():
     assert hard[0] < hard[1] < hard[2] and easy[0] < easy[1] < easy[2]  # a higher prior never predicts worse
     assert easy[1] > 0.8 and hard[1] < 0.6  # a mid model is trusted on easy prompts, not on hard ones
     assert hard[2] - hard[1] > easy[2] - easy[1]  # the gap between models grows with difficulty
+
+
+async def test_a_fresh_install_routes_auto_with_the_shipped_router():
+    """No training, no config: cloud keys present, the shipped router maps onto the default pool."""
+    from pointsman.config.defaults import default_config
+    from pointsman.gateway.pool import Pool
+    from pointsman.offline import DirectEmbedder
+    from pointsman.providers.transport import ReqwestTransport
+    from pointsman.routing.base import RouteContext
+    from pointsman.routing.policy import PolicyRouter
+
+    config = default_config({"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y"}, include_local=False)
+    router = PolicyRouter(config, Pool(config, ReqwestTransport()), DirectEmbedder())
+
+    async def choose(text: str):
+        return await router.route("auto", RouteContext({"messages": [{"role": "user", "content": text}]}))
+
+    greeting = await choose("hi, how are you?")
+    word_problem = await choose("Janet has 3 apples and buys 5 more. She gives half away. How many are left?")
+    assert greeting.tier == word_problem.tier == "semantic"
+    assert greeting.model == "gpt-4o-mini"  # easy: the cheapest capable model
+    assert word_problem.model == "gpt-4o"  # GSM8K-like: the shipped router learned Mixtral-class models fail these
+    assert set(greeting.scores) == {m.name for m in config.models}

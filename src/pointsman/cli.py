@@ -61,9 +61,10 @@ def _anchors(pairs: list[str]) -> dict[str, float]:
 def _train(args: argparse.Namespace) -> int:
     from pointsman.training import load_data, train
 
-    table = load_data(args.data, args.prices)
+    data = load_data(args.data, args.prices, progress=True)
+    table = data.table
     print(table.summary(), file=sys.stderr)
-    predictor = train(table, args.predictor, _anchors(args.anchor), progress=True)
+    predictor = train(data, args.predictor, _anchors(args.anchor))
     predictor.save(args.output)
     print(f"wrote {args.output}: {args.predictor} router over {len(table.models)} models, {len(table)} prompts", file=sys.stderr)
     return 0
@@ -92,9 +93,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     from pointsman.predictors import load_predictor
     from pointsman.training import knob_curve, load_data, pick_for_floor, pick_for_share
 
-    table = load_data(args.data, args.prices)
-    points = knob_curve(table, load_predictor(args.router), args.confidence)
-    n = int(table.complete_rows().sum())
+    data = load_data(args.data, args.prices)
+    points = knob_curve(data, load_predictor(args.router), args.confidence)
+    n = int(data.table.complete_rows().sum())
     if args.strong_share is not None:
         point = pick_for_share(points, args.strong_share)
         print(f"lambda = {point.lambda_:.4g}: {point.top_share:.1%} of {n} calibration prompts go to the most expensive "
@@ -118,15 +119,14 @@ def _eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from pointsman.evaluation.datasets import embed_prompts
     from pointsman.evaluation.report import evaluate, plot, tables
     from pointsman.training import load_data
 
-    table = load_data(args.data, args.prices)
+    data = load_data(args.data, args.prices, progress=True)
+    table = data.table
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    X, F = embed_prompts(table.prompts, progress=True)
-    result = evaluate(table, X, F, folds=args.folds, quick=args.quick, log=lambda line: print(line, file=sys.stderr))
+    result = evaluate(table, data.embeddings, data.features, folds=args.folds, quick=args.quick, log=lambda line: print(line, file=sys.stderr))
     plot(result, out / f"{table.name}.png")
     markdown = tables([result])
     (out / "report.md").write_text(markdown)

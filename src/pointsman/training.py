@@ -72,9 +72,19 @@ def stack(tables: list[OutcomeTable]) -> OutcomeTable:
                         notes=[note for t in tables for note in t.notes])
 
 
-def load_data(paths: list[str], prices_path: str | None = None) -> OutcomeTable:
+@dataclass
+class TrainingData:
+    table: OutcomeTable  # every source stacked
+    embeddings: np.ndarray
+    features: np.ndarray
+
+
+def load_data(paths: list[str], prices_path: str | None = None, progress: bool = False) -> TrainingData:
+    """Read and embed each source (embeddings are cached per source, so stacking costs no re-embedding)."""
     prices = read_prices_csv(prices_path) if prices_path else None
-    return stack([load_table(p, prices) for p in paths])
+    tables = [load_table(p, prices) for p in paths]
+    embedded = [embed_prompts(t.prompts, progress=progress) for t in tables]
+    return TrainingData(stack(tables), np.concatenate([e for e, _ in embedded]), np.concatenate([f for _, f in embedded]))
 
 
 def make_predictor(kind: str) -> Any:
@@ -85,9 +95,10 @@ def make_predictor(kind: str) -> Any:
     return {"knn": KNNPredictor, "linear": LinearPredictor, "mf": MFPredictor}[kind]()
 
 
-def train(table: OutcomeTable, kind: str, anchors: dict[str, float], progress: bool = False) -> Any:
-    X, F = embed_prompts(table.prompts, progress=progress)
-    predictor = make_predictor(kind).fit(X, F, table.scores, model_names=table.models, score_range=table.score_range)
+def train(data: TrainingData, kind: str, anchors: dict[str, float]) -> Any:
+    table = data.table
+    predictor = make_predictor(kind).fit(data.embeddings, data.features, table.scores, model_names=table.models,
+                                         score_range=table.score_range)
     unknown = sorted(set(anchors) - set(table.models))
     if unknown:
         raise ValueError(f"--anchor names models the data does not have: {unknown}")
@@ -111,19 +122,20 @@ class KnobPoint:
     top_share: float  # share of prompts sent to the most expensive model
 
 
-def knob_curve(table: OutcomeTable, predictor: Any, confidence: float = 0.95) -> list[KnobPoint]:
+def knob_curve(data: TrainingData, predictor: Any, confidence: float = 0.95) -> list[KnobPoint]:
     """Realised quality and cost of the lambda rule over a grid, on prompts with every model's outcome."""
     from statistics import NormalDist
 
     from pointsman.predictors.decide import sweep
 
-    complete = table.subset(table.complete_rows())
+    rows_kept = data.table.complete_rows()
+    complete = data.table.subset(rows_kept)
     if len(complete) == 0:
         raise ValueError("calibration needs prompts with an outcome for every model")
     missing = [m for m in complete.models if m not in predictor.model_names]
     if missing:
         raise ValueError(f"the router was not trained on {missing}; calibrate on data of its own models")
-    X, F = embed_prompts(complete.prompts)
+    X, F = data.embeddings[rows_kept], data.features[rows_kept]
     columns = [predictor.model_names.index(m) for m in complete.models]
     low, high = predictor.score_range
     predicted = (predictor.predict(X, F)[:, columns] - low) / ((high - low) or 1.0)

