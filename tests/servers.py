@@ -73,8 +73,9 @@ class GatewayServer:
     """`pointsman serve` in a thread: uvicorn with the same options the CLI uses."""
 
     def __init__(self, config: dict[str, Any], ledger_path: Path) -> None:
+        # The cache is off unless a test turns it on: it loads the embedding model, which most tests don't need.
         config = {**config, "server": {"ledger_url": f"sqlite:///{ledger_path}", "ledger_flush_interval_s": 0.05,
-                                       "retry_backoff_s": 0.01, **config.get("server", {})}}
+                                       "retry_backoff_s": 0.01, "cache": {"enabled": False}, **config.get("server", {})}}
         self.ledger_path = ledger_path
         self.gateway = Gateway(parse_config(config, "test config"))
         self.port = free_port()

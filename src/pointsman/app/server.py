@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -37,7 +38,8 @@ from pointsman.app.http import (
 )
 from pointsman.app.openapi import build_openapi
 from pointsman.app.schema import validate_chat_request
-from pointsman.config.schema import Config
+from pointsman.cache import CacheControl, StreamRecorder
+from pointsman.config.schema import CacheConfig, Config
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
@@ -121,6 +123,29 @@ def _session(headers: dict[bytes, bytes]) -> str | None:
     return raw.decode("latin-1")[:128] if raw else None
 
 
+def make_cache(config: CacheConfig) -> Any:
+    from pointsman.cache import CachePolicy, MemoryStore, SemanticCache
+
+    if config.store == "memory":
+        store: Any = MemoryStore(max_entries=config.max_entries)
+    else:
+        from pointsman.cache.redis import RedisStore
+
+        store = RedisStore(config.store, config.prefix, max_entries=config.max_entries)
+    policy = CachePolicy(allow_sampled=config.allow_sampled, default_temperature=config.default_temperature,
+                         tools_side_effect_free=config.tools_side_effect_free, semantic=config.semantic, ttl_s=config.ttl_s)
+    return SemanticCache(store, policy, delta=config.delta)
+
+
+@dataclass(slots=True)
+class CacheTicket:
+    """A cacheable request on its way upstream: where its answer will be stored."""
+
+    keys: Any
+    ttl_s: float | None
+    embedding: Any
+
+
 def make_embedder() -> Any:
     from pointsman.embed import EmbedBatcher, MiniLMEncoder
 
@@ -135,8 +160,10 @@ class Gateway:
         self.server = config.server
         self.transport: Transport = transport or ReqwestTransport()
         self.pool = Pool(config, self.transport)
+        self.cache = make_cache(self.server.cache) if self.server.cache.enabled else None
         # One embedding model for the whole gateway, started only when a stage needs it.
-        self.embedder = make_embedder() if needs_embeddings(config) else None
+        semantic_cache = self.cache is not None and self.server.cache.semantic
+        self.embedder = make_embedder() if needs_embeddings(config) or semantic_cache else None
         self.router = PolicyRouter(config, self.pool, self.embedder)
         self.dispatcher = Dispatcher(self.pool, self.server)
         self.ledger = BatchLedger(sink_from_url(self.server.ledger_url), flush_interval_s=self.server.ledger_flush_interval_s,
@@ -165,6 +192,8 @@ class Gateway:
     async def startup(self) -> None:
         if not self._started:
             self.ledger.start()
+            if self.cache is not None:
+                await self.cache.start()
             if self.embedder is not None:
                 await self.embedder.warmup()  # load the model now, not on the first request
             self._started = True
@@ -175,6 +204,8 @@ class Gateway:
             await self.transport.aclose()
             if self.embedder is not None:
                 await self.embedder.close()
+            if self.cache is not None:
+                await self.cache.close()
             self.ledger.close()  # flushes: a clean shutdown loses no record
             self._started = False
 
@@ -295,14 +326,19 @@ class Gateway:
             if record.user is None and request.user:
                 record.user = request.user[:MAX_TAG_LENGTH]
             ctx = RouteContext(raw, _knob_overrides(headers), _session(headers))
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            ticket = None
+            if self.cache is not None and self._may_cache(raw):
+                ticket = await self._cache_lookup(send, headers, request, ctx, record, started, include_usage)
+                if ticket is True:
+                    return  # answered from the cache
             decision = await self.router.route(request.model, ctx)
             record.tier, record.reason = decision.tier, decision.reason
             plan = [decision.model, *decision.fallbacks]
             if request.stream:
-                include_usage = bool(request.stream_options and request.stream_options.include_usage)
-                await self._stream(send, receive, raw, plan, decision, record, started, include_usage)
+                await self._stream(send, receive, raw, plan, decision, record, started, include_usage, ticket or None)
             else:
-                await self._complete(send, raw, plan, decision, record, started)
+                await self._complete(send, raw, plan, decision, record, started, ticket or None)
         except GatewayError as error:
             error.message = self._redact(error.message)
             record.status, record.error = error.status, error.message
@@ -327,6 +363,68 @@ class Gateway:
                 for attempt in record.attempts:
                     attempt.error = self._redact(attempt.error)
             self.ledger.record(record)
+
+    # -- cache -------------------------------------------------------------------------------------------
+    def _may_cache(self, raw: dict[str, Any]) -> bool:
+        """The cheap pre-check: sampled answers (temperature > 0) are neither served nor stored by default,
+        so most requests skip key hashing altogether."""
+        config = self.server.cache
+        temperature = raw.get("temperature")
+        if temperature is None:
+            temperature = config.default_temperature
+        return config.allow_sampled or (isinstance(temperature, int | float) and temperature <= 0)
+
+    async def _cache_lookup(self, send: Send, headers: dict[bytes, bytes], request: Any, ctx: RouteContext,
+                            record: LedgerRecord, started: float, include_usage: bool) -> CacheTicket | bool | None:
+        """True when the request was answered from the cache; else where to store its answer, if anywhere."""
+        assert self.cache is not None
+        control = CacheControl.from_headers(headers)
+        # Tenants never share answers: the key's hash, and within it the team.
+        keys = self.cache.keys(ctx.body, tenant=f"{record.key_id or ''}|{record.team or ''}", route=request.model)
+        if not keys.cacheable:
+            return None
+        embedding = None
+        if not control.bypass:
+            hit = await self.cache.lookup(keys.exact_key, None, None, keys.query_text)  # exact: no embedding needed
+            if hit is None and keys.namespace is not None and self.embedder is not None:
+                embedding = (await ctx.embedding(self.embedder, keys.query_text))[0]
+                hit = await self.cache.lookup(keys.exact_key, keys.namespace, embedding, keys.query_text)
+            if hit is not None:
+                await self._serve_hit(send, hit, request, record, started, include_usage)
+                return True
+        if control.no_store:
+            return None
+        if embedding is None and keys.namespace is not None and self.embedder is not None:
+            embedding = (await ctx.embedding(self.embedder, keys.query_text))[0]
+        return CacheTicket(keys, control.ttl_s, embedding)
+
+    async def _serve_hit(self, send: Send, hit: Any, request: Any, record: LedgerRecord, started: float,
+                         include_usage: bool) -> None:
+        record.cache_hit, record.status = True, 200
+        record.chosen_model, record.tier = hit.model, "cache"
+        record.reason = f"{hit.kind} hit, similarity {hit.similarity:.3f}"
+        record.overhead_ms = (time.perf_counter() - started) * 1000
+        headers = encode_headers({"x-pointsman-request-id": record.id, "x-pointsman-model": hit.model,
+                                  "x-pointsman-tier": "cache", "x-pointsman-reason": record.reason,
+                                  "x-pointsman-cost-usd": "0", "x-pointsman-attempts": "0",
+                                  "x-pointsman-overhead-ms": f"{record.overhead_ms:.3f}", **hit.headers()})
+        if request.stream:
+            record.ttft_ms = record.overhead_ms
+            await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+            await send({"type": "http.response.body", "body": b"".join(hit.sse(include_usage, record.id)), "more_body": False})
+        else:
+            await send_bytes(send, 200, hit.body(record.id), [*JSON_HEADERS, *headers])
+
+    async def _cache_store(self, ticket: CacheTicket | None, answer: dict[str, Any] | None, model: str,
+                           pieces: list[str] | None = None) -> None:
+        if ticket is None or self.cache is None:
+            return
+        keys = ticket.keys
+        try:
+            await self.cache.store(keys.exact_key, keys.namespace, ticket.embedding, keys.query_text, answer,
+                                   model=model, pieces=pieces, ttl_s=ticket.ttl_s)
+        except Exception:  # noqa: BLE001 - a cache failure must never fail an answered request
+            log.exception("storing an answer in the cache failed")
 
     def _redact(self, text: str | None) -> str | None:
         """Provider keys an upstream echoed back (some quote the key in a 401) reach neither clients nor the ledger."""
@@ -355,7 +453,7 @@ class Gateway:
                                code="invalid_json") from None
 
     async def _complete(self, send: Send, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
-                        record: LedgerRecord, started: float) -> None:
+                        record: LedgerRecord, started: float, ticket: CacheTicket | None = None) -> None:
         result = await self._dispatch(plan, raw, stream=False)
         answer = result.answer
         assert answer is not None
@@ -365,6 +463,7 @@ class Gateway:
         record.status = 200
         await send_bytes(send, 200, payload, [*JSON_HEADERS, *_decision_headers(
             record.id, decision, result.entry.name, record.cost_usd, record.overhead_ms, len(result.attempts))])
+        await self._cache_store(ticket, answer, result.entry.name)  # after the answer is sent: off its latency
 
     @staticmethod
     def _account(record: LedgerRecord, result: DispatchResult, usage: Any) -> None:
@@ -374,7 +473,7 @@ class Gateway:
         record.cost_usd = result.entry.cost(record.prompt_tokens, record.completion_tokens)
 
     async def _stream(self, send: Send, receive: Receive, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
-                      record: LedgerRecord, started: float, include_usage: bool) -> None:
+                      record: LedgerRecord, started: float, include_usage: bool, ticket: CacheTicket | None = None) -> None:
         result = await self._dispatch(plan, raw, stream=True)
         chunks = result.chunks
         assert chunks is not None and result.first_chunk is not None
@@ -399,9 +498,12 @@ class Gateway:
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
         disconnected.add_done_callback(on_disconnect)
         usage: Any = None
+        recorder = StreamRecorder() if ticket is not None else None
         try:
             chunk: dict[str, Any] | None = result.first_chunk
             while chunk is not None:
+                if recorder is not None:
+                    recorder.feed(chunk)
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                     if not include_usage:  # asked upstream for our accounting only: not the client's
@@ -415,6 +517,8 @@ class Gateway:
             self._account(record, result, usage)
             comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
             await send({"type": "http.response.body", "body": comment + SSE_DONE, "more_body": False})
+            if recorder is not None:
+                await self._cache_store(ticket, recorder.answer(), result.entry.name, recorder.pieces)
         except asyncio.CancelledError:
             if not client_gone:
                 raise

@@ -112,6 +112,27 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     fallbacks: list[str] | None = None  # None = every other eligible model, cheapest first
 
 
+class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The exact + semantic answer cache (README, "Cache")."""
+
+    enabled: bool = True
+    store: str = "memory"  # "memory" (in-process) or a redis:// URL shared by replicas
+    prefix: str = "pointsman:cache"  # Redis key prefix
+    semantic: bool = True  # the semantic layer (else exact matches only)
+    delta: float = 0.02  # the wrong-reuse bound the acceptance threshold is calibrated for (0.01 or 0.02)
+    ttl_s: float = 24 * 3600.0
+    max_entries: int = 100_000
+    allow_sampled: bool = False  # serve and store requests with temperature > 0
+    default_temperature: float = 1.0  # what an absent temperature means upstream (OpenAI: 1.0)
+    tools_side_effect_free: bool = False  # tool-call answers may be cached
+
+    def __post_init__(self) -> None:
+        if not (self.store == "memory" or self.store.startswith(("redis://", "rediss://", "unix://"))):
+            raise ValueError(f"cache.store must be 'memory' or a redis:// URL, not {self.store!r}")
+        if not 0 < self.delta < 1:
+            raise ValueError("cache.delta must be within 0..1")
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 4000
@@ -128,6 +149,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     retry_backoff_s: float = 0.25  # first retry waits up to this (full jitter), doubling per retry
     retry_backoff_cap_s: float = 4.0
     default_policy: str = "auto"
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):

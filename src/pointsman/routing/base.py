@@ -36,20 +36,23 @@ def _text_of(content: Any) -> str:
 class RouteContext:
     """The request as routing sees it; each feature is computed at most once, and only if asked for."""
 
-    __slots__ = ("body", "overrides", "session", "_embedding", "__dict__")
+    __slots__ = ("body", "overrides", "session", "_embeddings", "__dict__")
 
     def __init__(self, body: dict[str, Any], overrides: dict[str, float] | None = None, session: str | None = None) -> None:
         self.body = body
         self.overrides = overrides or {}  # per-request knob settings ("lambda", "floor")
         self.session = session
-        self._embedding: tuple[Any, Any] | None = None
+        self._embeddings: dict[str, tuple[Any, Any]] = {}
 
-    async def embedding(self, embedder: Any) -> tuple[Any, Any]:
-        """(embedding, prompt features) of the routing text: computed once per request and shared by
-        every stage that needs it (routing, the cache, the guards)."""
-        if self._embedding is None:
-            self._embedding = await embedder.embed_with_features(self.routing_text)
-        return self._embedding
+    async def embedding(self, embedder: Any, text: str | None = None) -> tuple[Any, Any]:
+        """(embedding, prompt features) of `text` (default: the routing text), computed once per request
+        and shared by every stage that needs it: for a single-turn request the cache's query text and
+        the routing text are the same string, so one embedding serves both."""
+        text = self.routing_text if text is None else text
+        found = self._embeddings.get(text)
+        if found is None:
+            found = self._embeddings[text] = await embedder.embed_with_features(text)
+        return found
 
     @lazy
     def messages(self) -> list[dict[str, Any]]:
