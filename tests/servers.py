@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -97,3 +99,24 @@ class GatewayServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(30)
+
+
+def serve_cli(args: list[str], cwd: Any, env: dict[str, str], *, output: Any = subprocess.PIPE,
+              timeout_s: float = 60) -> tuple[subprocess.Popen, str]:
+    """`pointsman serve ARGS` as a user runs it, in a real subprocess; returns once /health answers."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "pointsman.cli", "serve", *args, "--port", str(port)], cwd=cwd, env=env,
+                               stdout=output, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            logs = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"pointsman serve did not start: {logs}")
+        time.sleep(0.05)

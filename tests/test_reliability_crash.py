@@ -9,7 +9,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from pointsman.config.schema import ServerConfig
 from tests.conftest import API_KEY_ENV, UPSTREAM_SECRET
-from tests.servers import free_port
+from tests.servers import serve_cli
 
 FLUSH_INTERVAL_S = 0.2
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -43,22 +42,8 @@ server:
 
 
 def serve(config: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, API_KEY_ENV: UPSTREAM_SECRET}
-    process = subprocess.Popen([sys.executable, "-m", "pointsman.cli", "serve", "--config", str(config), "--port", str(port)],
-                               cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"pointsman serve did not start: {process.stderr.read()}")
-        time.sleep(0.05)
+    return serve_cli(["--config", str(config)], workdir, {**os.environ, API_KEY_ENV: UPSTREAM_SECRET},
+                     output=subprocess.DEVNULL, timeout_s=30)
 
 
 def load(url: str, stop: threading.Event, answered: list[tuple[str, float]], worker: int) -> None:
