@@ -16,6 +16,7 @@ import httpx
 import uvicorn
 from aiohttp import web
 
+from pointsman.app.protocol import GuardedHttpToolsProtocol
 from pointsman.app.server import Gateway
 from pointsman.config.loader import parse_config
 from tests.upstream.server import make_app
@@ -83,8 +84,9 @@ class GatewayServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.url}/v1"
-        self._server = uvicorn.Server(uvicorn.Config(self.gateway, host="127.0.0.1", port=self.port, loop="uvloop",
-                                                     http="httptools", lifespan="on", access_log=False, log_level="warning"))
+        self._server = uvicorn.Server(uvicorn.Config(
+            self.gateway, host="127.0.0.1", port=self.port, loop="uvloop", lifespan="on", access_log=False,
+            http=GuardedHttpToolsProtocol, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def start(self) -> GatewayServer:

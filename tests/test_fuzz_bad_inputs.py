@@ -275,3 +275,14 @@ def test_a_wrong_method_is_a_405_saying_what_is_allowed(gateway, method):
     response = httpx.request(method, f"{gateway.base_url}/chat/completions")
     openai_error(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"])
+def test_a_client_that_never_finishes_its_headers_is_cut_off(make_gateway, upstream, sent):
+    gateway = make_gateway({"models": [model("m", upstream)], "server": {"header_timeout_s": 0.5}})
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(sent)
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the gateway, not by our 5 s timeout
+        assert time.monotonic() - started < 2
+    assert httpx.get(f"{gateway.url}/health").status_code == 200

@@ -36,7 +36,10 @@ def _serve(args: argparse.Namespace) -> int:
           f"router/{config.server.default_policy}); ledger: {config.server.ledger_url}", file=sys.stderr)
     print(f"  OpenAI base URL: http://{host}:{port}/v1" + (f" ({args.workers} workers)" if args.workers > 1 else ""),
           file=sys.stderr)
-    options = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
+    from pointsman.app.protocol import GuardedHttpToolsProtocol
+
+    options = dict(host=host, port=port, loop="uvloop", http=GuardedHttpToolsProtocol,
+                   lifespan="on", access_log=False,
                    log_level=args.log_level, timeout_graceful_shutdown=30, proxy_headers=False, server_header=False)
     if args.workers > 1:
         # Each worker is a process with its own pool, breakers and ledger writer (SQLite in WAL mode

@@ -37,6 +37,7 @@ from pointsman.app.http import (
     sse_event,
 )
 from pointsman.app.openapi import build_openapi
+from pointsman.app.protocol import configure as configure_protocol
 from pointsman.app.schema import validate_chat_request
 from pointsman.cache import CacheControl, StreamRecorder
 from pointsman.config.schema import CacheConfig, Config
@@ -160,6 +161,7 @@ class Gateway:
         self.server = config.server
         self.transport: Transport = transport or ReqwestTransport()
         self.pool = Pool(config, self.transport)
+        configure_protocol(self.server.header_timeout_s)
         self.cache = make_cache(self.server.cache) if self.server.cache.enabled else None
         # One embedding model for the whole gateway, started only when a stage needs it.
         semantic_cache = self.cache is not None and self.server.cache.semantic

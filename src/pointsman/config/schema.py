@@ -137,6 +137,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 4000
     max_body_bytes: int = 4 * 1024 * 1024
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this (slowloris)
     # Client keys accepted by the gateway, as environment-variable names; empty = no auth.
     api_keys_env: list[str] = msgspec.field(default_factory=list)
     admin_key_env: str | None = None
