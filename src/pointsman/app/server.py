@@ -13,7 +13,6 @@ import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -39,8 +38,9 @@ from pointsman.app.http import (
 from pointsman.app.openapi import build_openapi
 from pointsman.app.protocol import configure as configure_protocol
 from pointsman.app.schema import validate_chat_request
-from pointsman.cache import CacheControl, StreamRecorder
-from pointsman.config.schema import CacheConfig, Config
+from pointsman.app.caching import CacheStage, CacheTicket
+from pointsman.cache import StreamRecorder
+from pointsman.config.schema import Config
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
@@ -124,29 +124,6 @@ def _session(headers: dict[bytes, bytes]) -> str | None:
     return raw.decode("latin-1")[:128] if raw else None
 
 
-def make_cache(config: CacheConfig) -> Any:
-    from pointsman.cache import CachePolicy, MemoryStore, SemanticCache
-
-    if config.store == "memory":
-        store: Any = MemoryStore(max_entries=config.max_entries)
-    else:
-        from pointsman.cache.redis import RedisStore
-
-        store = RedisStore(config.store, config.prefix, max_entries=config.max_entries)
-    policy = CachePolicy(allow_sampled=config.allow_sampled, default_temperature=config.default_temperature,
-                         tools_side_effect_free=config.tools_side_effect_free, semantic=config.semantic, ttl_s=config.ttl_s)
-    return SemanticCache(store, policy, delta=config.delta)
-
-
-@dataclass(slots=True)
-class CacheTicket:
-    """A cacheable request on its way upstream: where its answer will be stored."""
-
-    keys: Any
-    ttl_s: float | None
-    embedding: Any
-
-
 def make_embedder() -> Any:
     from pointsman.embed import EmbedBatcher, MiniLMEncoder
 
@@ -162,9 +139,9 @@ class Gateway:
         self.transport: Transport = transport or ReqwestTransport()
         self.pool = Pool(config, self.transport)
         configure_protocol(self.server.header_timeout_s)
-        self.cache = make_cache(self.server.cache) if self.server.cache.enabled else None
+        self.caching = CacheStage(self.server.cache) if self.server.cache.enabled else None
         # One embedding model for the whole gateway, started only when a stage needs it.
-        semantic_cache = self.cache is not None and self.server.cache.semantic
+        semantic_cache = self.caching is not None and self.server.cache.semantic
         self.embedder = make_embedder() if needs_embeddings(config) or semantic_cache else None
         self.router = PolicyRouter(config, self.pool, self.embedder)
         self.dispatcher = Dispatcher(self.pool, self.server)
@@ -194,8 +171,8 @@ class Gateway:
     async def startup(self) -> None:
         if not self._started:
             self.ledger.start()
-            if self.cache is not None:
-                await self.cache.start()
+            if self.caching is not None:
+                await self.caching.cache.start()
             if self.embedder is not None:
                 await self.embedder.warmup()  # load the model now, not on the first request
             self._started = True
@@ -206,8 +183,8 @@ class Gateway:
             await self.transport.aclose()
             if self.embedder is not None:
                 await self.embedder.close()
-            if self.cache is not None:
-                await self.cache.close()
+            if self.caching is not None:
+                await self.caching.cache.close()
             self.ledger.close()  # flushes: a clean shutdown loses no record
             self._started = False
 
@@ -330,17 +307,22 @@ class Gateway:
             ctx = RouteContext(raw, _knob_overrides(headers), _session(headers))
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             ticket = None
-            if self.cache is not None and self._may_cache(raw):
-                ticket = await self._cache_lookup(send, headers, request, ctx, record, started, include_usage)
-                if ticket is True:
-                    return  # answered from the cache
+            if self.caching is not None and self.caching.may_cache(raw):
+                # Tenants never share answers: the key's hash, and within it the team.
+                found = await self.caching.lookup(headers, ctx, f"{record.key_id or ''}|{record.team or ''}",
+                                                  request.model, self.embedder)
+                if isinstance(found, CacheTicket):
+                    ticket = found
+                elif found is not None:
+                    await self._serve_hit(send, found, request, record, started, include_usage)
+                    return
             decision = await self.router.route(request.model, ctx)
             record.tier, record.reason = decision.tier, decision.reason
             plan = [decision.model, *decision.fallbacks]
             if request.stream:
-                await self._stream(send, receive, raw, plan, decision, record, started, include_usage, ticket or None)
+                await self._stream(send, receive, raw, plan, decision, record, started, include_usage, ticket)
             else:
-                await self._complete(send, raw, plan, decision, record, started, ticket or None)
+                await self._complete(send, raw, plan, decision, record, started, ticket)
         except GatewayError as error:
             error.message = self._redact(error.message)
             record.status, record.error = error.status, error.message
@@ -367,39 +349,6 @@ class Gateway:
             self.ledger.record(record)
 
     # -- cache -------------------------------------------------------------------------------------------
-    def _may_cache(self, raw: dict[str, Any]) -> bool:
-        """The cheap pre-check: sampled answers (temperature > 0) are neither served nor stored by default,
-        so most requests skip key hashing altogether."""
-        config = self.server.cache
-        temperature = raw.get("temperature")
-        if temperature is None:
-            temperature = config.default_temperature
-        return config.allow_sampled or (isinstance(temperature, int | float) and temperature <= 0)
-
-    async def _cache_lookup(self, send: Send, headers: dict[bytes, bytes], request: Any, ctx: RouteContext,
-                            record: LedgerRecord, started: float, include_usage: bool) -> CacheTicket | bool | None:
-        """True when the request was answered from the cache; else where to store its answer, if anywhere."""
-        assert self.cache is not None
-        control = CacheControl.from_headers(headers)
-        # Tenants never share answers: the key's hash, and within it the team.
-        keys = self.cache.keys(ctx.body, tenant=f"{record.key_id or ''}|{record.team or ''}", route=request.model)
-        if not keys.cacheable:
-            return None
-        embedding = None
-        if not control.bypass:
-            hit = await self.cache.lookup(keys.exact_key, None, None, keys.query_text)  # exact: no embedding needed
-            if hit is None and keys.namespace is not None and self.embedder is not None:
-                embedding = (await ctx.embedding(self.embedder, keys.query_text))[0]
-                hit = await self.cache.lookup(keys.exact_key, keys.namespace, embedding, keys.query_text)
-            if hit is not None:
-                await self._serve_hit(send, hit, request, record, started, include_usage)
-                return True
-        if control.no_store:
-            return None
-        if embedding is None and keys.namespace is not None and self.embedder is not None:
-            embedding = (await ctx.embedding(self.embedder, keys.query_text))[0]
-        return CacheTicket(keys, control.ttl_s, embedding)
-
     async def _serve_hit(self, send: Send, hit: Any, request: Any, record: LedgerRecord, started: float,
                          include_usage: bool) -> None:
         record.cache_hit, record.status = True, 200
@@ -416,17 +365,6 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"".join(hit.sse(include_usage, record.id)), "more_body": False})
         else:
             await send_bytes(send, 200, hit.body(record.id), [*JSON_HEADERS, *headers])
-
-    async def _cache_store(self, ticket: CacheTicket | None, answer: dict[str, Any] | None, model: str,
-                           pieces: list[str] | None = None) -> None:
-        if ticket is None or self.cache is None:
-            return
-        keys = ticket.keys
-        try:
-            await self.cache.store(keys.exact_key, keys.namespace, ticket.embedding, keys.query_text, answer,
-                                   model=model, pieces=pieces, ttl_s=ticket.ttl_s)
-        except Exception:  # noqa: BLE001 - a cache failure must never fail an answered request
-            log.exception("storing an answer in the cache failed")
 
     def _redact(self, text: str | None) -> str | None:
         """Provider keys an upstream echoed back (some quote the key in a 401) reach neither clients nor the ledger."""
@@ -465,7 +403,8 @@ class Gateway:
         record.status = 200
         await send_bytes(send, 200, payload, [*JSON_HEADERS, *_decision_headers(
             record.id, decision, result.entry.name, record.cost_usd, record.overhead_ms, len(result.attempts))])
-        await self._cache_store(ticket, answer, result.entry.name)  # after the answer is sent: off its latency
+        if ticket is not None and self.caching is not None:  # after the answer is sent: off its latency
+            await self.caching.store(ticket, answer, result.entry.name)
 
     @staticmethod
     def _account(record: LedgerRecord, result: DispatchResult, usage: Any) -> None:
@@ -519,8 +458,8 @@ class Gateway:
             self._account(record, result, usage)
             comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
             await send({"type": "http.response.body", "body": comment + SSE_DONE, "more_body": False})
-            if recorder is not None:
-                await self._cache_store(ticket, recorder.answer(), result.entry.name, recorder.pieces)
+            if recorder is not None and self.caching is not None:
+                await self.caching.store(ticket, recorder.answer(), result.entry.name, recorder.pieces)
         except asyncio.CancelledError:
             if not client_gone:
                 raise
