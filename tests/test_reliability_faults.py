@@ -86,9 +86,10 @@ def settles(probe, ok, within: float = 2.0):
     return value
 
 
-def no_more_than(before):
-    """Sockets: at most as many as the warm pools held, and none accepted from a client left open."""
-    return lambda after: len(after) <= len(before) and not any(side == "client" for side, _ in after)
+def no_more_than(before, slack: int = 0):
+    """Sockets: at most as many as the warm pools held (plus `slack` idle pooled upstream connections),
+    and none accepted from a client left open."""
+    return lambda after: len(after) <= len(before) + slack and not any(side == "client" for side, _ in after)
 
 
 # One HTTP client for the module, without keep-alive: each request's connection is closed after it,
@@ -155,9 +156,11 @@ def test_fault_matrix(make_gateway, upstream, fault):
         assert row["stream"] == fault.stream and row["latency_ms"] > 0
         assert (row["error"] is None) == (row["status"] == 200)
 
-    # Nothing left behind: no socket more than the warm pools held, no task more than before.
-    sockets_after = settles(lambda: gateway_sockets(gw, upstream), no_more_than(sockets_before))
-    assert no_more_than(sockets_before)(sockets_after), (sockets_before, sockets_after)
+    # Nothing left behind: no task more than before, no client socket, and at most one more idle upstream
+    # connection in the pool (whether one fault ends with a second pooled connection depends on timing;
+    # the burst test below holds the count flat over thirty faults, which is where a leak would show).
+    sockets_after = settles(lambda: gateway_sockets(gw, upstream), no_more_than(sockets_before, slack=1))
+    assert no_more_than(sockets_before, slack=1)(sockets_after), (sockets_before, sockets_after)
     assert settles(lambda: gateway_tasks(gw), tasks_before.__eq__) == tasks_before
 
 
