@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import model
+from tests.fuzz_checks import no_gateway_server_error
 
 # Hypothesis keeps caches (unicode data, constants) in a home directory: not the repository's.
 set_hypothesis_home_dir(tempfile.mkdtemp(prefix="pointsman-hypothesis-"))
@@ -36,21 +37,6 @@ def fuzz_config(upstream) -> dict:
             "policies": {"auto": {"rules": [{"name": "code", "when": {"regex": "```|def "}, "route": "big"}]},
                          "strict": {"default": "big"}},
             "server": {"cooldown_failures": 1_000_000, "max_body_bytes": 256 * 1024}}
-
-
-def upstream_made(response) -> bool:
-    """A 5xx the upstream caused (it answered 5xx itself), not one the gateway made."""
-    try:
-        error = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        return False
-    return response.status_code == 502 and error.get("code") == "upstream_error" and "upstream 500" in error.get("message", "")
-
-
-@schemathesis.check
-def no_gateway_server_error(ctx, response, case) -> None:
-    if response.status_code >= 500 and not upstream_made(response):
-        raise AssertionError(f"the gateway answered {response.status_code}: {response.text[:500]}")
 
 
 CHECKS = [no_gateway_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
