@@ -39,7 +39,7 @@ def _ids(body: dict[str, Any]) -> tuple[str, str]:
     return f"msg_01{digest[:22]}", f"toolu_01{digest[22:44]}"
 
 
-def messages_response(body: dict[str, Any]) -> dict[str, Any]:
+def messages_response(body: dict[str, Any], behaviour: Any = None) -> dict[str, Any]:
     """The non-streaming Message for `body` (an Anthropic Messages request)."""
     messages = body.get("messages") or []
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {"content": ""})
@@ -93,7 +93,7 @@ def _json_parts(text: str) -> list[str]:
     return parts if len(parts) > 1 else [text[:1], text[1:]]
 
 
-def messages_stream_events(body: dict[str, Any]) -> list[bytes]:
+def messages_stream_events(body: dict[str, Any], behaviour: Any = None) -> list[bytes]:
     """The same answer as `messages_response(body)`, as the SSE events of a streamed Message."""
     answer = messages_response(body)
     usage = answer["usage"]

@@ -9,10 +9,18 @@ malformed          200 with a body that is not JSON
 huge:MB            200 with a body of MB megabytes
 stall:MS           (stream) send the first chunk, then nothing for MS milliseconds, then finish
 cutoff             (stream) send two chunks, then close without [DONE]
+
+Answers with a given quality, for cascades (each also streams):
+refuse             "I'm sorry, but I can't help with that."
+truncated          echo, but finish_reason "length"
+json / badjson     a JSON object / JSON cut off mid-object
+arith:good|bad     "2 + 2 = 4 ..." / "2 + 2 = 5 ..."
+conf:P             echo with token log-probabilities, every token at probability P
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,10 +70,29 @@ def wants_tool_call(body: dict[str, Any]) -> bool:
     return bool(body.get("tools")) and "weather" in last_user_text(body.get("messages") or []).lower()
 
 
-def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
+CANNED = {"refuse": "I'm sorry, but I can't help with that.", "json": '{"answer": 4, "unit": "apples"}',
+          "badjson": '{"answer": 4, "unit": "app', "arith:good": "2 + 2 = 4, so the answer is 4.",
+          "arith:bad": "2 + 2 = 5, so the answer is 5."}
+
+
+def _logprobs(text: str, p: float) -> dict[str, Any]:
+    lp = math.log(max(p, 1e-9))
+    runner_up = math.log(max(1e-9, min(1 - p, p)))
+    return {"content": [{"token": w, "logprob": lp, "bytes": None,
+                         "top_logprobs": [{"token": w, "logprob": lp, "bytes": None},
+                                          {"token": "~", "logprob": runner_up, "bytes": None}]} for w in text.split(" ")]}
+
+
+def chat_completion(body: dict[str, Any], behaviour: Behaviour | None = None) -> dict[str, Any]:
     messages = body.get("messages") or []
     created = int(time.time())
-    if wants_tool_call(body):
+    name = behaviour.kind + (":" + ":".join(behaviour.args) if behaviour.args else "") if behaviour else ""
+    logprobs = None
+    if name in CANNED:
+        text = CANNED[name]
+        message = {"role": "assistant", "content": text}
+        finish, completion_tokens = "stop", count_words(text)
+    elif wants_tool_call(body):
         tool = body["tools"][0]["function"]["name"]
         message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [
             {"id": "call_test_1", "type": "function", "function": {"name": tool, "arguments": '{"city": "Paris"}'}}]}
@@ -74,19 +101,23 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
         text = "echo: " + last_user_text(messages)
         message = {"role": "assistant", "content": text}
         finish, completion_tokens = "stop", count_words(text)
+        if behaviour is not None and behaviour.kind == "truncated":
+            finish = "length"
+        if behaviour is not None and behaviour.kind == "conf" and body.get("logprobs"):
+            logprobs = _logprobs(text, behaviour.arg(0, 0.9))
     prompt_tokens = prompt_words(messages)
     return {
         "id": f"chatcmpl-test-{created}", "object": "chat.completion", "created": created,
         "model": body.get("model", "echo"),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": logprobs}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
 
 
-def chat_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
+def chat_chunks(body: dict[str, Any], behaviour: Behaviour | None = None) -> list[dict[str, Any]]:
     """The same answer as `chat_completion`, as stream chunks (role, pieces, finish, usage if asked)."""
-    answer = chat_completion(body)
+    answer = chat_completion(body, behaviour)
     base = {"id": answer["id"], "object": "chat.completion.chunk", "created": answer["created"], "model": answer["model"]}
     message = answer["choices"][0]["message"]
 

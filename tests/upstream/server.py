@@ -73,8 +73,8 @@ async def _stream(request: web.Request, behaviour: Behaviour, events: list[bytes
     return response
 
 
-def _openai_events(body: dict[str, Any]) -> list[bytes]:
-    return [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chat_chunks(body)] + [b"data: [DONE]\n\n"]
+def _openai_events(body: dict[str, Any], behaviour: Behaviour | None = None) -> list[bytes]:
+    return [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chat_chunks(body, behaviour)] + [b"data: [DONE]\n\n"]
 
 
 def _endpoint(answer: Any, events: Any) -> Any:
@@ -90,8 +90,8 @@ def _endpoint(answer: Any, events: Any) -> Any:
         if early is not None:
             return early
         if not body.get("stream"):
-            return _json(answer(body))
-        return await _stream(request, behaviour, events(body))
+            return _json(answer(body, behaviour))
+        return await _stream(request, behaviour, events(body, behaviour))
 
     return handle
 

@@ -40,6 +40,8 @@ from pointsman.app.protocol import configure as configure_protocol
 from pointsman.app.schema import validate_chat_request
 from pointsman.app.caching import CacheStage, CacheTicket
 from pointsman.cache import StreamRecorder
+from pointsman.cache.answers import replay_as_sse
+from pointsman.cascade.runner import CascadeOutcome
 from pointsman.config.schema import Config
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
@@ -79,7 +81,7 @@ def _usage(usage: Any) -> tuple[int, int]:
 
 
 def _decision_headers(request_id: str, decision: RouteDecision, model: str, cost: float | None, overhead_ms: float,
-                      attempts: int) -> list[tuple[bytes, bytes]]:
+                      attempts: int, cascade: CascadeOutcome | None = None) -> list[tuple[bytes, bytes]]:
     headers = {
         "x-pointsman-request-id": request_id,
         "x-pointsman-model": model,
@@ -96,10 +98,16 @@ def _decision_headers(request_id: str, decision: RouteDecision, model: str, cost
         headers["x-pointsman-scores"] = ",".join(f"{m}={s:.3f}" for m, s in decision.scores.items())
     if decision.confidence is not None:
         headers["x-pointsman-confidence"] = f"{decision.confidence:.3f}"
+    if cascade is not None:
+        # each verified answer as model:score:verdict, then how the answer was sent
+        sent = "streamed live" if cascade.result is None else "held until accepted"
+        headers["x-pointsman-cascade"] = f"{cascade.header()}; {sent}" if cascade.steps else sent
     return encode_headers(headers)
 
 
-KNOB_HEADERS = {b"x-pointsman-lambda": ("lambda", 0.0, 1e6), b"x-pointsman-floor": ("floor", 0.0, 1.0)}
+KNOB_HEADERS = {b"x-pointsman-lambda": ("lambda", 0.0, 1e6), b"x-pointsman-floor": ("floor", 0.0, 1.0),
+                b"x-pointsman-cascade-threshold": ("cascade_threshold", 0.0, 1.0)}
+CASCADE_MODES = ("off", "always", "route")
 
 
 def _knob_overrides(headers: dict[bytes, bytes]) -> dict[str, float]:
@@ -117,6 +125,17 @@ def _knob_overrides(headers: dict[bytes, bytes]) -> dict[str, float]:
             raise GatewayError(400, f"{header.decode()} must be a number within {low:g}..{high:g}", code="invalid_header")
         overrides[name] = value
     return overrides
+
+
+def _cascade_mode(headers: dict[bytes, bytes]) -> str | None:
+    """x-pointsman-cascade: off | always | route, for this request only."""
+    raw = headers.get(b"x-pointsman-cascade")
+    if raw is None:
+        return None
+    mode = raw.decode("latin-1").strip().lower()
+    if mode not in CASCADE_MODES:
+        raise GatewayError(400, f"x-pointsman-cascade must be one of {', '.join(CASCADE_MODES)}", code="invalid_header")
+    return mode
 
 
 def _session(headers: dict[bytes, bytes]) -> str | None:
@@ -305,6 +324,7 @@ class Gateway:
             if record.user is None and request.user:
                 record.user = request.user[:MAX_TAG_LENGTH]
             ctx = RouteContext(raw, _knob_overrides(headers), _session(headers))
+            ctx.cascade_mode = _cascade_mode(headers)
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             ticket = None
             if self.caching is not None and self.caching.may_cache(raw):
@@ -319,7 +339,9 @@ class Gateway:
             decision = await self.router.route(request.model, ctx)
             record.tier, record.reason = decision.tier, decision.reason
             plan = [decision.model, *decision.fallbacks]
-            if request.stream:
+            if decision.cascade is not None:
+                await self._cascade(send, receive, raw, ctx, decision, record, started, include_usage, ticket)
+            elif request.stream:
                 await self._stream(send, receive, raw, plan, decision, record, started, include_usage, ticket)
             else:
                 await self._complete(send, raw, plan, decision, record, started, ticket)
@@ -407,24 +429,81 @@ class Gateway:
             await self.caching.store(ticket, answer, result.entry.name)
 
     @staticmethod
-    def _account(record: LedgerRecord, result: DispatchResult, usage: Any) -> None:
+    def _account(record: LedgerRecord, result: DispatchResult, usage: Any, prior: CascadeOutcome | None = None) -> None:
+        """The request's model, attempts, tokens and cost; a cascade's earlier calls are added to them."""
         record.chosen_model = result.entry.name
-        record.attempts = result.attempts
         record.prompt_tokens, record.completion_tokens = _usage(usage)
-        record.cost_usd = result.entry.cost(record.prompt_tokens, record.completion_tokens)
+        cost = result.entry.cost(record.prompt_tokens, record.completion_tokens)
+        if prior is None:
+            record.attempts = result.attempts
+            record.cost_usd = cost
+            return
+        if result.attempts:
+            result.attempts[-1].cost_usd = round(cost, 10)
+            result.attempts[-1].verdict = result.attempts[-1].verdict or "final"
+        record.attempts = [*prior.attempts, *result.attempts]
+        record.prompt_tokens += prior.prompt_tokens
+        record.completion_tokens += prior.completion_tokens
+        record.cost_usd = prior.cost_usd + cost
+
+    async def _cascade(self, send: Send, receive: Receive, raw: dict[str, Any], ctx: RouteContext, decision: RouteDecision,
+                       record: LedgerRecord, started: float, include_usage: bool, ticket: CacheTicket | None) -> None:
+        """Cheap model first, verified, escalated (cascade/runner.py). A streamed request gets the accepted
+        answer as an SSE stream once it is checked, or the escalated model's answer streamed live."""
+        plan = decision.cascade
+        stream = bool(raw.get("stream"))
+        try:
+            outcome = await plan.runner.run(plan, ctx, raw, self.dispatcher, started, stream)
+        except orjson.JSONEncodeError:
+            raise GatewayError(400, "request JSON is nested too deeply to forward (at most 254 levels)",
+                               code="invalid_json") from None
+        record.tier = f"{decision.tier}+cascade"
+        record.reason = f"{decision.reason}; {plan.describe()}, {plan.reason}: {outcome.header() or 'no verified answer'}"
+        if outcome.result is None:  # escalated: the last rung streams live
+            record.attempts = outcome.attempts
+            await self._stream(send, receive, raw, outcome.stream_plan or [], decision, record, started, include_usage,
+                               ticket, prior=outcome)
+            return
+        result = outcome.result
+        answer = result.answer
+        assert answer is not None
+        record.chosen_model = result.entry.name
+        record.attempts = outcome.attempts
+        record.prompt_tokens, record.completion_tokens, record.cost_usd = (
+            outcome.prompt_tokens, outcome.completion_tokens, outcome.cost_usd)
+        record.overhead_ms = (time.perf_counter() - started) * 1000 - outcome.upstream_ms
+        record.status = 200
+        headers = _decision_headers(record.id, decision, result.entry.name, record.cost_usd, record.overhead_ms,
+                                    len(outcome.attempts), outcome)
+        if stream:
+            record.ttft_ms = (time.perf_counter() - started) * 1000
+            await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+            events = replay_as_sse(answer, include_usage, answer.get("id"))
+            comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
+            await send({"type": "http.response.body", "body": b"".join(events[:-1]) + comment + events[-1], "more_body": False})
+        else:
+            await send_bytes(send, 200, orjson.dumps(answer), [*JSON_HEADERS, *headers])
+        if ticket is not None and self.caching is not None:
+            await self.caching.store(ticket, answer, result.entry.name)
 
     async def _stream(self, send: Send, receive: Receive, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
-                      record: LedgerRecord, started: float, include_usage: bool, ticket: CacheTicket | None = None) -> None:
-        result = await self._dispatch(plan, raw, stream=True)
+                      record: LedgerRecord, started: float, include_usage: bool, ticket: CacheTicket | None = None,
+                      prior: CascadeOutcome | None = None) -> None:
+        try:
+            result = await self._dispatch(plan, raw, stream=True)
+        except GatewayError as error:
+            if prior is not None:
+                error.attempts = [*prior.attempts, *error.attempts]
+            raise
         chunks = result.chunks
         assert chunks is not None and result.first_chunk is not None
         record.chosen_model = result.entry.name
-        record.attempts = result.attempts
+        record.attempts = result.attempts if prior is None else [*prior.attempts, *result.attempts]
         record.ttft_ms = (time.perf_counter() - started) * 1000
-        record.overhead_ms = record.ttft_ms - result.upstream_ms
+        record.overhead_ms = record.ttft_ms - result.upstream_ms - (prior.upstream_ms if prior is not None else 0.0)
         record.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *_decision_headers(
-            record.id, decision, result.entry.name, None, record.overhead_ms, len(result.attempts))]})
+            record.id, decision, result.entry.name, None, record.overhead_ms, len(record.attempts), prior)]})
         # If the client leaves, stop at once, even while waiting on a slow upstream: the upstream
         # connection is closed and no more tokens are paid for.
         relay = asyncio.current_task()
@@ -455,7 +534,7 @@ class Gateway:
                 await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
                 chunk = await anext(chunks, None)
             disconnected.remove_done_callback(on_disconnect)
-            self._account(record, result, usage)
+            self._account(record, result, usage, prior)
             comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
             await send({"type": "http.response.body", "body": comment + SSE_DONE, "more_body": False})
             if recorder is not None and self.caching is not None:
@@ -465,14 +544,14 @@ class Gateway:
                 raise
             relay.uncancel()  # type: ignore[union-attr] - the cancellation was ours, and is handled
             record.status, record.error = 499, "client disconnected during the stream"
-            self._account(record, result, usage)
+            self._account(record, result, usage, prior)
         except ProviderError as error:
             # Part of the answer is already with the client: end the stream with an error event.
             disconnected.remove_done_callback(on_disconnect)
             message = self._redact(error.message)
             record.status, record.error = error.status, f"stream broke after the first chunk: {message}"
             result.attempts.append(Attempt(result.entry.name, error.kind, 0.0, message))
-            self._account(record, result, usage)
+            self._account(record, result, usage, prior)
             error_event = {"error": {"message": f"upstream stream failed: {message}", "type": "upstream_error",
                                      "param": None, "code": error.kind}}
             await send({"type": "http.response.body", "body": sse_event(error_event), "more_body": False})

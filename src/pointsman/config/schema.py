@@ -100,6 +100,52 @@ class JudgeTierConfig(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: float = 3.0
 
 
+CASCADE_VERIFIERS = frozenset({"finish", "refusal", "json", "tools", "arithmetic", "logprobs", "learned"})
+
+
+class CascadeConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Cheap answer first, a quality check, escalation (README, "Cascades").
+
+    With `mode: route` (cascade routing) each prompt either goes straight to the routed model or starts a
+    cascade, whichever has the higher expected quality - lambda * cost, the cheap attempt's cost counted;
+    `mode: always` starts every routed prompt with the cascade. After an answer, the next model is called
+    when the verifiers' score is below `threshold`, or, with no threshold, when the next model's predicted
+    quality minus lambda times its cost beats that score. Per request: x-pointsman-cascade-threshold and
+    x-pointsman-cascade (off | always | route).
+    """
+
+    models: list[str] | None = None  # the ladder, cheapest first; None = cheapest eligible, then the routed model
+    mode: str = "route"  # "route" | "always"
+    verifiers: list[str] = msgspec.field(default_factory=lambda: ["finish", "refusal", "json", "tools", "arithmetic", "learned"])
+    verifier: str = "default"  # the learned verifier: "default" (shipped) or a path to a trained artefact
+    threshold: float | None = None  # accept an answer scoring >= threshold; None = derived from lambda
+    lambda_: float | None = msgspec.field(default=None, name="lambda")  # None = the semantic tier's lambda (else 0.19)
+    max_steps: int = 2  # models called at most, the first included
+    latency_budget_s: float | None = None  # no escalation once this much time has passed since the request came
+    cost_budget_usd: float | None = None  # no escalation whose estimated cost would take the total past this
+    stream: str = "hold"  # streamed requests: "hold" the cheap answer until accepted, or "skip" the cascade
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("route", "always"):
+            raise ValueError(f"cascade.mode must be 'route' or 'always', not {self.mode!r}")
+        if self.stream not in ("hold", "skip"):
+            raise ValueError(f"cascade.stream must be 'hold' or 'skip', not {self.stream!r}")
+        unknown = set(self.verifiers) - CASCADE_VERIFIERS
+        if unknown:
+            raise ValueError(f"cascade.verifiers: unknown {sorted(unknown)}; known: {sorted(CASCADE_VERIFIERS)}")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ValueError("cascade.threshold must be within 0..1")
+        if self.lambda_ is not None and self.lambda_ < 0:
+            raise ValueError("cascade.lambda must be >= 0")
+        if self.max_steps < 2:
+            raise ValueError("cascade.max_steps must be >= 2 (a cascade calls at least two models)")
+        if self.models is not None and len(self.models) < 2:
+            raise ValueError("cascade.models must list at least two models, cheapest first")
+        for name, value in (("latency_budget_s", self.latency_budget_s), ("cost_budget_usd", self.cost_budget_usd)):
+            if value is not None and value <= 0:
+                raise ValueError(f"cascade.{name} must be > 0")
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     """A named routing policy: rules first, then the semantic tier (and its judge), then the default.
     Fallbacks follow the chosen model."""
@@ -107,6 +153,7 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     rules: list[Rule] = msgspec.field(default_factory=list)
     semantic: SemanticTierConfig | None = None
     judge: JudgeTierConfig | None = None
+    cascade: CascadeConfig | None = None  # cheap model first, verified, escalated (README, "Cascades")
     sticky_s: float = 0.0  # > 0: a session (x-pointsman-session) keeps its model this long
     default: str | None = None  # a pool model; None = the cheapest eligible model
     fallbacks: list[str] | None = None  # None = every other eligible model, cheapest first

@@ -26,6 +26,11 @@ class Attempt(msgspec.Struct, array_like=True):
     status: str  # "ok", or the error kind ("timeout", "rate_limited", "cooldown", ...)
     latency_ms: float
     error: str | None = None
+    # Cascades: what the call cost, the verifiers' score of its answer, and what became of it
+    # ("accepted", "escalated", "escalated:<defect>", "accepted:<budget>", "final").
+    cost_usd: float | None = None
+    score: float | None = None
+    verdict: str | None = None
 
 
 class LedgerRecord(msgspec.Struct):

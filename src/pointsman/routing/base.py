@@ -121,6 +121,7 @@ class RouteDecision:
     fallbacks: list[str] = field(default_factory=list)
     scores: dict[str, float] | None = None  # per-model predicted quality, when a tier has them
     confidence: float | None = None  # how sure the deciding tier is (tier 2 defers to tier 3 below a bar)
+    cascade: Any = None  # a cascade.runner.CascadePlan when the policy starts a cascade instead
 
 
 class Tier(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pointsman.cascade.runner import Cascade, needs_embedder
 from pointsman.config.schema import Config, Policy
 from pointsman.errors import GatewayError
 from pointsman.gateway.pool import Pool
@@ -34,10 +35,12 @@ class CompiledPolicy:
     sessions: SessionMemory | None
     default: str | None
     fallbacks: list[str] | None
+    cascade: Cascade | None = None
 
 
 def needs_embeddings(config: Config) -> bool:
-    return any(policy.semantic is not None for policy in config.policies.values())
+    return any(policy.semantic is not None or (policy.cascade is not None and needs_embedder(policy.cascade))
+               for policy in config.policies.values())
 
 
 class PolicyRouter:
@@ -69,6 +72,8 @@ class PolicyRouter:
             sessions=SessionMemory(policy.sticky_s) if policy.sticky_s > 0 else None,
             default=policy.default,
             fallbacks=policy.fallbacks,
+            cascade=Cascade(policy.cascade, self.pool, self.embedder,
+                            policy.semantic.lambda_ if policy.semantic else None) if policy.cascade else None,
         )
 
     def _validate_delegations(self) -> None:
@@ -139,4 +144,6 @@ class PolicyRouter:
             policy.sessions.remember(ctx.session, decision.model)
         candidates = policy.fallbacks if policy.fallbacks is not None else eligible
         decision.fallbacks = [m for m in candidates if m != decision.model and m in eligible]
+        if policy.cascade is not None:
+            decision.cascade = policy.cascade.plan(ctx, decision, eligible)
         return decision
