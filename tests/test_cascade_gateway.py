@@ -64,6 +64,7 @@ def test_refusal_escalates_and_both_calls_are_paid_for(make_gateway, upstream):
     assert cheap[0] == "cheap" and cheap[6] == "escalated:refusal" and cheap[5] == 0.0
     assert strong[0] == "strong" and strong[6] == "final"
     assert row["cost_usd"] == pytest.approx(cheap[4] + strong[4]) and cheap[4] > 0 and strong[4] > cheap[4]
+    assert cheap[7] + strong[7] == row["prompt_tokens"] and cheap[8] + strong[8] == row["completion_tokens"]
     assert float(raw.headers["x-pointsman-cost-usd"]) == pytest.approx(row["cost_usd"], rel=1e-6)
 
 
@@ -165,6 +166,7 @@ def test_stream_escalation_streams_the_strong_answer_live(make_gateway, upstream
     cheap, strong = attempts(row)
     assert (cheap[6], strong[6]) == ("escalated:refusal", "final")
     assert row["cost_usd"] == pytest.approx(cheap[4] + strong[4]) and row["completion_tokens"] > 0
+    assert cheap[8] + strong[8] == row["completion_tokens"] and strong[8] > 0
 
 
 def test_stream_skip_answers_at_once_without_a_cascade(make_gateway, upstream):
@@ -216,3 +218,28 @@ def test_real_local_model_is_the_cheap_rung(make_gateway, upstream):
     rows = ledger_rows(gw)
     assert [[a[0], a[6]] for a in attempts(rows[-2])] == [[local["name"], "escalated:truncated"], ["strong", "final"]]
     assert [a[6] for a in attempts(rows[-1])] == ["accepted"]
+
+
+def test_three_rung_ladder_and_max_steps(make_gateway, upstream):
+    models = [model("cheap", upstream, "refuse", prices={"input": 0.1}), model("mid", upstream, "conf:0.2", prices={"input": 1}),
+              model("strong", upstream, "echo", prices={"input": 10})]
+    ladder = {"mode": "always", "models": ["cheap", "mid", "strong"], "verifiers": VALIDATORS, "threshold": 0.5}
+    three = make_gateway({"models": models, "policies": {"auto": {"cascade": {**ladder, "max_steps": 3}}}})
+    raw = client(three).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+    assert raw.headers["x-pointsman-model"] == "strong"
+    assert [(a[0], a[6]) for a in attempts(ledger_rows(three)[-1])] == [
+        ("cheap", "escalated:refusal"), ("mid", "escalated"), ("strong", "final")]
+    two = make_gateway({"models": models, "policies": {"auto": {"cascade": {**ladder, "max_steps": 2}}}})
+    raw = client(two).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+    assert raw.headers["x-pointsman-model"] == "mid"  # the last rung within max_steps is not second-guessed
+    assert [(a[0], a[6]) for a in attempts(ledger_rows(two)[-1])] == [("cheap", "escalated:refusal"), ("mid", "final")]
+
+
+def test_latency_budget_stops_escalation(make_gateway, upstream):
+    gw = make_gateway({"models": [model("cheap", upstream, "slow:300", prices={"input": 0.1}),
+                                  model("strong", upstream, "echo", prices={"input": 10})],
+                       "policies": {"auto": {"cascade": {"mode": "always", "verifiers": VALIDATORS, "threshold": 0.99,
+                                                         "latency_budget_s": 0.2}}}})
+    raw = client(gw).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+    assert raw.headers["x-pointsman-model"] == "cheap"
+    assert attempts(ledger_rows(gw)[-1])[0][6] == "accepted:latency_budget"

@@ -439,8 +439,9 @@ class Gateway:
             record.cost_usd = cost
             return
         if result.attempts:
-            result.attempts[-1].cost_usd = round(cost, 10)
-            result.attempts[-1].verdict = result.attempts[-1].verdict or "final"
+            last = result.attempts[-1]
+            last.cost_usd, last.verdict = round(cost, 10), last.verdict or "final"
+            last.prompt_tokens, last.completion_tokens = record.prompt_tokens, record.completion_tokens
         record.attempts = [*prior.attempts, *result.attempts]
         record.prompt_tokens += prior.prompt_tokens
         record.completion_tokens += prior.completion_tokens

@@ -219,6 +219,7 @@ class Cascade:
         outcome.completion_tokens += completion
         attempt = result.attempts[-1]  # the successful call
         attempt.cost_usd = round(cost, 10)
+        attempt.prompt_tokens, attempt.completion_tokens = prompt, completion
         return attempt
 
     def _over_budget(self, next_model: str, started: float, outcome: CascadeOutcome, answer: dict[str, Any]) -> str | None:

@@ -31,6 +31,8 @@ class Attempt(msgspec.Struct, array_like=True):
     cost_usd: float | None = None
     score: float | None = None
     verdict: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 class LedgerRecord(msgspec.Struct):
