@@ -47,8 +47,10 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None 
     (b'\xff\xfe\x00garbage', "not valid JSON"),
 ])
 def test_bad_requests_are_400_with_the_field_named(gateway, body, needle):
-    error = assert_openai_error(post(gateway, body), 400)
+    response = post(gateway, body)
+    error = assert_openai_error(response, 400)
     assert needle in error["message"]
+    assert response.headers["x-pointsman-request-id"].startswith("req_")  # the ledger row to look for
 
 
 def test_deeply_nested_json_is_a_400(gateway):

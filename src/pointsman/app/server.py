@@ -352,7 +352,8 @@ class Gateway:
             await send_error(send, error, [(b"x-pointsman-request-id", record.id.encode())])
         except msgspec.ValidationError as error:
             record.status, record.error = 400, f"invalid request: {error}"
-            await send_error(send, GatewayError(400, f"invalid request: {error}", code="invalid_request"))
+            await send_error(send, GatewayError(400, f"invalid request: {error}", code="invalid_request"),
+                             [(b"x-pointsman-request-id", record.id.encode())])
         except ClientDisconnected:
             record.status, record.error = 499, "client disconnected before the request was read"
         except Exception:  # noqa: BLE001 - the client gets a clean 500, the log gets the traceback
