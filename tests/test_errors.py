@@ -75,6 +75,10 @@ def test_unknown_model_is_404(gateway):
 def test_wrong_method_and_path(gateway):
     assert_openai_error(httpx.get(f"{gateway.base_url}/chat/completions"), 405)
     assert_openai_error(httpx.get(f"{gateway.base_url}/nothing"), 404)
+    for method, path in (("POST", "/v1/models"), ("DELETE", "/health"), ("GET", "/admin/router/reload")):
+        response = httpx.request(method, f"{gateway.url}{path}")
+        assert_openai_error(response, 405)
+        assert response.headers["allow"] in ("GET", "POST")
 
 
 def test_no_eligible_model_for_tools_is_a_400(gateway):

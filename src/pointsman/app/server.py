@@ -54,6 +54,9 @@ from pointsman.routing.policy import PolicyRouter, needs_embeddings
 
 log = logging.getLogger("pointsman")
 
+# The single-method paths, so another method gets a 405 with `allow` rather than a 404.
+METHODS_OF = {"/v1/models": "GET", "/models": "GET", "/openapi.json": "GET", "/health": "GET",
+              "/admin/router/reload": "POST", "/admin/models": "GET"}
 TAG_HEADERS = {b"x-pointsman-user": "user", b"x-pointsman-team": "team", b"x-pointsman-cohort": "cohort"}
 MAX_TAG_LENGTH = 128
 # Limits uvicorn (httptools) does not set: it takes any header size and waits for a body forever.
@@ -263,6 +266,10 @@ class Gateway:
                     {"id": e.name, "provider": e.config.provider, "breaker": e.breaker.state,
                      "consecutive_failures": e.breaker.failures, "cooldown_remaining_s": round(e.breaker.cooldown_remaining(), 3)}
                     for e in self.pool.entries.values()]})
+            elif path in METHODS_OF:
+                allowed = METHODS_OF[path]
+                raise GatewayError(405, f"{method} is not allowed on {path}; use {allowed}", code="method_not_allowed",
+                                   headers={"allow": allowed})
             else:
                 raise GatewayError(404, f"no route for {method} {path}", code="not_found")
         except GatewayError as error:
