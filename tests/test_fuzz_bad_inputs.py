@@ -286,3 +286,11 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(make_gateway, upstr
         assert sock.recv(1024) == b""  # closed by the gateway, not by our 5 s timeout
         assert time.monotonic() - started < 2
     assert httpx.get(f"{gateway.url}/health").status_code == 200
+
+
+def test_upstream_answer_nested_too_deeply_is_a_502(make_gateway, upstream):
+    """orjson reads 1024 levels but writes 254: an upstream answer it cannot relay is the upstream's fault."""
+    gw = make_gateway({"models": [model("deep", upstream, "deep:300", max_retries=0)]})
+    response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "deep", "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 502 and "nested too deeply" in response.json()["error"]["message"]
+    assert ledger_rows(gw)[-1]["status"] == 502

@@ -7,6 +7,7 @@ status:CODE[:RA]   answer HTTP CODE with an OpenAI error body (and `retry-after:
 reset              close the connection without answering
 malformed          200 with a body that is not JSON
 huge:MB            200 with a body of MB megabytes
+deep:N             200 with a valid answer carrying a field nested N levels deep
 stall:MS           (stream) send the first chunk, then nothing for MS milliseconds, then finish
 cutoff             (stream) send two chunks, then close without [DONE]
 

@@ -83,6 +83,14 @@ def _usage(usage: Any) -> tuple[int, int]:
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
+def _encode_answer(answer: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(answer)
+    except orjson.JSONEncodeError:  # orjson reads 1024 levels but writes 254: the upstream's answer is at fault
+        raise GatewayError(502, "the upstream's answer is nested too deeply to relay (at most 254 levels)",
+                           code="bad_upstream_response") from None
+
+
 def _decision_headers(request_id: str, decision: RouteDecision, model: str, cost: float | None, overhead_ms: float,
                       attempts: int, cascade: CascadeOutcome | None = None) -> list[tuple[bytes, bytes]]:
     headers = {
@@ -428,7 +436,7 @@ class Gateway:
         answer = result.answer
         assert answer is not None
         self._account(record, result, answer.get("usage"))
-        payload = orjson.dumps(answer)
+        payload = _encode_answer(answer)
         record.overhead_ms = (time.perf_counter() - started) * 1000 - result.upstream_ms
         record.status = 200
         await send_bytes(send, 200, payload, [*JSON_HEADERS, *_decision_headers(
@@ -491,7 +499,7 @@ class Gateway:
             comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
             await send({"type": "http.response.body", "body": b"".join(events[:-1]) + comment + events[-1], "more_body": False})
         else:
-            await send_bytes(send, 200, orjson.dumps(answer), [*JSON_HEADERS, *headers])
+            await send_bytes(send, 200, _encode_answer(answer), [*JSON_HEADERS, *headers])
         if ticket is not None and self.caching is not None:
             await self.caching.store(ticket, answer, result.entry.name)
 
