@@ -15,11 +15,13 @@ first token comes later on accepted answers; `stream: skip` trades the cascade f
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pointsman.cascade.agreement import AgreementVerifier
 from pointsman.cascade.base import AnswerContext, Verdict, Verifier, combine
 from pointsman.cascade.decide import DEFAULT_KAPPA, plan as plan_cascade, should_escalate
 from pointsman.cascade.logprobs import LogprobVerifier
@@ -95,6 +97,8 @@ class Cascade:
             self.learned = load_verifier(config.verifier, embedder)
             self.kappa = float(getattr(self.learned, "kappa", DEFAULT_KAPPA) or DEFAULT_KAPPA)
         self.wants_logprobs = "logprobs" in config.verifiers
+        self.agreement = AgreementVerifier(embedder, config.agree_score, config.disagree_score) \
+            if "agreement" in config.verifiers else None
 
     # -- planning ----------------------------------------------------------------------------------------
     def plan(self, ctx: RouteContext, decision: RouteDecision, eligible: list[str]) -> CascadePlan | None:
@@ -134,9 +138,11 @@ class Cascade:
                            reason=why, runner=self)
 
     # -- verifying ----------------------------------------------------------------------------------------
-    async def verify(self, ctx: RouteContext, answer: dict[str, Any], model: str, prior: float) -> Verdict:
-        """The answer's combined verdict. Deterministic checks run first; a defect skips the learned model.
-        With no verifier speaking, the router's predicted quality for the model stands."""
+    async def verify(self, ctx: RouteContext, answer: dict[str, Any], model: str, prior: float, bar: float = 1.0,
+                     resample: Callable[[], Awaitable[dict[str, Any] | None]] | None = None) -> Verdict:
+        """The answer's combined verdict. Deterministic checks run first; a defect skips the learned model,
+        and a score already below `bar` (the escalation point) skips the paid second sample. With no
+        verifier speaking, the router's predicted quality for the model stands."""
         item = AnswerContext(ctx, answer, model)
         verdicts = [v for v in [await check.check(item) for check in self.validators] if v is not None]
         if any(v.defect for v in verdicts):
@@ -145,6 +151,11 @@ class Cascade:
             learned = await self.learned.check(item)
             if learned is not None:
                 verdicts.append(learned)
+        if self.agreement is not None and resample is not None and all(v.score >= bar for v in verdicts):
+            item.resample = resample
+            agreement = await self.agreement.check(item)
+            if agreement is not None:
+                verdicts.append(agreement)
         return combine(verdicts) or Verdict("prior", prior, detail="no verifier spoke: the router's prediction")
 
     # -- running ------------------------------------------------------------------------------------------
@@ -184,7 +195,9 @@ class Cascade:
                 outcome.steps.append(f"{result.entry.name}:final")
                 outcome.result = result
                 return outcome
-            verdict = await self.verify(ctx, answer, result.entry.name, plan.quality[step])
+            bar = plan.threshold if plan.threshold is not None else plan.quality[step + 1] - plan.lam * plan.cost[step + 1]
+            resample = self._resampler(model, call_body, dispatcher, outcome) if self.agreement is not None else None
+            verdict = await self.verify(ctx, answer, result.entry.name, plan.quality[step], bar, resample)
             self._strip_logprobs(answer, client_logprobs)
             attempt.score = round(verdict.score, 4)
             escalate = verdict.defect is not None or should_escalate(
@@ -201,6 +214,21 @@ class Cascade:
             return outcome
         outcome.result = kept
         return outcome
+
+    def _resampler(self, model: str, body: dict[str, Any], dispatcher: Dispatcher,
+                   outcome: CascadeOutcome) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+        """A second sample of the same model (for the agreement check), paid for and in the ledger."""
+
+        async def resample() -> dict[str, Any] | None:
+            try:
+                result = await dispatcher.run([model], {**body, "temperature": self.config.resample_temperature}, stream=False)
+            except GatewayError as error:
+                outcome.attempts.extend(error.attempts)
+                return None
+            self._account(outcome, result, result.answer or {}).verdict = "sample"
+            return result.answer
+
+        return resample
 
     def _strip_logprobs(self, answer: dict[str, Any], client_asked: bool) -> None:
         if self.wants_logprobs and not client_asked:

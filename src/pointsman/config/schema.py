@@ -100,7 +100,7 @@ class JudgeTierConfig(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: float = 3.0
 
 
-CASCADE_VERIFIERS = frozenset({"finish", "refusal", "json", "tools", "arithmetic", "logprobs", "learned"})
+CASCADE_VERIFIERS = frozenset({"finish", "refusal", "json", "tools", "arithmetic", "logprobs", "agreement", "learned"})
 
 
 class CascadeConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -124,6 +124,10 @@ class CascadeConfig(msgspec.Struct, forbid_unknown_fields=True):
     latency_budget_s: float | None = None  # no escalation once this much time has passed since the request came
     cost_budget_usd: float | None = None  # no escalation whose estimated cost would take the total past this
     stream: str = "hold"  # streamed requests: "hold" the cheap answer until accepted, or "skip" the cascade
+    # "agreement": the scores given when a second cheap sample agrees / differs (bench/cascade/AGREEMENT.md)
+    agree_score: float = 0.7
+    disagree_score: float = 0.2
+    resample_temperature: float = 0.7
 
     def __post_init__(self) -> None:
         if self.mode not in ("route", "always"):
