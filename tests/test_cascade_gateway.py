@@ -248,11 +248,11 @@ def test_latency_budget_stops_escalation(make_gateway, upstream):
 def test_agreement_of_two_cheap_samples(make_gateway, upstream):
     def gateway(cheap: str):
         return make_gateway({"models": pool(upstream, cheap), "policies": {"auto": {"cascade": {
-            "mode": "always", "verifiers": ["finish", "agreement"], "threshold": 0.5}}}})
+            "mode": "always", "verifiers": ["finish", "agreement"], "threshold": 0.5, "agree_ratio": 4, "differ_ratio": 0.25}}}})
 
     same = gateway("arith:good")
     raw = client(same).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
-    assert raw.headers["x-pointsman-model"] == "cheap" and "cheap:0.700:accepted" in raw.headers["x-pointsman-cascade"]
+    assert raw.headers["x-pointsman-model"] == "cheap" and "cheap:0.683:accepted" in raw.headers["x-pointsman-cascade"]
     first, sample = attempts(ledger_rows(same)[-1])
     assert (first[6], sample[6]) == ("accepted", "sample") and sample[4] > 0
     assert upstream.stats()["last_body"]["temperature"] == 0.7
@@ -260,7 +260,7 @@ def test_agreement_of_two_cheap_samples(make_gateway, upstream):
     upstream.script("flip", ["arith:good", "arith:bad"])  # the second sample gives another final answer
     differ = gateway("flip")
     raw = client(differ).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
-    assert raw.headers["x-pointsman-model"] == "strong" and "cheap:0.200:escalated" in raw.headers["x-pointsman-cascade"]
+    assert raw.headers["x-pointsman-model"] == "strong" and "cheap:0.119:escalated" in raw.headers["x-pointsman-cascade"]
     row = ledger_rows(differ)[-1]
     assert [a[6] for a in attempts(row)] == ["escalated", "sample", "final"]
     assert row["cost_usd"] == pytest.approx(sum(a[4] for a in attempts(row)))

@@ -3,9 +3,13 @@ evidence the first is right; a different one is evidence it is not.
 
 The second sample costs one more cheap call (in the ledger as an attempt with verdict "sample"). Two
 answers agree when their final numbers match (math-like answers), or their normalised texts match
-(short answers), or, for longer text, their embeddings' cosine reaches `min_similarity`. The two scores
-are settings: `bench/cascade/AGREEMENT.md` measures them for SmolLM2 on arithmetic questions; measure
-them for your own cheap model before relying on them.
+(short answers), or, for longer text, their embeddings' cosine reaches `min_similarity`.
+
+The evidence updates the score the answer already has (the other verifiers' verdict, else the router's
+prediction) by a likelihood ratio, so it carries over between cheap models of different strength:
+posterior odds = prior odds x ratio. The default ratios are measured (`bench/cascade/AGREEMENT.md`):
+SmolLM2-135M on 200 arithmetic questions, where a second sample at temperature 0.7 agreed with 50% of
+the right answers and 15.6% of the wrong ones: 3.2 on agreement, 0.59 on a difference.
 """
 
 from __future__ import annotations
@@ -56,12 +60,18 @@ def answers_agree(first: str, second: str) -> bool | None:
 class AgreementVerifier(Verifier):
     name = "agreement"
 
-    def __init__(self, embedder: Any = None, agree_score: float = 0.7, disagree_score: float = 0.2,
+    def __init__(self, embedder: Any = None, agree_ratio: float = 3.2, differ_ratio: float = 0.59,
                  min_similarity: float = 0.9) -> None:
         self.embedder = embedder
-        self.agree_score = agree_score
-        self.disagree_score = disagree_score
+        self.agree_ratio = agree_ratio
+        self.differ_ratio = differ_ratio
         self.min_similarity = min_similarity
+
+    def update(self, prior: float, agree: bool) -> float:
+        """The answer's score after the evidence: prior odds times the likelihood ratio."""
+        p = min(max(prior, 1e-4), 1 - 1e-4)
+        odds = p / (1 - p) * (self.agree_ratio if agree else self.differ_ratio)
+        return odds / (1 + odds)
 
     async def check(self, item: AnswerContext) -> Verdict | None:
         resample: Callable[[], Awaitable[dict[str, Any] | None]] | None = getattr(item, "resample", None)
@@ -81,5 +91,7 @@ class AgreementVerifier(Verifier):
             a, b = await self.embedder.embed(item.text), await self.embedder.embed(other)
             similarity = float(np.dot(a, b))
             agree, detail = similarity >= self.min_similarity, f"cosine {similarity:.3f}"
-        score = self.agree_score if agree else self.disagree_score
-        return Verdict(self.name, score, detail=f"second sample {'agrees' if agree else 'differs'} ({detail})")
+        prior = float(getattr(item, "prior", 0.5))
+        score = self.update(prior, agree)
+        return Verdict(self.name, score, detail=f"second sample {'agrees' if agree else 'differs'} ({detail}), "
+                                                f"{prior:.3f} -> {score:.3f}")

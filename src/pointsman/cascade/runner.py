@@ -97,7 +97,7 @@ class Cascade:
             self.learned = load_verifier(config.verifier, embedder)
             self.kappa = float(getattr(self.learned, "kappa", DEFAULT_KAPPA) or DEFAULT_KAPPA)
         self.wants_logprobs = "logprobs" in config.verifiers
-        self.agreement = AgreementVerifier(embedder, config.agree_score, config.disagree_score) \
+        self.agreement = AgreementVerifier(embedder, config.agree_ratio, config.differ_ratio) \
             if "agreement" in config.verifiers else None
 
     # -- planning ----------------------------------------------------------------------------------------
@@ -151,12 +151,12 @@ class Cascade:
             learned = await self.learned.check(item)
             if learned is not None:
                 verdicts.append(learned)
-        if self.agreement is not None and resample is not None and all(v.score >= bar for v in verdicts):
-            item.resample = resample
-            agreement = await self.agreement.check(item)
-            if agreement is not None:
-                verdicts.append(agreement)
-        return combine(verdicts) or Verdict("prior", prior, detail="no verifier spoke: the router's prediction")
+        verdict = combine(verdicts) or Verdict("prior", prior, detail="no verifier spoke: the router's prediction")
+        if self.agreement is not None and resample is not None and self.agreement.update(verdict.score, True) >= bar:
+            # a paid second sample only when agreeing could keep the answer; its evidence updates the score
+            item.resample, item.prior = resample, verdict.score
+            verdict = await self.agreement.check(item) or verdict
+        return verdict
 
     # -- running ------------------------------------------------------------------------------------------
     async def run(self, plan: CascadePlan, ctx: RouteContext, body: dict[str, Any], dispatcher: Dispatcher,

@@ -124,9 +124,9 @@ class CascadeConfig(msgspec.Struct, forbid_unknown_fields=True):
     latency_budget_s: float | None = None  # no escalation once this much time has passed since the request came
     cost_budget_usd: float | None = None  # no escalation whose estimated cost would take the total past this
     stream: str = "hold"  # streamed requests: "hold" the cheap answer until accepted, or "skip" the cascade
-    # "agreement": the scores given when a second cheap sample agrees / differs (bench/cascade/AGREEMENT.md)
-    agree_score: float = 0.7
-    disagree_score: float = 0.2
+    # "agreement": likelihood ratios of a second cheap sample agreeing / differing (bench/cascade/AGREEMENT.md)
+    agree_ratio: float = 3.2
+    differ_ratio: float = 0.59
     resample_temperature: float = 0.7
 
     def __post_init__(self) -> None:
@@ -145,6 +145,8 @@ class CascadeConfig(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("cascade.max_steps must be >= 2 (a cascade calls at least two models)")
         if self.models is not None and len(self.models) < 2:
             raise ValueError("cascade.models must list at least two models, cheapest first")
+        if self.agree_ratio <= 0 or self.differ_ratio <= 0:
+            raise ValueError("cascade.agree_ratio and cascade.differ_ratio must be > 0")
         for name, value in (("latency_budget_s", self.latency_budget_s), ("cost_budget_usd", self.cost_budget_usd)):
             if value is not None and value <= 0:
                 raise ValueError(f"cascade.{name} must be > 0")
