@@ -432,3 +432,41 @@ async def test_feedback_on_exact_hit_removes_and_invalidate():
     assert await ask(cache, body("q3"), tenant="t2") is not None
     assert await cache.invalidate(all=True) == 1 and len(cache.backend) == 0
     assert cache.stats()["invalidated"] == 2
+
+
+async def test_stage_embeds_an_empty_namespace_only_after_the_answer():
+    """The gateway's cache stage: no query embedding before the upstream call when the namespace is empty (a
+    certain semantic miss); the answer goes into the exact layer at once and into the semantic layer when its
+    embedding is ready; the next paraphrase in that namespace is embedded and hits."""
+    from pointsman.app.caching import CacheStage
+    from pointsman.config.schema import CacheConfig
+    from pointsman.embed import EmbedBatcher, MiniLMEncoder
+    from pointsman.routing.base import RouteContext
+
+    class Counting:
+        def __init__(self):
+            self.inner, self.texts = EmbedBatcher(MiniLMEncoder()), []
+
+        async def embed_with_features(self, text, *args, **kwargs):
+            self.texts.append(text)
+            return await self.inner.embed_with_features(text, *args, **kwargs)
+
+    embedder = Counting()
+    stage = CacheStage(CacheConfig(enabled=True))
+    stage.cache.acceptance = AlwaysAccept()
+    first = RouteContext(body("How do I reverse a list in Python?", model="m"))
+    ticket = await stage.lookup({}, first, "t|", "m", embedder, "req_1")
+    assert ticket.embedding is None and embedder.texts == []  # nothing embedded before the upstream call
+    await stage.store(ticket, answer(), "m")
+    again = await stage.lookup({}, RouteContext(body("How do I reverse a list in Python?", model="m")), "t|", "m",
+                               embedder, "req_2")
+    assert again.kind == "exact"  # stored in the exact layer before the embedding was ready
+    para = await stage.lookup({}, RouteContext(body("How can I reverse a list in Python?", model="m")), "t|", "m",
+                              embedder, "req_3")
+    assert para is not None and para.kind == "semantic" and len(embedder.texts) == 2
+    await stage.drain()
+    assert stage.cache.stats()["lookups"] == 3 and stage.cache.stats()["misses"] == 1
+    assert await stage.cache.feedback(request_id="req_3", tenant="t|") == (para.entry_id, "demoted")
+    assert await stage.cache.feedback(request_id="req_1", tenant="other|") is None
+    assert await stage.cache.feedback(request_id="req_1", tenant="t|") == (para.entry_id, "deleted")
+    await embedder.inner.close()

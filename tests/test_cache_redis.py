@@ -162,3 +162,26 @@ async def test_new_replica_resyncs_and_global_size_bound(replicas):
         assert full.answer is not None
     finally:
         await late.close()
+
+
+async def test_a_hit_on_an_entry_deleted_before_the_touch_flush_leaves_no_key_behind(replicas):
+    a, _ = replicas
+    k = a.keys(body("Who painted the Mona Lisa?"), "t1")
+    eid = await a.store(k.exact_key, k.namespace, unit(5), k.query_text, answer("Leonardo"))
+    assert await a.lookup(k.exact_key, k.namespace, unit(5), k.query_text) is not None  # a touch is pending
+    await a.invalidate(entry_id=eid)
+    await a.backend._flush_once()
+    assert not await a.backend.r.exists(a.backend._k_entry(eid))  # HINCRBY would have recreated the hash
+
+
+async def test_invalidate_by_tenant_and_model_reads_redis_not_only_the_mirror(replicas):
+    a, b = replicas
+    for i, (tenant, model) in enumerate([("k1|", "small"), ("k1|ops", "small"), ("k2|", "big")]):
+        k = a.keys(body(f"question {i}"), tenant, route="auto")
+        await a.store(k.exact_key, k.namespace, unit(20 + i), k.query_text, answer(), model=model, tenant=tenant,
+                      route="auto")
+    a.backend.mirror.remove(next(iter(a.backend.mirror.entries)))  # a mirror that lags Redis
+    assert await a.invalidate(tenant_key="k1") == 2
+    await wait_for(lambda: len(b.backend) == 1, RedisStore.PROPAGATION_BOUND_S)
+    assert await b.invalidate(model="big") == 1 and await b.invalidate(model="auto") == 0
+    await wait_for(lambda: len(a.backend) == 0, RedisStore.PROPAGATION_BOUND_S)

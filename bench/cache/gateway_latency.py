@@ -3,13 +3,20 @@
 Starts the test upstream and two gateways on loopback (the same pool; one with the in-process cache, one
 without), then measures sequentially (c=1) with one keep-alive HTTP client:
   exact hit     the same request again (temperature 0)
-  semantic hit  paraphrases of cached questions (the answer comes back through the false-hit guard)
-  miss          new cacheable questions: cache-on minus cache-off is what a miss costs (lookup, the query
-                embedding for the semantic layer, the store after the answer)
+  semantic hit  paraphrases of cached questions, each text new (a prefix and a suffix vary), so each needs a
+                fresh query embedding (the encoder keeps an LRU of texts: a repeated text would skip it);
+                latency over the requests that were semantic hits
+  miss          new cacheable questions in the populated namespace: cache-on minus cache-off is what a miss
+                costs (lookup, the query embedding for the semantic layer, the store after the answer)
+  miss, new namespace  the same, each request under its own x-pointsman-team (an empty namespace: no
+                embedding before the upstream call; it is computed for the store after the answer is sent)
   not cacheable requests without temperature 0 (sampled): the pre-check only
-Results go to bench/cache/GATEWAY.md.
+The measurements are interleaved: `--rounds` rounds, each running n/rounds requests of every measurement in
+turn, so that load from other work on the machine spreads over all of them; p50 is over all requests, and
+"round p50s" shows the spread between rounds. The table is printed (and written to --out if given);
+bench/cache/GATEWAY.md holds the reported runs with their analysis (compose it from several runs).
 
-    .venv/bin/python bench/cache/gateway_latency.py [--n 300]
+    .venv/bin/python bench/cache/gateway_latency.py [--n 300] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -30,9 +37,20 @@ ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = ["How do I reverse a list in Python?", "What is the capital of Australia?", "How do I boil an egg?",
              "What causes the seasons on Earth?", "How do I centre a div in CSS?", "Why is the sky blue?",
              "What is a closure in JavaScript?", "How long should I steep green tea?"]
-PARAPHRASES = ["How can I reverse a list in Python?", "What's the capital of Australia?", "How can I boil an egg?",
-               "What is the cause of the seasons on Earth?", "How can I centre a div in CSS?", "Why's the sky blue?",
+PARAPHRASES = ["How can I reverse a list in Python?", "How can I boil an egg?", "How can I centre a div in CSS?",
                "What's a closure in JavaScript?", "How long should green tea steep?"]
+PREFIXES = ["", "Hi, ", "Hello, ", "Quick question: ", "Hey, ", "Question: ", "So, ", "Hi there, "]
+SUFFIXES = ["", " Thanks.", " Thanks!", " Thank you.", " Cheers.", " Thanks in advance.", " Thank you!", " Many thanks."]
+
+
+def paraphrase_variants() -> list[str]:
+    """320 distinct texts, each a paraphrase of a cached question."""
+    out = []
+    for prefix in PREFIXES:
+        for suffix in SUFFIXES:
+            for text in PARAPHRASES:
+                out.append(prefix + (text[0].lower() + text[1:] if prefix else text) + suffix)
+    return out
 
 
 def free_port() -> int:
@@ -53,6 +71,8 @@ def wait(url: str) -> None:
 
 
 def percentiles(samples: list[float]) -> str:
+    if not samples:
+        return "- | - | 0"
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     return f"{statistics.median(ordered):.2f} | {p99:.2f} | {len(ordered)}"
@@ -61,7 +81,9 @@ def percentiles(samples: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=300, help="requests per measurement")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "cache" / "GATEWAY.md"))
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--out", default=None, help="also write the table to this file")
+    parser.add_argument("--label", default="", help="a note for the output (e.g. which code ran)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pointsman-cachebench-"))
     up_port, on_port, off_port = free_port(), free_port(), free_port()
@@ -80,45 +102,63 @@ server: {{ledger_url: "sqlite:///{work}/ledger-{port}.db", cache: {{enabled: {ca
             wait(f"http://127.0.0.1:{port}/health" if port != up_port else f"http://127.0.0.1:{port}/_control/stats")
         client = httpx.Client(timeout=30)
 
-        def timed(port: int, text: str, temperature: float | None = 0) -> tuple[float, str]:
+        def timed(port: int, text: str, temperature: float | None = 0, team: str | None = None) -> tuple[float, str]:
             body = {"model": "m", "messages": [{"role": "user", "content": text}]}
             if temperature is not None:
                 body["temperature"] = temperature
+            headers = {"x-pointsman-team": team} if team else None
             started = time.perf_counter()
-            response = client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body)
+            response = client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers=headers)
             elapsed = (time.perf_counter() - started) * 1000
             response.raise_for_status()
             return elapsed, response.headers.get("x-pointsman-cache", "miss")
 
         for q in QUESTIONS:  # fill the cache
             timed(on_port, q)
-        rows = []
-        for name, port, texts, temperature, expect in [
-            ("exact hit", on_port, QUESTIONS, 0, "hit-exact"),
-            ("semantic hit", on_port, PARAPHRASES, 0, None),
-            ("miss, cache on", on_port, None, 0, "miss"),
-            ("miss, cache off", off_port, None, 0, "miss"),
-            ("not cacheable (sampled), cache on", on_port, QUESTIONS, None, "miss"),
-            ("not cacheable (sampled), cache off", off_port, QUESTIONS, None, "miss"),
-        ]:
-            samples, kinds = [], {}
-            for i in range(args.n):
-                text = texts[i % len(texts)] if texts else f"Unique question number {i} about {name} {time.time_ns()}?"
-                elapsed, kind = timed(port, text, temperature)
-                samples.append(elapsed)
-                kinds[kind] = kinds.get(kind, 0) + 1
-            rows.append((name, percentiles(samples), ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))))
-            if expect and set(kinds) != {expect}:
-                print(f"warning: {name}: expected only {expect}, saw {kinds}", file=sys.stderr)
+        variants = paraphrase_variants()
+        unique = (f"Unique question number {i} about {k} {time.time_ns()}?" for i, k in enumerate(iter(int, 1)))
+        # name, port, texts (None: new each time), temperature, a new team per request, only count this kind
+        plan = [("exact hit", on_port, QUESTIONS, 0, False, "hit-exact"),
+                ("semantic hit", on_port, variants, 0, False, "hit-semantic"),
+                ("miss, cache on", on_port, None, 0, False, None),
+                ("miss, cache on, new namespace", on_port, None, 0, True, None),
+                ("miss, cache off", off_port, None, 0, False, None),
+                ("not cacheable (sampled), cache on", on_port, QUESTIONS, None, False, None),
+                ("not cacheable (sampled), cache off", off_port, QUESTIONS, None, False, None)]
+        samples: dict[str, list[float]] = {p[0]: [] for p in plan}
+        round_p50: dict[str, list[float]] = {p[0]: [] for p in plan}
+        kinds: dict[str, dict[str, int]] = {p[0]: {} for p in plan}
+        counters = dict.fromkeys(samples, 0)
+        per_round = max(1, args.n // args.rounds)
+        for _round in range(args.rounds):
+            for name, port, texts, temperature, new_team, only in plan:
+                got = []
+                for _ in range(per_round):
+                    i = counters[name]
+                    counters[name] += 1
+                    text = texts[i % len(texts)] if texts else next(unique)
+                    elapsed, kind = timed(port, text, temperature, f"bench-{time.time_ns()}" if new_team else None)
+                    kinds[name][kind] = kinds[name].get(kind, 0) + 1
+                    if only is None or kind == only:
+                        got.append(elapsed)
+                samples[name] += got
+                if got:
+                    round_p50[name].append(statistics.median(got))
         load = os.getloadavg()
         lines = ["# Cache latency through the gateway", "",
-                 f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: `.venv/bin/python bench/cache/gateway_latency.py --n {args.n}`",
+                 f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: `.venv/bin/python "
+                 f"bench/cache/gateway_latency.py --n {args.n} --rounds {args.rounds}`" + (f"; {args.label}" if args.label else ""),
                  f"- Machine: 2 cores shared with other work; load average after the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
                  "- Sequential requests (c=1), one keep-alive client, the test upstream answering at once; in-process store,",
-                 "  semantic layer on (MiniLM int8 query embedding), default delta 2%.", "",
-                 "| measurement | p50 (ms) | p99 (ms) | requests | cache header seen |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {stats.replace(' | ', ' | ')} | {kinds} |" for name, stats, kinds in rows]
-        Path(args.out).write_text("\n".join(lines) + "\n")
+                 "  semantic layer on (MiniLM int8 query embedding), default delta 2%; measurements interleaved in rounds.", "",
+                 "| measurement | p50 (ms) | p99 (ms) | requests | round p50s (ms) | cache header seen |",
+                 "|---|---|---|---|---|---|"]
+        for name, *_ in plan:
+            spread = ", ".join(f"{x:.2f}" for x in round_p50[name])
+            seen = ", ".join(f"{k} {v}" for k, v in sorted(kinds[name].items()))
+            lines.append(f"| {name} | {percentiles(samples[name])} | {spread} | {seen} |")
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return 0
     finally:

@@ -3,7 +3,9 @@ answer go. The gateway writes the responses; this module decides and talks to `p
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,19 +28,31 @@ def make_cache(config: CacheConfig) -> SemanticCache:
     return SemanticCache(store, policy, delta=config.delta)
 
 
+def tenant_of(key_id: str | None, team: str | None) -> str:
+    """Who may share answers: the client key's id (a hash) and, within it, the team (x-pointsman-team)."""
+    return f"{key_id or ''}|{team or ''}"
+
+
 @dataclass(slots=True)
 class CacheTicket:
     """A cacheable request on its way upstream: where its answer will be stored."""
 
     keys: Any
     ttl_s: float | None
-    embedding: Any
+    embedding: Any  # None: not computed (yet); see `later`
+    request_id: str | None = None
+    later: tuple[RouteContext, Any] | None = None  # (ctx, embedder): embed after the answer is sent
 
 
 class CacheStage:
     def __init__(self, config: CacheConfig) -> None:
         self.config = config
         self.cache = make_cache(config)
+        self._background = self.cache.background  # stores in flight, cancelled when the cache closes
+        # namespace → entries stored without their embedding (in-process store): (entry id, prompt text)
+        self._unembedded: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
+        self._unembedded_count = 0
+        self.max_unembedded = 100_000  # beyond, the oldest namespaces' entries stay in the exact layer only
 
     def may_cache(self, raw: dict[str, Any]) -> bool:
         """The cheap pre-check: sampled answers (temperature > 0) are neither served nor stored by default,
@@ -49,35 +63,107 @@ class CacheStage:
         return self.config.allow_sampled or (isinstance(temperature, int | float) and temperature <= 0)
 
     async def lookup(self, headers: dict[bytes, bytes], ctx: RouteContext, tenant: str, route: str,
-                     embedder: Any) -> Hit | CacheTicket | None:
-        """A hit to answer with; else where to store the answer (None: nowhere). The query embedding is
-        computed only for a semantic lookup or store, and through `ctx`, so routing can reuse it."""
+                     embedder: Any, request_id: str | None = None) -> Hit | CacheTicket | None:
+        """A hit to answer with; else where to store the answer (None: nowhere).
+
+        The exact layer first (no embedding). The query embedding (through `ctx`, so routing reuses it) is
+        computed only when the semantic layer could hit, i.e. the request's namespace holds entries. An
+        answer stored without its embedding (its namespace was empty) enters the semantic layer when the next
+        request of its namespace looks it up: that request embeds it together with its own query (one encoder
+        batch), so a namespace that never sees a second request never pays for an embedding."""
         control = CacheControl.from_headers(headers)
-        keys = self.cache.keys(ctx.body, tenant=tenant, route=route)
+        cache = self.cache
+        keys = cache.keys(ctx.body, tenant=tenant, route=route)
         if not keys.cacheable:
             return None
-        semantic = keys.namespace is not None and embedder is not None
+        semantic = keys.namespace is not None and embedder is not None and bool(keys.query_text)
         embedding = None
         if not control.bypass:
-            hit = await self.cache.lookup(keys.exact_key, None, None, keys.query_text)  # exact: no embedding needed
-            if hit is None and semantic:
-                embedding = (await ctx.embedding(embedder, keys.query_text))[0]
-                hit = await self.cache.lookup(keys.exact_key, keys.namespace, embedding, keys.query_text)
+            hit = await cache.find_exact(keys.exact_key)  # no embedding needed
+            waiting = self._unembedded.get(keys.namespace) if semantic else None
+            if hit is None and semantic and (waiting or cache.may_hit_semantic(keys.namespace)):
+                if waiting:
+                    embedding = await self._embed_with_waiting(keys.namespace, ctx, embedder, keys.query_text)
+                else:
+                    embedding = (await ctx.embedding(embedder, keys.query_text))[0]
+                hit = await cache.find_semantic(keys.namespace, embedding, keys.query_text)
+            cache.count(hit)
             if hit is not None:
+                if request_id is not None:
+                    cache.note_served(request_id, hit)
                 return hit
         if control.no_store:
             return None
-        if embedding is None and semantic:
-            embedding = (await ctx.embedding(embedder, keys.query_text))[0]
-        return CacheTicket(keys, control.ttl_s, embedding)
+        later = (ctx, embedder) if semantic and embedding is None else None
+        return CacheTicket(keys, control.ttl_s, embedding, request_id, later)
+
+    async def _embed_with_waiting(self, namespace: str, ctx: RouteContext, embedder: Any, query_text: str) -> Any:
+        """The query's embedding, computed with those of (up to 16 of) the namespace's entries still without
+        one, which join the semantic layer before the search."""
+        waiting = self._unembedded.pop(namespace)
+        batch, rest = waiting[:16], waiting[16:]
+        if rest:
+            self._unembedded[namespace] = rest
+        self._unembedded_count -= len(batch)
+        found = await asyncio.gather(ctx.embedding(embedder, query_text),
+                                     *(embedder.embed_with_features(text) for _, text in batch), return_exceptions=True)
+        for (entry_id, text), result in zip(batch, found[1:]):
+            if not isinstance(result, BaseException):  # else it stays in the exact layer only
+                await self.cache.attach_embedding(entry_id, namespace, result[0], text)
+        if isinstance(found[0], BaseException):
+            raise found[0]
+        return found[0][0]
 
     async def store(self, ticket: CacheTicket | None, answer: dict[str, Any] | None, model: str,
                     pieces: list[str] | None = None) -> None:
+        """Store an answer that has been sent. Without its embedding, it goes into the exact layer now; the
+        in-process store adds it to the semantic layer with the next lookup of its namespace (see `lookup`),
+        the Redis store as soon as it is embedded (a background task: every replica gets the vector)."""
         if ticket is None:
             return
-        keys = ticket.keys
         try:
-            await self.cache.store(keys.exact_key, keys.namespace, ticket.embedding, keys.query_text, answer,
-                                   model=model, pieces=pieces, ttl_s=ticket.ttl_s)
+            eid = await self._store(ticket, answer, model, pieces, deferred=ticket.later is not None)
+            if eid is None or ticket.later is None:
+                return
+            if not isinstance(self.cache.backend, MemoryStore):
+                self._spawn(self._attach_later(ticket, eid))
+            else:
+                ns = ticket.keys.namespace
+                self._unembedded.setdefault(ns, []).append((eid, ticket.keys.query_text))
+                self._unembedded_count += 1
+                while self._unembedded_count > self.max_unembedded:
+                    _, dropped = self._unembedded.popitem(last=False)
+                    self._unembedded_count -= len(dropped)
         except Exception:  # noqa: BLE001 - a cache failure must never fail an answered request
             log.exception("storing an answer in the cache failed")
+
+    async def _store(self, ticket: CacheTicket, answer: dict[str, Any] | None, model: str, pieces: list[str] | None,
+                     deferred: bool = False) -> int | None:
+        keys = ticket.keys
+        return await self.cache.store(keys.exact_key, None if deferred else keys.namespace, ticket.embedding,
+                                      keys.query_text, answer, model=model, pieces=pieces, ttl_s=ticket.ttl_s,
+                                      tenant=keys.tenant, route=keys.route, request_id=ticket.request_id)
+
+    async def _embed(self, ticket: CacheTicket) -> Any:
+        ctx, embedder = ticket.later  # type: ignore[misc]
+        return (await ctx.embedding(embedder, ticket.keys.query_text))[0]
+
+    async def _attach_later(self, ticket: CacheTicket, entry_id: int) -> None:
+        await self.cache.attach_embedding(entry_id, ticket.keys.namespace, await self._embed(ticket),
+                                          ticket.keys.query_text)
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("storing an answer in the cache failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for the stores still in flight (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)

@@ -21,7 +21,7 @@ ERROR_STATUSES = {
     "400": "Invalid JSON or parameters (the field is named), or no pool model can take the request",
     "401": "Missing or invalid API key",
     "403": "The key may not use this endpoint",
-    "404": "Unknown model or path",
+    "404": "Unknown model, path or cache entry (or the cache is disabled)",
     "405": "Method not allowed",
     "408": "The request body did not arrive in time",
     "413": "Request body too large",
@@ -106,6 +106,59 @@ def _headers(names: dict[str, str], required: bool) -> dict[str, Any]:
     return {name: {"description": text, "required": required, "schema": {"type": "string"}} for name, text in names.items()}
 
 
+def _cache_components() -> dict[str, Any]:
+    entry_id = {"type": "string", "pattern": "^[0-9a-fA-F]{1,16}$",
+                "description": "A cache entry's id, as in the `x-pointsman-cache-entry` header of a hit"}
+    count = {"type": "integer", "minimum": 0}
+    counts = {"type": "object", "additionalProperties": count}
+    return {
+        "CacheFeedback": {
+            "type": "object", "required": ["verdict"], "additionalProperties": False,
+            "description": "A verdict on an answer: name the request (`x-pointsman-request-id`) or the entry. "
+                           "A reject deletes the entry (exact hit, or the fresh answer the request stored) or "
+                           "demotes it (semantic hit).",
+            "properties": {"verdict": {"enum": ["reject", "accept"]},
+                           "request_id": {"type": "string", "description": "The answer's x-pointsman-request-id"},
+                           "entry_id": entry_id},
+            "oneOf": [{"required": ["request_id"]}, {"required": ["entry_id"]}]},
+        "CacheFeedbackResult": {
+            "type": "object", "required": ["object", "entry_id", "verdict", "action"],
+            "properties": {"object": {"const": "cache.feedback"}, "entry_id": {"type": "string"},
+                           "verdict": {"enum": ["reject", "accept"]},
+                           "action": {"enum": ["deleted", "demoted", "accepted"]}}},
+        "CacheInvalidate": {
+            "type": "object", "additionalProperties": False,
+            "description": "One entry, everything (`all`), or every entry matching all the filters given.",
+            "properties": {"entry_id": entry_id,
+                           "key_id": {"type": "string", "description": "The client key's id, as in the ledger"},
+                           "team": {"type": "string", "description": "x-pointsman-team of the requests"},
+                           "model": {"type": "string",
+                                     "description": "The pool model that answered, or the model or policy requested"},
+                           "all": {"type": "boolean"}}},
+        "CacheInvalidation": {"type": "object", "required": ["object", "invalidated"],
+                              "properties": {"object": {"const": "cache.invalidation"}, "invalidated": count}},
+        "CacheMetrics": {
+            "type": "object", "description": "This replica's counters since start, and the store's size",
+            "required": ["object", "store", "lookups", "hits", "hits_exact", "hits_semantic", "misses", "rejected",
+                         "stored", "not_stored", "entries", "bytes", "feedback_accepted", "feedback_rejected",
+                         "invalidated"],
+            "properties": {"object": {"const": "cache.metrics"}, "store": {"type": "string"}, "lookups": count,
+                           "hits": count, "hits_exact": count, "hits_semantic": count, "misses": count,
+                           "rejected": counts, "stored": count, "not_stored": counts, "entries": count,
+                           "bytes": count, "bytes_served": count, "bytes_stored": count,
+                           "feedback_accepted": count, "feedback_rejected": count, "feedback_deleted": count,
+                           "invalidated": count}},
+    }
+
+
+def _json_body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": REF.format(name=name)}}}}
+
+
+def _json_ok(description: str, name: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(name=name)}}}}
+
+
 def build_openapi(*, model_ids: list[str], version: str, client_auth: bool, max_body_bytes: int) -> dict[str, Any]:
     """The document as a dict; `client_auth` says whether /v1/* needs a bearer key."""
     components = _chat_request_components(model_ids)
@@ -162,11 +215,32 @@ def build_openapi(*, model_ids: list[str], version: str, client_auth: bool, max_
                          "schema": {"type": "object", "required": ["data"],
                                     "properties": {"data": {"type": "array", "items": {"type": "object"}}}}}}},
                          **_errors("401", "403", "431")}}}
+    components.update(_cache_components())
+    admin_key = [{"bearer": []}]
+    cache_paths = {
+        "/v1/cache/feedback": {"post": {
+            "operationId": "cacheFeedback", "summary": "Reject (or accept) an answer: a rejected cached answer is "
+                                                       "deleted or demoted; only the caller's tenant's entries",
+            "parameters": [{"name": "x-pointsman-team", "in": "header", "required": False, "schema": {"type": "string"},
+                            "description": "The team the answer was asked under (part of the tenant)"}],
+            "requestBody": _json_body("CacheFeedback"),
+            "responses": {"200": _json_ok("What was done", "CacheFeedbackResult"),
+                          **_errors("400", *common, "404", "408", "413")}}},
+        "/admin/cache/invalidate": {"post": {
+            "operationId": "cacheInvalidate", "summary": "Delete cache entries (admin key); every replica drops them",
+            "security": admin_key, "requestBody": _json_body("CacheInvalidate"),
+            "responses": {"200": _json_ok("How many entries were deleted", "CacheInvalidation"),
+                          **_errors("400", "401", "403", "404", "408", "413", "431")}}},
+        "/admin/cache/metrics": {"get": {
+            "operationId": "cacheMetrics", "summary": "Cache counters (admin key)", "security": admin_key,
+            "responses": {"200": _json_ok("Counters", "CacheMetrics"), **_errors("401", "403", "404", "431")}}},
+    }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Pointsman", "version": version,
                  "description": "An OpenAI-compatible LLM routing gateway. Errors are OpenAI-shaped."},
-        "paths": {"/v1/chat/completions": chat, "/v1/models": models, "/health": health, "/admin/models": admin},
+        "paths": {"/v1/chat/completions": chat, "/v1/models": models, "/health": health, "/admin/models": admin,
+                  **cache_paths},
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }

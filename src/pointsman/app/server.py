@@ -38,6 +38,7 @@ from pointsman.app.http import (
 from pointsman.app.openapi import build_openapi
 from pointsman.app.protocol import configure as configure_protocol
 from pointsman.app.schema import validate_chat_request
+from pointsman.app import admin as cache_admin
 from pointsman.app.caching import CacheStage, CacheTicket
 from pointsman.cache import StreamRecorder
 from pointsman.cache.answers import replay_as_sse
@@ -268,6 +269,8 @@ class Gateway:
                 except (ValueError, OSError) as exc:
                     raise GatewayError(400, f"router reload failed, the previous routers stay: {exc}", code="reload_failed") from None
                 await send_json(send, 200, {"reloaded": reloaded})
+            elif path in cache_admin.PATHS:  # /v1/cache/feedback, /admin/cache/invalidate, /admin/cache/metrics
+                await cache_admin.handle(self, scope, receive, send)
             elif path == "/admin/models" and method == "GET":
                 self._authenticate_admin(header_map(scope))
                 await send_json(send, 200, {"data": [
@@ -345,7 +348,7 @@ class Gateway:
             if self.caching is not None and self.caching.may_cache(raw):
                 # Tenants never share answers: the key's hash, and within it the team.
                 found = await self.caching.lookup(headers, ctx, f"{record.key_id or ''}|{record.team or ''}",
-                                                  request.model, self.embedder)
+                                                  request.model, self.embedder, record.id)
                 if isinstance(found, CacheTicket):
                     ticket = found
                 elif found is not None:

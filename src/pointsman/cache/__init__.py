@@ -12,7 +12,10 @@ last user message alone, which the gateway computes once and shares with routing
     if keys.cacheable and not control.no_store:
         await cache.store(keys.exact_key, keys.namespace, embedding, keys.query_text, answer_dict,
                           model=chosen, ttl_s=control.ttl_s)                # or pieces=recorder.pieces
-    await cache.feedback(entry_id, accepted=False)          # a client's thumbs-down on a cached answer
+    cache.note_served(request_id, hit)                      # so that feedback may name the request
+    await cache.feedback(entry_id, accepted=False, tenant=t)  # a client's thumbs-down on a cached answer
+    await cache.feedback(request_id=rid, accepted=False, tenant=t)   # ... naming the request instead
+    await cache.invalidate(tenant_key=..., team=..., model=...)      # or entry_id=, namespace=, all=True
 
 ``lookup`` does no I/O with the in-process store (and, with the Redis store, only a GET for an answer not
 yet mirrored). Nothing here blocks the event loop.
@@ -20,6 +23,8 @@ yet mirrored). Nothing here blocks the event loop.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -136,6 +141,7 @@ class CacheMetrics:
     bytes_stored: int = 0
     feedback_accepted: int = 0
     feedback_rejected: int = 0
+    feedback_deleted: int = 0  # rejections that removed the entry (the rest demoted it)
     invalidated: int = 0
 
     def snapshot(self) -> dict[str, Any]:
@@ -143,7 +149,8 @@ class CacheMetrics:
                 "misses": self.misses, "rejected": dict(self.rejected), "stored": self.stored,
                 "not_stored": dict(self.not_stored), "bytes_served": self.bytes_served,
                 "bytes_stored": self.bytes_stored, "feedback_accepted": self.feedback_accepted,
-                "feedback_rejected": self.feedback_rejected, "invalidated": self.invalidated}
+                "feedback_rejected": self.feedback_rejected, "feedback_deleted": self.feedback_deleted,
+                "invalidated": self.invalidated}
 
 
 class SemanticCache:
@@ -177,6 +184,10 @@ class SemanticCache:
         # candidates below this cosine cannot be accepted whatever their texts: skipped before any text work
         self.floor = max(min_similarity, self.acceptance.similarity_floor())
         self._recent: OrderedDict[int, tuple[str, float, np.ndarray | None]] = OrderedDict()  # entry → last hit
+        # request id → (entry id, kind, similarity, acceptance state): what answered it, for feedback
+        self._served: OrderedDict[str, tuple[int, str, float, np.ndarray | None]] = OrderedDict()
+        self.max_served = 50_000
+        self.background: set[asyncio.Task] = set()  # a caller's stores still in flight: cancelled by close()
 
     # -- keys --------------------------------------------------------------------------------------------
     def keys(self, body: dict[str, Any], tenant: str | None, route: str | None = None) -> CacheKeys:
@@ -185,46 +196,65 @@ class SemanticCache:
     # -- lookup ------------------------------------------------------------------------------------------
     async def lookup(self, exact_key: str, namespace: str | None, embedding: np.ndarray | None,
                      query_text: str, now: float | None = None) -> Hit | None:
+        """Exact, then semantic (when ``namespace`` and ``embedding`` are given); counted as one lookup."""
+        now = time.time() if now is None else now
+        hit = await self.find_exact(exact_key, now)
+        if hit is None and namespace is not None and embedding is not None:
+            hit = await self.find_semantic(namespace, embedding, query_text, now)
+        self.count(hit)
+        return hit
+
+    def count(self, hit: Hit | None) -> None:
+        """Count one request's lookup (``find_exact`` and ``find_semantic`` do not count lookups or misses)."""
+        self.metrics.lookups += 1
+        if hit is None:
+            self.metrics.misses += 1
+
+    def may_hit_semantic(self, namespace: str | None) -> bool:
+        """Whether a semantic lookup in ``namespace`` could hit at all: an empty namespace needs no embedding."""
+        return namespace is not None and self.policy.semantic and self.backend.has_namespace(namespace)
+
+    async def find_exact(self, exact_key: str, now: float | None = None) -> Hit | None:
+        now = time.time() if now is None else now
+        entry = self.backend.find_exact(exact_key, now)
+        if entry is None:
+            return None
+        return await self._hit(entry, "exact", 1.0, None, CHECK_NAMES, now, None)
+
+    async def find_semantic(self, namespace: str, embedding: np.ndarray, query_text: str,
+                            now: float | None = None) -> Hit | None:
+        if not self.policy.semantic or not query_text:
+            return None
         now = time.time() if now is None else now
         m = self.metrics
-        m.lookups += 1
-        backend = self.backend
-        entry = backend.find_exact(exact_key, now)
-        if entry is not None:
-            hit = await self._hit(entry, "exact", 1.0, None, CHECK_NAMES, now, None)
+        candidates = self.backend.search(namespace, embedding, self.k, now)
+        q = None
+        for cand in candidates:
+            sim = cand.similarity
+            if sim < self.floor:
+                break
+            e = cand.entry
+            if sim < e.min_similarity:
+                m.rejected["demoted"] += 1
+                continue
+            if q is None:
+                q = facts(query_text)
+            if e.facts is None:
+                e.facts = facts(e.prompt_text)
+            result = compare(q, e.facts, self.enforce)
+            if not result.passed:
+                for name in result.failed:
+                    m.rejected[name] += 1
+                continue
+            state = self.acceptance.state(pair_features(sim, q, e.facts, result), embedding, e.vector)
+            p = self.acceptance.prob_state(state)
+            if p < self.acceptance.threshold:
+                m.rejected["model"] += 1
+                continue
+            passed = tuple(n for n, f in zip(CHECK_NAMES, result.flags) if not f)
+            hit = await self._hit(e, "semantic", sim, p, passed, now, state)
             if hit is not None:
                 return hit
-        if namespace is not None and embedding is not None and self.policy.semantic and query_text:
-            candidates = backend.search(namespace, embedding, self.k, now)
-            if candidates:
-                q = None
-                for cand in candidates:
-                    sim = cand.similarity
-                    if sim < self.floor:
-                        break
-                    e = cand.entry
-                    if sim < e.min_similarity:
-                        m.rejected["demoted"] += 1
-                        continue
-                    if q is None:
-                        q = facts(query_text)
-                    if e.facts is None:
-                        e.facts = facts(e.prompt_text)
-                    result = compare(q, e.facts, self.enforce)
-                    if not result.passed:
-                        for name in result.failed:
-                            m.rejected[name] += 1
-                        continue
-                    state = self.acceptance.state(pair_features(sim, q, e.facts, result), embedding, e.vector)
-                    p = self.acceptance.prob_state(state)
-                    if p < self.acceptance.threshold:
-                        m.rejected["model"] += 1
-                        continue
-                    passed = tuple(n for n, f in zip(CHECK_NAMES, result.flags) if not f)
-                    hit = await self._hit(e, "semantic", sim, p, passed, now, state)
-                    if hit is not None:
-                        return hit
-        m.misses += 1
         return None
 
     async def _hit(self, entry: CacheEntry, kind: str, sim: float, p: float | None, checks: tuple[str, ...],
@@ -251,11 +281,13 @@ class SemanticCache:
     async def store(self, exact_key: str, namespace: str | None, embedding: np.ndarray | None, query_text: str,
                     answer: dict[str, Any] | None, *, model: str = "", pieces: list[str] | None = None,
                     ttl_s: float | None = None, status: int = 200, cacheable: bool = True,
-                    now: float | None = None) -> int | None:
+                    now: float | None = None, tenant: str = "", route: str = "",
+                    request_id: str | None = None) -> int | None:
         """Store an upstream answer if the rules allow; returns the entry id, or None (see metrics.not_stored).
 
         ``answer`` is the chat.completion (for a stream: ``StreamRecorder.answer()``, with ``pieces`` =
-        ``recorder.pieces`` to keep the chunking; a None answer = the stream did not finish).
+        ``recorder.pieces`` to keep the chunking; a None answer = the stream did not finish). ``tenant`` and
+        ``route`` scope feedback and invalidation; ``request_id`` lets feedback name the request that made it.
         """
         reason = None if cacheable else "request not cacheable"
         if reason is None:
@@ -277,54 +309,108 @@ class SemanticCache:
                            prompt_text=query_text, vector=vec, answer=body, model=model,
                            streamed=pieces is not None, pieces=pieces,
                            created=time.time() if now is None else now, ttl=ttl,
-                           facts=facts(query_text) if vec is not None else None)  # off the lookup path
+                           facts=facts(query_text) if vec is not None else None,  # off the lookup path
+                           tenant=tenant, route=route)
         await self.backend.add(entry)
         self.metrics.stored += 1
         self.metrics.bytes_stored += len(body)
+        if request_id is not None:
+            self._remember(request_id, entry.id, "stored", 1.0, None)
         return entry.id
 
-    # -- feedback and invalidation -----------------------------------------------------------------------
-    async def feedback(self, entry_id: int, accepted: bool) -> None:
-        """A client's verdict on a cached answer it was served.
+    async def attach_embedding(self, entry_id: int, namespace: str, embedding: np.ndarray, query_text: str) -> bool:
+        """Give an entry stored exact-only (its embedding was not computed before the answer went out) its
+        place in the semantic layer; False if it is gone meanwhile (or the store cannot)."""
+        attach = getattr(self.backend, "attach", None)
+        if attach is None:
+            return False
+        done = attach(entry_id, namespace, embedding, facts(query_text))
+        return bool(await done if inspect.isawaitable(done) else done)
 
-        Rejected after an exact hit (or unknown): the answer itself is bad, the entry is deleted. Rejected
-        after a semantic hit: the entry is demoted (it now needs a closer match than the rejected one),
-        deleted after ``max_rejects``, and the acceptance model learns the pair as a wrong reuse.
+    def note_served(self, request_id: str, hit: Hit) -> None:
+        """Remember that ``hit`` answered ``request_id`` (feedback may then name the request)."""
+        self._remember(request_id, hit.entry_id, hit.kind, hit.similarity, self._recent.get(hit.entry_id, (0, 0, None))[2])
+
+    def _remember(self, request_id: str, entry_id: int, kind: str, sim: float, x: np.ndarray | None) -> None:
+        self._served[request_id] = (entry_id, kind, sim, x)
+        if len(self._served) > self.max_served:
+            self._served.popitem(last=False)
+        self.backend.note_served(request_id, entry_id, kind, sim)
+
+    # -- feedback and invalidation -----------------------------------------------------------------------
+    async def feedback(self, entry_id: int | None = None, accepted: bool = False, *, request_id: str | None = None,
+                       tenant: str | None = None) -> tuple[int, str] | None:
+        """A client's verdict on an answer it was served: name the entry, or the request it answered.
+
+        Rejected after an exact hit, or on the fresh answer a request stored (or unknown): the answer itself
+        is bad, the entry is deleted. Rejected after a semantic hit: the entry is demoted (it now needs a
+        closer match than the rejected one), deleted after ``max_rejects``, and the acceptance model learns
+        the pair as a wrong reuse. ``tenant``: when given, an entry of another tenant is treated as unknown.
+
+        Returns (entry id, action) with action ``deleted``, ``demoted`` or ``accepted``; None when the entry
+        (or the request) is unknown, gone, or another tenant's.
         """
-        kind, sim, x = self._recent.get(entry_id, ("exact", 1.0, None))
+        if request_id is not None:
+            served = self._served.get(request_id)
+            if served is None:
+                found = await self.backend.find_served(request_id)  # answered by another replica
+                served = None if found is None else (*found, None)
+            if served is None:
+                return None
+            entry_id, kind, sim, x = served
+        elif entry_id is not None:
+            kind, sim, x = self._recent.get(entry_id, ("exact", 1.0, None))
+        else:
+            raise ValueError("feedback: give entry_id or request_id")
+        entry = await self.backend.get(entry_id)
+        if entry is None or (tenant is not None and entry.tenant != tenant):
+            return None
         if accepted:
             self.metrics.feedback_accepted += 1
             if x is not None and self.learn_from_accepts:
                 self.acceptance.update(x, True)
-            return
+            return entry_id, "accepted"
         self.metrics.feedback_rejected += 1
-        entry = await self.backend.get(entry_id)
-        if entry is None:
-            return
-        if kind == "exact":
+        if request_id is not None:
+            self._served.pop(request_id, None)  # one verdict per answer
+        if kind != "semantic":
             await self.backend.delete(entry_id)
-            return
+            self.metrics.feedback_deleted += 1
+            return entry_id, "deleted"
         if x is not None:
             self.acceptance.update(x, False)
         entry.rejects += 1
         entry.min_similarity = max(entry.min_similarity, min(1.0, sim + self.feedback_margin))
+        self._recent.pop(entry_id, None)
         if entry.rejects >= self.max_rejects:
             await self.backend.delete(entry_id)
-        else:
-            await self.backend.update(entry)
-        self._recent.pop(entry_id, None)
+            self.metrics.feedback_deleted += 1
+            return entry_id, "deleted"
+        await self.backend.update(entry)
+        return entry_id, "demoted"
 
     async def invalidate(self, namespace: str | None = None, entry_id: int | None = None,
-                         all: bool = False) -> int:  # noqa: A002 - reads well at the call site
-        """Delete one entry, one namespace, or (``all=True``) everything; returns how many."""
+                         all: bool = False, *, tenant_key: str | None = None,  # noqa: A002 - reads well
+                         team: str | None = None, model: str | None = None) -> int:
+        """Delete one entry, one namespace, everything (``all=True``), or every entry matching all of the
+        filters given: ``tenant_key`` (the client key's id, as in the ledger; "" for an open gateway),
+        ``team`` (x-pointsman-team; "" for none), ``model`` (the pool model that answered, or the model or
+        policy the request named). Returns how many were deleted."""
         if entry_id is not None:
             n = int(await self.backend.delete(entry_id))
         elif namespace is not None:
             n = await self.backend.clear(namespace)
+        elif tenant_key is not None or team is not None or model is not None:
+            def matches(e: CacheEntry) -> bool:
+                key, _, entry_team = e.tenant.partition("|")
+                return ((tenant_key is None or key == tenant_key) and (team is None or entry_team == team)
+                        and (model is None or model in (e.model, e.route)))
+
+            n = await self.backend.delete_where(matches)
         elif all:
             n = await self.backend.clear(None)
         else:
-            raise ValueError("invalidate: give namespace, entry_id or all=True")
+            raise ValueError("invalidate: give namespace, entry_id, a filter (tenant_key, team, model) or all=True")
         self.metrics.invalidated += n
         return n
 
@@ -336,10 +422,16 @@ class SemanticCache:
         await self.backend.start()
 
     async def close(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
         await self.backend.close()
 
     def stats(self) -> dict[str, Any]:
         out = self.metrics.snapshot()
+        out["hits"] = self.metrics.hits_exact + self.metrics.hits_semantic
         out["entries"] = len(self.backend)
+        out["bytes"] = int(getattr(self.backend, "bytes", 0))
         out["evictions"] = getattr(self.backend, "evictions", None)
         return out

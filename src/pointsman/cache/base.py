@@ -26,6 +26,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,8 @@ class CacheEntry:
     min_similarity: float = 0.0  # per-entry floor, raised by rejected feedback (a "demotion")
     rejects: int = 0
     size: int = 0  # bytes of answer + pieces, for the byte bound
+    tenant: str = ""  # who may be served it ("<key id>|<team>"): feedback and invalidation are scoped by it
+    route: str = ""  # the model or policy the request named
     facts: Any = None  # checks.TextFacts of prompt_text, computed once on first use (never persisted)
 
     def expired(self, now: float) -> bool:
@@ -83,7 +86,7 @@ class CacheEntry:
         return {"id": self.id, "namespace": self.namespace, "exact_key": self.exact_key,
                 "prompt_text": self.prompt_text, "model": self.model, "streamed": self.streamed,
                 "created": self.created, "ttl": self.ttl, "hits": self.hits, "min_similarity": self.min_similarity,
-                "rejects": self.rejects, "size": self.size}
+                "rejects": self.rejects, "size": self.size, "tenant": self.tenant, "route": self.route}
 
 
 @dataclass(slots=True)
@@ -140,6 +143,23 @@ class CacheStore(ABC):
     @abstractmethod
     def __len__(self) -> int: ...
 
+    def has_namespace(self, namespace: str) -> bool:
+        """Whether ``namespace`` may hold entries (a store that cannot tell says True): an empty namespace
+        needs no query embedding for its lookup."""
+        return True
+
+    async def delete_where(self, predicate: Callable[[CacheEntry], bool]) -> int:
+        """Delete every entry whose metadata matches (``answer`` may be None); returns how many."""
+        raise NotImplementedError
+
+    def note_served(self, request_id: str, entry_id: int, kind: str, similarity: float) -> None:  # noqa: B027
+        """Remember which entry answered a request, for feedback that names the request (best effort, no I/O
+        on the caller's path; a shared store makes it visible to the other replicas)."""
+
+    async def find_served(self, request_id: str) -> tuple[int, str, float] | None:
+        """(entry id, kind, similarity) of a request another replica answered, if the store shares them."""
+        return None
+
 
 @dataclass(slots=True)
 class CachePolicy:
@@ -161,6 +181,8 @@ class CacheKeys:
     cacheable: bool  # may be served from and stored into the cache
     reason: str = ""  # why not, when not
     why_not_semantic: str = ""
+    tenant: str = ""
+    route: str = ""
 
 
 # -- normalisation -------------------------------------------------------------------------------------
@@ -213,7 +235,9 @@ def request_keys(body: dict[str, Any], tenant: str | None, route: str | None = N
     messages = body.get("messages") or []
     params = {k: v for k, v in body.items() if k not in NOT_ANSWER_CHANGING and v is not None}
     norm = [_norm_message(m) for m in messages if isinstance(m, dict)]
-    scope = {"tenant": tenant or "", "route": route or body.get("model") or "", "params": params}
+    route = route or body.get("model") or ""
+    route = route if isinstance(route, str) else str(route)
+    scope = {"tenant": tenant or "", "route": route, "params": params}
     exact_key = _digest([scope, norm])
 
     cacheable, reason = True, ""
@@ -245,4 +269,4 @@ def request_keys(body: dict[str, Any], tenant: str | None, route: str | None = N
     if not query_text and not why:
         why = "empty prompt"
         namespace = None
-    return CacheKeys(exact_key, namespace, query_text, cacheable, reason, why)
+    return CacheKeys(exact_key, namespace, query_text, cacheable, reason, why, tenant or "", route)

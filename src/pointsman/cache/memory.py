@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -74,6 +75,10 @@ class VectorIndex:
         return True
 
     def _build_ann(self) -> None:
+        try:  # onnxruntime imported after usearch (its numkong extension) segfaults: usearch 2.26.6, numkong
+            import onnxruntime  # noqa: F401  7.8.6, onnxruntime 1.32.0. Loaded first, both work.
+        except ImportError:
+            pass
         from usearch.index import Index
 
         ann = Index(ndim=self.dim, metric="ip", dtype="i8", connectivity=self.ann_connectivity,
@@ -205,6 +210,18 @@ class MemoryStore(CacheStore):
                     del self.indexes[entry.namespace]
         return entry
 
+    def attach(self, eid: int, namespace: str, vector: np.ndarray, facts: object = None) -> bool:
+        """Add an exact-only entry to the semantic layer once its embedding is known (False: gone, or has one)."""
+        entry = self.entries.get(eid)
+        if entry is None or entry.vector is not None:
+            return False
+        entry.namespace, entry.vector, entry.facts = namespace, np.asarray(vector, dtype=np.float32).reshape(-1), facts
+        index = self.indexes.get(namespace)
+        if index is None:
+            index = self.indexes[namespace] = VectorIndex(self.dim, self.ann_threshold)
+        index.add(eid, entry.vector)
+        return True
+
     def remove(self, eid: int) -> bool:
         return self._remove(eid) is not None
 
@@ -215,6 +232,12 @@ class MemoryStore(CacheStore):
             self._remove(eid)
         self.expirations += len(gone)
         return gone
+
+    def has_namespace(self, namespace: str) -> bool:
+        return namespace in self.indexes  # an index is dropped with its last vector
+
+    def ids_where(self, predicate: Callable[[CacheEntry], bool]) -> list[int]:
+        return [eid for eid, e in self.entries.items() if predicate(e)]
 
     def ids_of(self, namespace: str | None) -> list[int]:
         if namespace is None:
@@ -243,3 +266,9 @@ class MemoryStore(CacheStore):
 
     async def update(self, entry: CacheEntry) -> None:
         pass  # the entry object is the stored one
+
+    async def delete_where(self, predicate: Callable[[CacheEntry], bool]) -> int:
+        ids = self.ids_where(predicate)
+        for eid in ids:
+            self._remove(eid)
+        return len(ids)

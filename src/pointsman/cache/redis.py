@@ -5,6 +5,8 @@ Layout under ``prefix`` (one prefix per deployment):
 * ``{prefix}:e:{id}`` — a hash per entry: ``meta`` (JSON), ``vec`` (float32 bytes), ``answer``,
   ``pieces`` (JSON); expires with the entry's TTL (PEXPIRE).
 * ``{prefix}:lru`` — sorted set id → last use, for the global size bound (least recently used first).
+* ``{prefix}:rq:{request id}`` — which entry answered a request (``id|kind|similarity``), kept
+  ``served_ttl_s`` for feedback that names the request; written with the periodic touch flush.
 * ``{prefix}:log`` — a stream of changes: ``add`` (id + meta + vector, not the answer), ``del``, ``upd``
   (feedback demotions), ``clear`` (a namespace or everything); trimmed to about ``stream_maxlen``.
 
@@ -40,7 +42,20 @@ __all__ = ["RedisStore"]
 log = logging.getLogger("pointsman.cache")
 
 _META_FIELDS = ("id", "namespace", "exact_key", "prompt_text", "model", "streamed", "created", "ttl", "hits",
-                "min_similarity", "rejects", "size")
+                "min_similarity", "rejects", "size", "tenant", "route")
+
+
+_INCR_HITS_IF_EXISTS = ("if redis.call('exists', KEYS[1]) == 1 then return redis.call('hincrby', KEYS[1], 'hits', 1) "
+                        "end return 0")
+
+
+# Give an entry stored exact-only its vector, unless it was deleted meanwhile (HSET would recreate it).
+_ATTACH_IF_EXISTS = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+redis.call('hset', KEYS[1], 'meta', ARGV[1], 'vec', ARGV[2])
+redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'add', 'id', ARGV[4], 'meta', ARGV[1], 'vec', ARGV[2])
+return 1
+"""
 
 
 def _entry_from(meta: dict[str, Any], vec: bytes | None) -> CacheEntry:
@@ -50,7 +65,7 @@ def _entry_from(meta: dict[str, Any], vec: bytes | None) -> CacheEntry:
                       model=meta.get("model", ""), streamed=bool(meta.get("streamed")), pieces=None,
                       created=float(meta["created"]), ttl=meta.get("ttl"), hits=int(meta.get("hits", 0)),
                       min_similarity=float(meta.get("min_similarity", 0.0)), rejects=int(meta.get("rejects", 0)),
-                      size=int(meta.get("size", 0)))
+                      size=int(meta.get("size", 0)), tenant=meta.get("tenant") or "", route=meta.get("route") or "")
 
 
 class RedisStore(CacheStore):
@@ -59,7 +74,7 @@ class RedisStore(CacheStore):
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "pointsman:cache", *,
                  client: Any = None, dim: int = 384, max_entries: int = 100_000, max_bytes: int = 512 << 20,
                  ann_threshold: int = 4096, block_ms: int = 1000, stream_maxlen: int = 100_000,
-                 touch_flush_s: float = 1.0, max_backoff_s: float = 2.0) -> None:
+                 touch_flush_s: float = 1.0, max_backoff_s: float = 2.0, served_ttl_s: float = 3600.0) -> None:
         if client is None:
             import redis.asyncio as aioredis
 
@@ -83,6 +98,8 @@ class RedisStore(CacheStore):
         self.applied = 0  # events applied from the stream (observability, tests)
         self.resyncs = 0
         self._pending_touch: dict[int, float] = {}
+        self._pending_served: dict[str, bytes] = {}
+        self.served_ttl_s = served_ttl_s
         self._own: set[int] = set()  # ids this replica wrote whose add event it has not read back yet
         self._tasks: list[asyncio.Task] = []
         self._closed = False
@@ -96,6 +113,13 @@ class RedisStore(CacheStore):
     @property
     def evictions(self) -> int:
         return self.mirror.evictions
+
+    @property
+    def bytes(self) -> int:  # noqa: A003 - sizes come with each entry's metadata: every entry counts
+        return self.mirror.bytes
+
+    def has_namespace(self, namespace: str) -> bool:
+        return self.mirror.has_namespace(namespace)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -116,7 +140,7 @@ class RedisStore(CacheStore):
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self._tasks = []
-        if self._pending_touch:
+        if self._pending_touch or self._pending_served:
             try:
                 await self._flush_once()
             except Exception:  # noqa: BLE001 - best effort at shutdown
@@ -190,6 +214,10 @@ class RedisStore(CacheStore):
                 if entry.vector is not None:
                     entry.facts = facts(entry.prompt_text)  # here, not on the lookup path
                 self.mirror.put(entry)
+            elif f.get(b"vec") and self.mirror.entries[eid].vector is None:  # an exact-only entry got its vector
+                meta = orjson.loads(f[b"meta"])
+                self.mirror.attach(eid, meta["namespace"], np.frombuffer(f[b"vec"], dtype=np.float32).copy(),
+                                   facts(meta.get("prompt_text", "")))
         elif op == b"del":
             self.mirror.remove(int(f[b"id"]))
         elif op == b"upd":
@@ -205,7 +233,7 @@ class RedisStore(CacheStore):
     async def _flush_touches(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.touch_flush_s)
-            if self._pending_touch:
+            if self._pending_touch or self._pending_served:
                 try:
                     await self._flush_once()
                 except asyncio.CancelledError:
@@ -215,11 +243,29 @@ class RedisStore(CacheStore):
 
     async def _flush_once(self) -> None:
         pending, self._pending_touch = self._pending_touch, {}
+        served, self._pending_served = self._pending_served, {}
         pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(self.k_lru, {str(eid).encode(): ts for eid, ts in pending.items()}, xx=True)
-        for eid in pending:
-            pipe.hincrby(self._k_entry(eid), "hits", 1)
+        if pending:
+            pipe.zadd(self.k_lru, {str(eid).encode(): ts for eid, ts in pending.items()}, xx=True)
+        for eid in pending:  # only while the entry exists: a plain HINCRBY would recreate a deleted one's hash
+            pipe.eval(_INCR_HITS_IF_EXISTS, 1, self._k_entry(eid))
+        ttl_ms = max(1, int(self.served_ttl_s * 1000))
+        for request_id, value in served.items():
+            pipe.set(self._k_served(request_id), value, px=ttl_ms)
         await pipe.execute()
+
+    def _k_served(self, request_id: str) -> bytes:
+        return f"{self.prefix}:rq:{request_id}".encode()
+
+    def note_served(self, request_id: str, entry_id: int, kind: str, similarity: float) -> None:
+        self._pending_served[request_id] = f"{entry_id}|{kind}|{similarity:.6f}".encode()
+
+    async def find_served(self, request_id: str) -> tuple[int, str, float] | None:
+        value = self._pending_served.get(request_id) or await self.r.get(self._k_served(request_id))
+        if not value:
+            return None
+        eid, kind, sim = value.decode().split("|")
+        return int(eid), kind, float(sim)
 
     # -- hot path: the mirror ----------------------------------------------------------------------------
     def find_exact(self, exact_key: str, now: float | None = None) -> CacheEntry | None:
@@ -264,12 +310,13 @@ class RedisStore(CacheStore):
                   maxlen=self.stream_maxlen, approximate=True)
         pipe.zcard(self.k_lru)
         self._own.add(entry.id)
+        self.mirror.put(entry)  # before the round trip: this replica reads its own write at once
         try:
             results = await pipe.execute()
         except BaseException:
             self._own.discard(entry.id)
+            self.mirror.remove(entry.id)
             raise
-        self.mirror.put(entry)
         if replaced is not None and replaced != entry.id:
             await self._delete_global([replaced])
         over = int(results[-1]) - self.max_entries
@@ -277,6 +324,18 @@ class RedisStore(CacheStore):
             popped = await self.r.zpopmin(self.k_lru, over)
             await self._delete_global([int(m) for m, _ in popped])
         return entry.id
+
+    async def attach(self, eid: int, namespace: str, vector: np.ndarray, facts_: Any = None) -> bool:
+        """Give an entry stored exact-only its place in the semantic layer, here and on every replica."""
+        if not self.mirror.attach(eid, namespace, vector, facts_):
+            return False
+        entry = self.mirror.entries[eid]
+        meta = orjson.dumps(entry.meta())
+        done = await self.r.eval(_ATTACH_IF_EXISTS, 2, self._k_entry(eid), self.k_log, meta,
+                                 np.asarray(entry.vector, dtype=np.float32).tobytes(), str(self.stream_maxlen), str(eid))
+        if not done:  # deleted in Redis meanwhile
+            self.mirror.remove(eid)
+        return bool(done)
 
     async def _delete_global(self, ids: list[int]) -> None:
         if not ids:
@@ -302,6 +361,34 @@ class RedisStore(CacheStore):
         pipe.xadd(self.k_log, {"op": "upd", "id": str(entry.id), "min_similarity": repr(entry.min_similarity),
                                "rejects": str(entry.rejects)}, maxlen=self.stream_maxlen, approximate=True)
         await pipe.execute()
+
+    async def delete_where(self, predicate: Any) -> int:
+        """Reads every entry's metadata from Redis (not only this replica's mirror, which may lag), deletes the
+        matches everywhere; the other replicas drop them from their mirrors through the stream."""
+        ids = set(self.mirror.ids_where(predicate))
+        batch: list[bytes] = []
+
+        async def scan(keys: list[bytes]) -> None:
+            pipe = self.r.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(key, "meta")
+            for meta in await pipe.execute():
+                if meta is not None:
+                    entry = _entry_from(orjson.loads(meta), None)
+                    if predicate(entry):
+                        ids.add(entry.id)
+
+        async for key in self.r.scan_iter(match=f"{self.prefix}:e:*".encode(), count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await scan(batch)
+                batch = []
+        if batch:
+            await scan(batch)
+        ordered = sorted(ids)
+        for i in range(0, len(ordered), 500):
+            await self._delete_global(ordered[i:i + 500])
+        return len(ordered)
 
     async def evict(self, now: float | None = None) -> int:
         """Expired entries leave Redis by themselves (PEXPIRE); drop them from the mirror and the LRU set."""
