@@ -264,3 +264,15 @@ def test_agreement_of_two_cheap_samples(make_gateway, upstream):
     row = ledger_rows(differ)[-1]
     assert [a[6] for a in attempts(row)] == ["escalated", "sample", "final"]
     assert row["cost_usd"] == pytest.approx(sum(a[4] for a in attempts(row)))
+
+
+def test_learned_verifier_scores_answers_in_the_gateway(make_gateway, upstream):
+    """The shipped learned verifier (cascade/default_verifier.npz) scores the cheap answer; the score is a
+    probability that differs between a right and a wrong worked answer."""
+    gw = make_gateway({"models": pool(upstream, "arith:good"), "policies": {"auto": {"cascade": {
+        "mode": "always", "verifiers": ["learned"], "threshold": 0.0}}}})
+    question = [{"role": "user", "content": "What is 2 + 2? Show your working."}]
+    raw = client(gw).chat.completions.with_raw_response.create(model="auto", messages=question)
+    assert raw.headers["x-pointsman-model"] == "cheap"
+    (call,) = attempts(ledger_rows(gw)[-1])
+    assert call[6] == "accepted" and 0.0 < call[5] < 1.0 and call[5] != pytest.approx(0.35)  # not the prior

@@ -1,10 +1,11 @@
-"""The `pointsman` command: `serve` today; `train`, `route`, `eval` and `calibrate` join it."""
+"""The `pointsman` command: `serve`, `train` (routers and cascade verifiers), `route`, `calibrate`, `eval`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from typing import Any
 
 from pointsman import __version__
 
@@ -61,10 +62,30 @@ def _anchors(pairs: list[str]) -> dict[str, float]:
     return anchors
 
 
+def _train_verifier(args: argparse.Namespace) -> int:
+    from pointsman.evaluation.cascade import train_verifier
+    from pointsman.evaluation.datasets import load_answer_table
+
+    tables = [load_answer_table(p, args.prices) for p in args.data]
+    from pointsman.cascade.learned import ROUTING_MAX_TOKENS
+
+    verifier = train_verifier(tables, tail_chars=args.tail_chars, alpha=args.alpha, progress=True,
+                              prompt_tokens=args.max_tokens or ROUTING_MAX_TOKENS,
+                              log=lambda line: print(line, file=sys.stderr))
+    verifier.save(args.output)
+    info = verifier.info
+    print(f"wrote {args.output}: verifier over {info['n_answers']} answers to {info['prompts']} prompts "
+          f"(answer tail {verifier.tail_chars} chars); kappa {verifier.kappa:.2f}; inner out-of-fold Brier "
+          f"{info['oof_brier']:.4f} (prompt only {info['oof_brier_prompt_only']:.4f})", file=sys.stderr)
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.verifier:
+        return _train_verifier(args)
     from pointsman.training import load_data, train
 
-    data = load_data(args.data, args.prices, progress=True)
+    data = load_data(args.data, args.prices, progress=True, max_seq_length=args.max_tokens)
     table = data.table
     print(table.summary(), file=sys.stderr)
     predictor = train(data, args.predictor, _anchors(args.anchor))
@@ -96,8 +117,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     from pointsman.predictors import load_predictor
     from pointsman.training import knob_curve, load_data, pick_for_floor, pick_for_share
 
-    data = load_data(args.data, args.prices)
-    points = knob_curve(data, load_predictor(args.router), args.confidence)
+    predictor = load_predictor(args.router)
+    data = load_data(args.data, args.prices, max_seq_length=int(predictor.info.get("max_seq_length") or 256))
+    points = knob_curve(data, predictor, args.confidence)
     n = int(data.table.complete_rows().sum())
     if args.strong_share is not None:
         point = pick_for_share(points, args.strong_share)
@@ -118,7 +140,40 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_plot(plot: Any, result: dict, path: Any) -> None:
+    """The cost-quality PNG, when matplotlib is installed (`pip install 'pointsman[eval]'`)."""
+    try:
+        plot(result, path)
+    except ImportError:
+        print(f"no {path.name}: the curve needs matplotlib (pip install 'pointsman[eval]'); tables written", file=sys.stderr)
+
+
+def _eval_cascade(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pointsman.evaluation.cascade import evaluate_cascade, plot, prepare, tables
+    from pointsman.evaluation.datasets import load_answer_table
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in args.data:
+        answers = load_answer_table(path, args.prices)
+        data = prepare(answers, args.tail_chars, progress=True)
+        result = evaluate_cascade(data, folds_k=args.folds, log=lambda line: print(line, file=sys.stderr))
+        _save_plot(plot, result, out / f"cascade-{answers.table.name}.png")
+        results.append(result)
+    markdown = tables(results)
+    (out / "cascade.md").write_text(markdown)
+    (out / "cascade.json").write_text(json.dumps(results, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    print(markdown)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.cascade:
+        return _eval_cascade(args)
     import json
     from pathlib import Path
 
@@ -130,7 +185,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = evaluate(table, data.embeddings, data.features, folds=args.folds, quick=args.quick, log=lambda line: print(line, file=sys.stderr))
-    plot(result, out / f"{table.name}.png")
+    _save_plot(plot, result, out / f"{table.name}.png")
     markdown = tables([result])
     (out / "report.md").write_text(markdown)
     (out / "report.json").write_text(json.dumps(result, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
@@ -152,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve)
 
-    data_help = ("outcome data: long-format .jsonl/.csv (prompt, model, score[, input_tokens, output_tokens, cost]), "
+    data_help = ("outcome data: long-format .jsonl/.csv (prompt, model, score[, answer, input_tokens, output_tokens, cost]), "
                  "a RouteLLM mmlu/ folder or gsm8k_responses.csv, or an arena-bench folder; several are stacked")
     train = commands.add_parser("train", help="train a router on per-prompt outcomes")
     train.add_argument("data", nargs="+", help=data_help)
@@ -161,6 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--prices", help="prices CSV: model,input_usd_per_mtok,output_usd_per_mtok")
     train.add_argument("--anchor", action="append", default=[], metavar="MODEL=PRIOR",
                        help="quality prior (0..1) of a trained model, so the router can place pool models it has not seen")
+    train.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                       help="route on the first N tokens of each prompt (default: the gateway's, "
+                            "pointsman.embed.encoder.ROUTING_MAX_TOKENS); stored in the artefact")
+    train.add_argument("--verifier", action="store_true",
+                       help="train a cascade verifier instead: DATA must hold answers (gsm8k_responses.csv, an "
+                            "arena-bench folder, or long-format rows with prompt, model, answer, score)")
+    train.add_argument("--tail-chars", type=int, default=0,
+                       help="verifier: embed the answer's last N characters too (default 0: answer features only; "
+                            "each 4 characters cost about 0.4 ms of encoder time per check)")
+    train.add_argument("--alpha", type=float, default=3e-3, help="verifier: L2 strength of its logistic head")
     train.set_defaults(handler=_train)
 
     route = commands.add_parser("route", help="route prompts offline: predicted quality and cost per model, the choice")
@@ -188,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--out", default="router-eval")
     evaluate.add_argument("--quick", action="store_true", help="fewer methods, no nested model selection")
     evaluate.add_argument("--prices")
+    evaluate.add_argument("--cascade", action="store_true",
+                          help="compare routing only, cascade only and cascade routing (DATA must hold answers)")
+    evaluate.add_argument("--tail-chars", type=int, default=0, help="with --cascade: the verifier's answer-tail window")
     evaluate.set_defaults(handler=_eval)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING) if hasattr(args, "log_level") else logging.WARNING)

@@ -94,7 +94,8 @@ class Cascade:
 
             if embedder is None:
                 raise ValueError("the learned cascade verifier needs the embedding model")
-            self.learned = load_verifier(config.verifier, embedder)
+            priors = {name: quality_prior(entry.config) for name, entry in pool.entries.items()}
+            self.learned = load_verifier(config.verifier, embedder, priors)
             self.kappa = float(getattr(self.learned, "kappa", DEFAULT_KAPPA) or DEFAULT_KAPPA)
         self.wants_logprobs = "logprobs" in config.verifiers
         self.agreement = AgreementVerifier(embedder, config.agree_ratio, config.differ_ratio) \

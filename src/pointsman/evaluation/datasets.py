@@ -47,6 +47,11 @@ __all__ = [
     "read_prices_csv",
     "embed_prompts",
     "default_cache_dir",
+    "AnswerTable",
+    "load_routellm_gsm8k_answers",
+    "load_arena_bench_answers",
+    "load_long_format_answers",
+    "load_answer_table",
 ]
 
 CHARS_PER_TOKEN = 4.0
@@ -544,3 +549,116 @@ def embed_prompts(prompts: Sequence[str], encoder=None, cache_dir: str | os.Path
         np.savez(tmp, emb=emb, n_tokens=n_tok)
         os.replace(tmp, path)
     return emb, prompt_features(list(prompts), n_tok, encoder.max_seq_length)
+
+
+# ----------------------------------------------------------------------------- answers (for verifiers)
+
+@dataclass
+class AnswerTable:
+    """Per-prompt outcomes plus the answer texts behind them: what a verifier trains on.
+
+    ``table`` is the usual :class:`OutcomeTable` (n prompts x m models); ``answers[i][j]`` is model j's
+    answer to prompt i, or None where the data has none. Rows without an answer cannot train a verifier
+    but still count for routing.
+    """
+
+    table: OutcomeTable
+    answers: list[list[str | None]]
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt index, model index) of every cell with both an answer and a score, row-major."""
+        ii, jj = [], []
+        for i, row in enumerate(self.answers):
+            for j, a in enumerate(row):
+                if a is not None and not np.isnan(self.table.scores[i, j]):
+                    ii.append(i)
+                    jj.append(j)
+        return np.array(ii, dtype=np.int64), np.array(jj, dtype=np.int64)
+
+
+def load_routellm_gsm8k_answers(root: str | os.PathLike, exclude_contaminated: bool = True) -> AnswerTable:
+    """GSM8K with each model's full response (``<model>_response``), aligned to :func:`load_routellm_gsm8k`."""
+    _csv_field_limit()
+    root = Path(root)
+    table = load_routellm_gsm8k(root, exclude_contaminated)
+    by_prompt: dict[str, list[str | None]] = {}
+    with (root / "gsm8k_responses.csv").open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            by_prompt[row["prompt"]] = [row.get(m + "_response") for m in table.models]
+    return AnswerTable(table, [by_prompt[p] for p in table.prompts])
+
+
+def load_arena_bench_answers(root: str | os.PathLike, prices_path: str | os.PathLike | None = None) -> AnswerTable:
+    """arena-bench with ``answers.jsonl`` aligned to :func:`load_arena_bench`."""
+    root = Path(root)
+    table = load_arena_bench(root, prices_path)
+    qpos = {q: i for i, q in enumerate(table.ids)}
+    mpos = {m: j for j, m in enumerate(table.models)}
+    answers: list[list[str | None]] = [[None] * len(table.models) for _ in table.prompts]
+    for r in _read_jsonl(root / "answers.jsonl"):
+        if r["question_id"] in qpos and r["model"] in mpos:
+            answers[qpos[r["question_id"]]][mpos[r["model"]]] = r["answer"]
+    return AnswerTable(table, answers)
+
+
+def load_long_format_answers(paths: str | os.PathLike | Sequence[str | os.PathLike],
+                             prices: dict[str, ModelPrice] | str | os.PathLike | None = None,
+                             name: str = "long", score_range: tuple[float, float] | None = None) -> AnswerTable:
+    """The long format with an ``answer`` column (JSONL or CSV rows ``prompt, model, answer, score``).
+
+    Rows are grouped into prompts exactly as :func:`load_long_format` does (``prompt_id`` or the prompt
+    text); a row without an ``answer`` still counts as an outcome. Output tokens default to the answer's
+    chars/4 when the row gives none.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    rows = []
+    for p in paths:
+        for row in _iter_long_rows(Path(p)):
+            row = dict(row)
+            if row.get("answer") and _num(row.get("output_tokens")) != _num(row.get("output_tokens")):
+                row["output_tokens"] = math.ceil(len(row["answer"]) / CHARS_PER_TOKEN)
+            rows.append(row)
+    import tempfile
+
+    # Reuse the long-format reader for scores, costs and grouping (one temporary JSONL, no answers).
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.jsonl"
+        with path.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps({k: v for k, v in row.items() if k != "answer"}, ensure_ascii=False) + "\n")
+        table = load_long_format(path, prices=prices, name=name, score_range=score_range)
+    key_pos = {}
+    for i, (pid, prompt) in enumerate(zip(table.ids, table.prompts)):
+        key_pos.setdefault(("id", pid), i)
+        key_pos.setdefault(("p", prompt), i)
+    mpos = {m: j for j, m in enumerate(table.models)}
+    answers: list[list[str | None]] = [[None] * len(table.models) for _ in table.prompts]
+    for row in rows:
+        if not row.get("answer"):
+            continue
+        prompt = row.get("prompt")
+        if prompt is None and "messages" in row:
+            prompt = "\n".join(str(mm.get("content", "")) for mm in row["messages"])
+        pid = str(row.get("prompt_id") or "")
+        i = key_pos[("id", pid)] if pid else key_pos[("p", prompt)]
+        answers[i][mpos[str(row["model"])]] = str(row["answer"])
+    return AnswerTable(table, answers)
+
+
+def load_answer_table(path: str | os.PathLike, prices: dict[str, ModelPrice] | str | os.PathLike | None = None
+                      ) -> AnswerTable:
+    """Outcomes with answers from any supported layout: ``gsm8k_responses.csv`` (or a RouteLLM folder
+    holding it), an arena-bench folder (with ``answers.jsonl``), or long-format JSONL/CSV with an
+    ``answer`` column."""
+    path = Path(path)
+    if path.is_dir() and (path / "question.jsonl").exists():
+        return load_arena_bench_answers(path)
+    if path.name == "gsm8k_responses.csv":
+        return load_routellm_gsm8k_answers(path.parent)
+    if path.is_dir() and (path / "gsm8k_responses.csv").exists():
+        return load_routellm_gsm8k_answers(path)
+    if path.suffix.lower() in (".jsonl", ".csv", ".json", ".ndjson", ".tsv"):
+        return load_long_format_answers(path, prices=prices, name=path.stem)
+    raise ValueError(f"{path}: no answers in a known layout (gsm8k_responses.csv, an arena-bench folder, or "
+                     f"long-format .jsonl/.csv rows with prompt, model, answer, score)")
