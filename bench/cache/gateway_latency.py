@@ -84,6 +84,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--out", default=None, help="also write the table to this file")
     parser.add_argument("--label", default="", help="a note for the output (e.g. which code ran)")
+    parser.add_argument("--semantic-routing", action="store_true",
+                        help="a two-model pool asked for model=auto with the semantic tier, so both gateways embed "
+                             "the prompt for routing and the cache shares that embedding")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pointsman-cachebench-"))
     up_port, on_port, off_port = free_port(), free_port(), free_port()
@@ -92,9 +95,14 @@ def main() -> int:
     try:
         for port, cache in ((on_port, "true"), (off_port, "false")):
             config = work / f"pool-{port}.yaml"
+            second = (f"""  - {{name: m2, provider: openai, base_url: "http://127.0.0.1:{up_port}/v1", model: echo, api_key_env: BENCH_KEY,
+      prices: {{input: 10, output: 30}}}}
+policies: {{auto: {{semantic: {{}}}}}}
+""" if args.semantic_routing else "")
             config.write_text(f"""models:
-  - {{name: m, provider: openai, base_url: "http://127.0.0.1:{up_port}/v1", model: echo, api_key_env: BENCH_KEY}}
-server: {{ledger_url: "sqlite:///{work}/ledger-{port}.db", cache: {{enabled: {cache}}}}}
+  - {{name: m, provider: openai, base_url: "http://127.0.0.1:{up_port}/v1", model: echo, api_key_env: BENCH_KEY,
+      prices: {{input: 0.2, output: 0.2}}}}
+{second}server: {{ledger_url: "sqlite:///{work}/ledger-{port}.db", cache: {{enabled: {cache}}}}}
 """)
             processes.append(subprocess.Popen([sys.executable, "-m", "pointsman.cli", "serve", "--config", str(config),
                                                "--port", str(port)], cwd=work, env=env))
@@ -103,7 +111,7 @@ server: {{ledger_url: "sqlite:///{work}/ledger-{port}.db", cache: {{enabled: {ca
         client = httpx.Client(timeout=30)
 
         def timed(port: int, text: str, temperature: float | None = 0, team: str | None = None) -> tuple[float, str]:
-            body = {"model": "m", "messages": [{"role": "user", "content": text}]}
+            body = {"model": "auto" if args.semantic_routing else "m", "messages": [{"role": "user", "content": text}]}
             if temperature is not None:
                 body["temperature"] = temperature
             headers = {"x-pointsman-team": team} if team else None
