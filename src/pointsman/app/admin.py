@@ -22,10 +22,9 @@ import re
 from typing import Any, Literal
 
 import msgspec
-import orjson
 
 from pointsman.app.caching import tenant_of
-from pointsman.app.http import Receive, Scope, Send, header_map, read_body, send_json
+from pointsman.app.http import Receive, Scope, Send, header_map, parse_json_object, read_body, send_json
 from pointsman.errors import GatewayError
 
 __all__ = ["PATHS", "handle", "MAX_ADMIN_BODY_BYTES"]
@@ -65,12 +64,7 @@ async def _body(gateway: Any, receive: Receive, headers: dict[bytes, bytes], str
         raise GatewayError(408, f"the request body did not arrive within {gateway.body_timeout_s:g} s",
                            code="request_timeout", type="invalid_request_error",
                            headers={"connection": "close"}) from None
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
+    data = parse_json_object(raw)
     try:
         return msgspec.convert(data, struct)
     except msgspec.ValidationError as exc:

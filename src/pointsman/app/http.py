@@ -69,6 +69,17 @@ async def send_error(send: Send, error: GatewayError, extra: Iterable[tuple[byte
     await send_bytes(send, error.status, error.body(), [*JSON_HEADERS, *encode_headers(error.headers), *extra])
 
 
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object; a clear 400 otherwise."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
+    return data
+
+
 def sse_event(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 

@@ -29,6 +29,7 @@ from pointsman.app.http import (
     Send,
     encode_headers,
     header_map,
+    parse_json_object,
     read_body,
     send_bytes,
     send_error,
@@ -335,7 +336,7 @@ class Gateway:
             except TimeoutError:
                 raise GatewayError(408, f"the request body did not arrive within {self.body_timeout_s:g} s", code="request_timeout",
                                    type="invalid_request_error", headers={"connection": "close"}) from None
-            raw = self._parse(body)
+            raw = parse_json_object(body)
             request = validate_chat_request(raw)
             record.requested_model = request.model
             record.stream = bool(request.stream)
@@ -415,16 +416,6 @@ class Gateway:
                 if key and len(key) >= 8 and key in text:
                     text = text.replace(key, "[redacted]")
         return text
-
-    @staticmethod
-    def _parse(body: bytes) -> dict[str, Any]:
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-        if not isinstance(raw, dict):
-            raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
-        return raw
 
     async def _dispatch(self, plan: list[str], raw: dict[str, Any], stream: bool) -> DispatchResult:
         try:

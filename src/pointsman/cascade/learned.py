@@ -35,10 +35,8 @@ with ``allow_pickle=False``, like the routers' (:mod:`pointsman.predictors.base`
 
 from __future__ import annotations
 
-import json
 import os
 from importlib import resources
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -46,6 +44,7 @@ import numpy as np
 from pointsman.cascade.answer_features import ANSWER_FEATURE_NAMES, ANSWER_FEATURES_VERSION, answer_features, answer_tail
 from pointsman.cascade.base import AnswerContext, Verdict, Verifier
 from pointsman.embed.features import FEATURE_NAMES, FEATURES_VERSION
+from pointsman.predictors.base import read_artefact, write_artefact
 
 try:
     from pointsman.embed.encoder import ROUTING_MAX_TOKENS
@@ -252,22 +251,13 @@ class LearnedVerifier(Verifier):
         }
         arrays = {"coef": self.coef.astype(np.float32), "pf_mean": self.pf_mean.astype(np.float32),
                   "pf_std": self.pf_std.astype(np.float32), "af_mean": self.af_mean.astype(np.float32),
-                  "af_std": self.af_std.astype(np.float32),
-                  "__meta__": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
+                  "af_std": self.af_std.astype(np.float32)}
+        write_artefact(path, arrays, meta, compress=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike, embedder: Any = None, priors: dict[str, float] | None = None
              ) -> "LearnedVerifier":
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
-        if meta.get("format") != VERIFIER_FORMAT:
-            raise ValueError(f"{path}: not a {VERIFIER_FORMAT} artefact")
+        arrays, meta = read_artefact(path, VERIFIER_FORMAT)
         if tuple(meta["feature_names"]) != FEATURE_NAMES or meta["features_version"] != FEATURES_VERSION:
             raise ValueError(f"{path}: trained with a different prompt-feature set; retrain it")
         if (tuple(meta["answer_feature_names"]) != ANSWER_FEATURE_NAMES

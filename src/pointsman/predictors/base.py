@@ -32,7 +32,8 @@ import numpy as np
 
 from pointsman.embed.features import FEATURE_NAMES, FEATURES_VERSION
 
-__all__ = ["QualityPredictor", "load_predictor", "register", "ARTIFACT_FORMAT", "FeatureScaler"]
+__all__ = ["QualityPredictor", "load_predictor", "register", "ARTIFACT_FORMAT", "FeatureScaler", "write_artefact",
+           "read_artefact"]
 
 ARTIFACT_FORMAT = "pointsman.predictor/1"
 _REGISTRY: dict[str, type["QualityPredictor"]] = {}
@@ -128,15 +129,7 @@ class QualityPredictor(ABC):
         if self.scaler.mean is not None:
             arrays["_feat_mean"] = self.scaler.mean
             arrays["_feat_std"] = self.scaler.std
-        for k, v in arrays.items():
-            if np.asarray(v).dtype == object:
-                raise TypeError(f"array {k} has dtype object: not allowed in an artefact")
-        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
+        write_artefact(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "QualityPredictor":
@@ -181,16 +174,38 @@ class QualityPredictor(ABC):
         ...
 
 
+def write_artefact(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                   compress: bool = False) -> None:
+    """One ``.npz`` of plain arrays plus the JSON metadata as ``__meta__``, replaced atomically (no pickle)."""
+    for k, v in arrays.items():
+        if np.asarray(v).dtype == object:
+            raise TypeError(f"array {k} has dtype object: not allowed in an artefact")
+    payload = {**arrays, "__meta__": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **payload)
+    os.replace(tmp, path)
+
+
+def read_artefact(path: str | os.PathLike, expected_format: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(arrays, metadata) of an artefact written by `write_artefact`; ValueError if it is another format."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if "__meta__" not in arrays:
+        raise ValueError(f"{path}: not a pointsman artefact (no metadata)")
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
+    if meta.get("format") != expected_format:
+        raise ValueError(f"{path}: not a {expected_format} artefact")
+    return arrays, meta
+
+
 def load_predictor(path: str | os.PathLike) -> QualityPredictor:
     """Load any registered predictor kind from a ``.npz`` artefact (no pickle)."""
     # make sure the built-in kinds are registered
     from pointsman.predictors import ensemble, knn, linear, mf  # noqa: F401
 
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
-    if meta.get("format") != ARTIFACT_FORMAT:
-        raise ValueError(f"{path}: not a {ARTIFACT_FORMAT} artefact")
+    arrays, meta = read_artefact(path, ARTIFACT_FORMAT)
     kind = meta["kind"]
     if kind not in _REGISTRY:
         raise ValueError(f"{path}: unknown predictor kind {kind!r}")
