@@ -166,11 +166,14 @@ def _cascade_points(v: np.ndarray, y_cheap, y_strong, c_cheap, c_strong) -> np.n
 
 
 def _cascade_routing_points(Q: np.ndarray, Crel: np.ndarray, v_cheap: np.ndarray, kappa: float, cheap: int,
-                            strong: int, Y: np.ndarray, C: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
+                            strong: int, Y: np.ndarray, C: np.ndarray, lambdas: np.ndarray,
+                            thresholds: np.ndarray | None = None) -> np.ndarray:
     """Realised (mean cost, mean quality) of decide.plan_many + should_escalate over a lambda grid.
 
     Q (n, m) predicted normalised quality; Crel (n, m) predicted relative cost; v_cheap (n,) the verifier's
-    score of the cheap model's answer; Y, C realised normalised scores and costs."""
+    score of the cheap model's answer; Y, C realised normalised scores and costs. With `thresholds`, every
+    lambda is also run with each explicit acceptance threshold (the gateway's `cascade.threshold` next to
+    `lambda`: lambda decides direct vs cascade, the threshold decides accept vs escalate)."""
     n = len(Q)
     rows = np.arange(n)
     pts = []
@@ -178,11 +181,21 @@ def _cascade_routing_points(Q: np.ndarray, Crel: np.ndarray, v_cheap: np.ndarray
         cascade = plan_many(Q, Crel, lam, kappa, cheap, strong)
         utility = Q - lam * Crel
         direct = np.argmax(utility - 1e-9 * Crel, axis=1)
-        escalate = (Q[:, strong] - lam * Crel[:, strong]) > v_cheap   # should_escalate, vectorised
-        quality = np.where(cascade, np.where(escalate, Y[:, strong], Y[:, cheap]), Y[rows, direct])
-        cost = np.where(cascade, C[:, cheap] + np.where(escalate, C[:, strong], 0.0), C[rows, direct])
-        pts.append((cost.mean(), quality.mean()))
+        direct_q, direct_c = Y[rows, direct], C[rows, direct]
+        rules = [(Q[:, strong] - lam * Crel[:, strong]) > v_cheap]  # should_escalate, vectorised
+        rules += [v_cheap < tau for tau in (thresholds if thresholds is not None else ())]
+        for escalate in rules:
+            quality = np.where(cascade, np.where(escalate, Y[:, strong], Y[:, cheap]), direct_q)
+            cost = np.where(cascade, C[:, cheap] + np.where(escalate, C[:, strong], 0.0), direct_c)
+            pts.append((cost.mean(), quality.mean()))
     return np.array(pts)
+
+
+def _threshold_grid(v: np.ndarray, k: int = 24) -> np.ndarray:
+    """Acceptance thresholds at the quantiles of the verifier's scores (plus accept-all / escalate-all)."""
+    finite = v[np.isfinite(v)]
+    qs = np.quantile(finite, np.linspace(0, 1, k)) if len(finite) else np.array([0.5])
+    return np.unique(np.concatenate([[-np.inf], qs + 1e-12, [np.inf]]))
 
 
 def _lambda_grid(Q: np.ndarray, Crel: np.ndarray, k: int = 160) -> np.ndarray:
@@ -322,12 +335,15 @@ def _two_model(d, Q, Crel, v, cell, kappa_row, w, s, Y, C, folds, log) -> dict:
     record("cascade only, arithmetic validator", _cascade_points(-wrong_eq + 1e-9 * np.arange(n), yw, ys, cw, cs))
     lambdas = _lambda_grid(Q, Crel)
     # plan per fold (each fold's verifier has its own kappa); points are means over all prompts
-    per = []
+    per, per_both = [], []
+    taus = _threshold_grid(v_w)
     for f in folds:
         p = _cascade_routing_points(Q[f], Crel[f], v_w[f], float(kappa_row[f[0]]), w, s, Y[f], C[f], lambdas)
         per.append(p * len(f))
-    pts = np.sum(per, axis=0) / n
-    record("cascade routing", pts)
+        p = _cascade_routing_points(Q[f], Crel[f], v_w[f], float(kappa_row[f[0]]), w, s, Y[f], C[f], lambdas, taus)
+        per_both.append(p * len(f))
+    record("cascade routing", np.sum(per, axis=0) / n)
+    record("cascade routing, lambda x threshold", np.sum(per_both, axis=0) / n)
     return {"methods": methods, "q_weak": qw, "q_strong": qs, "x_weak": x_weak}
 
 
@@ -374,7 +390,7 @@ def _n_model(d, Q, C_pred, Crel, v, cell, kappa_row, cheaps, s, Y, C, log) -> di
     pts += [M.routed_outcome(choose_by_floor(Qr, Crr, f), Yr, Cr) for f in np.linspace(0, 1, 91)]
     record("routing only", pts)
     lambdas = _lambda_grid(Qr, Crr)
-    all_cascade, all_cr = [], []
+    all_cascade, all_cr, all_both = [], [], []
     for j in cheaps:
         vj = _v_of(v, cell, len(t), j)[rows]
         ok = ~np.isnan(vj)
@@ -387,9 +403,13 @@ def _n_model(d, Q, C_pred, Crel, v, cell, kappa_row, cheaps, s, Y, C, log) -> di
         p = _cascade_routing_points(Qr, Crr, vj, float(np.median(kappa_row)), j, s, Yr, Cr, lambdas)
         record(f"cascade routing ({t.models[j]} -> {t.models[s]})", p)
         all_cr.append(p)
+        p = _cascade_routing_points(Qr, Crr, vj, float(np.median(kappa_row)), j, s, Yr, Cr, lambdas, _threshold_grid(vj))
+        record(f"cascade routing, lambda x threshold ({t.models[j]} -> {t.models[s]})", p)
+        all_both.append(p)
     if len(cheaps) > 1:
         record("cascade only (any start)", np.vstack(all_cascade))
         record("cascade routing (any start)", np.vstack(all_cr))
+        record("cascade routing, lambda x threshold (any start)", np.vstack(all_both))
     return {"methods": methods, "reference": t.models[s], "n_eval": int(len(rows)), "target": float(target),
             "score_range": [float(lo), float(hi)],
             "single_model_quality": dict(zip(t.models, (Yr.mean(axis=0) * (t.score_range[1] - t.score_range[0])
