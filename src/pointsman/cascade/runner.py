@@ -127,12 +127,15 @@ class Cascade:
             if choice.strong == choice.cheap:
                 return None
             ladder = [eligible[choice.cheap], eligible[choice.strong]]
-        if mode == "route" and not choice.cascade:
-            decision.reason += f"; cascade not worth it (direct {choice.direct_value:.3f} >= cascade {choice.cascade_value:.3f})"
+        # the alternative is the routed model (tier 2's choice by the same knob, or the policy's default)
+        direct_value = float(quality[eligible.index(decision.model)] - lam * cost[eligible.index(decision.model)]) \
+            if decision.model in eligible else choice.direct_value
+        if mode == "route" and not choice.cascade_value > direct_value + 1e-9:
+            decision.reason += f"; cascade not worth it (direct {direct_value:.3f} >= cascade {choice.cascade_value:.3f})"
             return None
         index = [eligible.index(m) for m in ladder]
         why = ("cascade always" if mode == "always" else
-               f"cascade {choice.cascade_value:.3f} > direct {choice.direct_value:.3f}")
+               f"cascade {choice.cascade_value:.3f} > direct {direct_value:.3f}")
         return CascadePlan(ladder=ladder, quality=[float(quality[i]) for i in index], cost=[float(cost[i]) for i in index],
                            lam=float(lam), threshold=threshold,
                            fallbacks=[m for m in decision.fallbacks + [decision.model] if m not in ladder and m in eligible],
