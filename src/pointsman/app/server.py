@@ -40,7 +40,7 @@ from pointsman.app.openapi import build_openapi
 from pointsman.app.protocol import configure as configure_protocol
 from pointsman.app.schema import validate_chat_request
 from pointsman.app import admin as cache_admin
-from pointsman.app.caching import CacheStage, CacheTicket
+from pointsman.app.caching import CacheStage, CacheTicket, tenant_of
 from pointsman.cache import StreamRecorder
 from pointsman.cache.answers import replay_as_sse
 from pointsman.cascade.runner import CascadeOutcome
@@ -342,13 +342,12 @@ class Gateway:
             record.stream = bool(request.stream)
             if record.user is None and request.user:
                 record.user = request.user[:MAX_TAG_LENGTH]
-            ctx = RouteContext(raw, _knob_overrides(headers), _session(headers))
-            ctx.cascade_mode = _cascade_mode(headers)
+            ctx = RouteContext(raw, _knob_overrides(headers), _session(headers), _cascade_mode(headers))
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             ticket = None
             if self.caching is not None and self.caching.may_cache(raw):
                 # Tenants never share answers: the key's hash, and within it the team.
-                found = await self.caching.lookup(headers, ctx, f"{record.key_id or ''}|{record.team or ''}",
+                found = await self.caching.lookup(headers, ctx, tenant_of(record.key_id, record.team),
                                                   request.model, self.embedder, record.id)
                 if isinstance(found, CacheTicket):
                     ticket = found

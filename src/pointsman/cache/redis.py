@@ -148,13 +148,23 @@ class RedisStore(CacheStore):
         if self._own_client:
             await self.r.aclose()
 
+    async def _each_entry_batch(self, handle: Any, size: int = 500) -> None:
+        """Call `handle(keys)` on every entry hash key in Redis, `size` keys at a time (SCAN, not KEYS)."""
+        batch: list[bytes] = []
+        async for key in self.r.scan_iter(match=f"{self.prefix}:e:*".encode(), count=1000):
+            batch.append(key)
+            if len(batch) >= size:
+                await handle(batch)
+                batch = []
+        if batch:
+            await handle(batch)
+
     async def _resync(self) -> None:
         """Rebuild the mirror from Redis: remember the stream's end first, then read every entry hash."""
         last = await self.r.xrevrange(self.k_log, count=1)
         self.last_id = last[0][0] if last else b"0-0"
         self._own.clear()
         seen: set[int] = set()
-        batch: list[bytes] = []
 
         async def load(keys: list[bytes]) -> None:
             pipe = self.r.pipeline(transaction=False)
@@ -168,13 +178,7 @@ class RedisStore(CacheStore):
                 if entry.id not in self.mirror.entries:
                     self.mirror.put(entry)
 
-        async for key in self.r.scan_iter(match=f"{self.prefix}:e:*".encode(), count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                await load(batch)
-                batch = []
-        if batch:
-            await load(batch)
+        await self._each_entry_batch(load)
         for eid in [e for e in self.mirror.entries if e not in seen]:
             self.mirror.remove(eid)
         self.resyncs += 1
@@ -366,7 +370,6 @@ class RedisStore(CacheStore):
         """Reads every entry's metadata from Redis (not only this replica's mirror, which may lag), deletes the
         matches everywhere; the other replicas drop them from their mirrors through the stream."""
         ids = set(self.mirror.ids_where(predicate))
-        batch: list[bytes] = []
 
         async def scan(keys: list[bytes]) -> None:
             pipe = self.r.pipeline(transaction=False)
@@ -378,13 +381,7 @@ class RedisStore(CacheStore):
                     if predicate(entry):
                         ids.add(entry.id)
 
-        async for key in self.r.scan_iter(match=f"{self.prefix}:e:*".encode(), count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                await scan(batch)
-                batch = []
-        if batch:
-            await scan(batch)
+        await self._each_entry_batch(scan)
         ordered = sorted(ids)
         for i in range(0, len(ordered), 500):
             await self._delete_global(ordered[i:i + 500])

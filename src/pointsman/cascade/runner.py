@@ -103,7 +103,7 @@ class Cascade:
 
     # -- planning ----------------------------------------------------------------------------------------
     def plan(self, ctx: RouteContext, decision: RouteDecision, eligible: list[str]) -> CascadePlan | None:
-        mode = getattr(ctx, "cascade_mode", None) or self.config.mode
+        mode = ctx.cascade_mode or self.config.mode
         if mode == "off" or decision.tier in EXPLICIT_TIERS or len(eligible) < 2:
             return None
         if ctx.body.get("stream") and self.config.stream == "skip":
@@ -128,8 +128,8 @@ class Cascade:
                 return None
             ladder = [eligible[choice.cheap], eligible[choice.strong]]
         # the alternative is the routed model (tier 2's choice by the same knob, or the policy's default)
-        direct_value = float(quality[eligible.index(decision.model)] - lam * cost[eligible.index(decision.model)]) \
-            if decision.model in eligible else choice.direct_value
+        routed = eligible.index(decision.model) if decision.model in eligible else choice.direct
+        direct_value = float(quality[routed] - lam * cost[routed])
         if mode == "route" and not choice.cascade_value > direct_value + 1e-9:
             decision.reason += f"; cascade not worth it (direct {direct_value:.3f} >= cascade {choice.cascade_value:.3f})"
             return None

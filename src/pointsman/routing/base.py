@@ -36,12 +36,14 @@ def _text_of(content: Any) -> str:
 class RouteContext:
     """The request as routing sees it; each feature is computed at most once, and only if asked for."""
 
-    __slots__ = ("body", "overrides", "session", "_embeddings", "__dict__")
+    __slots__ = ("body", "overrides", "session", "cascade_mode", "_embeddings", "__dict__")
 
-    def __init__(self, body: dict[str, Any], overrides: dict[str, float] | None = None, session: str | None = None) -> None:
+    def __init__(self, body: dict[str, Any], overrides: dict[str, float] | None = None, session: str | None = None,
+                 cascade_mode: str | None = None) -> None:
         self.body = body
-        self.overrides = overrides or {}  # per-request knob settings ("lambda", "floor")
+        self.overrides = overrides or {}  # per-request knob settings ("lambda", "floor", "cascade_threshold")
         self.session = session
+        self.cascade_mode = cascade_mode  # x-pointsman-cascade: "off" | "always" | "route", None = the policy's
         self._embeddings: dict[tuple[str, int | None], tuple[Any, Any]] = {}
 
     async def embedding(self, embedder: Any, text: str | None = None, max_tokens: int | None = None
