@@ -276,3 +276,28 @@ def test_learned_verifier_scores_answers_in_the_gateway(make_gateway, upstream):
     assert raw.headers["x-pointsman-model"] == "cheap"
     (call,) = attempts(ledger_rows(gw)[-1])
     assert call[6] == "accepted" and 0.0 < call[5] < 1.0 and call[5] != pytest.approx(0.35)  # not the prior
+
+
+def test_schemas_are_checked_for_json_answers_and_tool_arguments(make_gateway, upstream):
+    """json_schema response formats and tool parameter schemas are enforced on the cheap answer."""
+    def ask(cheap: str, **kwargs):
+        gw = cascade_gateway(make_gateway, upstream, cheap, verifiers=["json", "tools"], threshold=0.5)
+        raw = client(gw).chat.completions.with_raw_response.create(model="auto", **kwargs)
+        return raw.headers["x-pointsman-model"], raw.headers["x-pointsman-cascade"]
+
+    def schema(answer_type: str) -> dict:
+        return {"type": "json_schema", "json_schema": {"name": "a", "schema": {
+            "type": "object", "properties": {"answer": {"type": answer_type}}, "required": ["answer"]}}}
+
+    assert ask("json", messages=HELLO, response_format=schema("integer"))[0] == "cheap"
+    model_name, cascade = ask("json", messages=HELLO, response_format=schema("string"))
+    assert model_name == "strong" and "schema_violation" in cascade
+
+    def tool(required: str) -> list[dict]:
+        return [{"type": "function", "function": {"name": "weather", "parameters": {
+            "type": "object", "properties": {required: {"type": "string"}}, "required": [required]}}}]
+
+    weather = [{"role": "user", "content": "What is the weather in Paris?"}]  # the upstream calls the tool
+    assert ask("echo", messages=weather, tools=tool("city"))[0] == "cheap"
+    model_name, cascade = ask("echo", messages=weather, tools=tool("zip"))
+    assert model_name == "strong" and "invalid_tool_arguments" in cascade

@@ -14,6 +14,7 @@ first token comes later on accepted answers; `stream: skip` trades the cascade f
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,8 +37,18 @@ from pointsman.routing.priors import blended_price, quality_prior
 
 __all__ = ["Cascade", "CascadePlan", "CascadeOutcome", "needs_embedder"]
 
+log = logging.getLogger("pointsman.cascade")
 EXPLICIT_TIERS = frozenset({"direct", "rules", "sticky"})  # a choice someone made on purpose: no cascade
 DEFAULT_LAMBDA = 0.19  # the semantic tier's default knob (config/schema.py), for policies without one
+
+
+async def _checked(verifier: Verifier, item: AnswerContext) -> Verdict | None:
+    """A verifier's verdict; one that fails says nothing (logged), so a broken check never fails an answer."""
+    try:
+        return await verifier.check(item)
+    except Exception:  # noqa: BLE001 - the answer is in hand; the other verifiers and the prior still decide
+        log.exception("cascade verifier %s failed on an answer of %s", verifier.name, item.model)
+        return None
 
 
 def needs_embedder(config: CascadeConfig) -> bool:
@@ -148,18 +159,18 @@ class Cascade:
         and a score already below `bar` (the escalation point) skips the paid second sample. With no
         verifier speaking, the router's predicted quality for the model stands."""
         item = AnswerContext(ctx, answer, model)
-        verdicts = [v for v in [await check.check(item) for check in self.validators] if v is not None]
+        verdicts = [v for v in [await _checked(check, item) for check in self.validators] if v is not None]
         if any(v.defect for v in verdicts):
             return combine(verdicts)  # type: ignore[return-value]
         if self.learned is not None:
-            learned = await self.learned.check(item)
+            learned = await _checked(self.learned, item)
             if learned is not None:
                 verdicts.append(learned)
         verdict = combine(verdicts) or Verdict("prior", prior, detail="no verifier spoke: the router's prediction")
         if self.agreement is not None and resample is not None and self.agreement.update(verdict.score, True) >= bar:
             # a paid second sample only when agreeing could keep the answer; its evidence updates the score
             item.resample, item.prior = resample, verdict.score
-            verdict = await self.agreement.check(item) or verdict
+            verdict = await _checked(self.agreement, item) or verdict
         return verdict
 
     # -- running ------------------------------------------------------------------------------------------
