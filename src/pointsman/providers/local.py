@@ -115,11 +115,48 @@ class _Run:
         self.completion_tokens = 0
 
 
+def _cpu_advertises_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_tile" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def _without_amx_buffers(llama_cpp_module: Any) -> None:
+    """Load models without llama.cpp's extra CPU buffer types (its AMX matrix kernels) on AMX CPUs.
+
+    pip builds llama-cpp-python for the native CPU. On a CPU that advertises AMX, ggml puts weights in
+    AMX buffers and runs `tileloadd`; on this project's machines (a Firecracker VM whose CPU advertises
+    AMX, and whose kernel grants the tile state) that instruction raises SIGILL as soon as a prompt is
+    long enough for the AMX path (seen: a 40-token prompt kills the process). The model's params have
+    `use_extra_bufts`, but `Llama()` does not expose it, so its defaults are wrapped once, here. Without
+    extra buffers the CPU kernels (AVX-512) run: SmolLM2 still answers at about 100 tokens/s.
+    """
+    defaults = llama_cpp_module.llama_model_default_params
+    if getattr(defaults, "_pointsman_no_extra_bufts", False) or not _cpu_advertises_amx():
+        return
+
+    def model_defaults() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    model_defaults._pointsman_no_extra_bufts = True  # type: ignore[attr-defined]
+    llama_cpp_module.llama_model_default_params = model_defaults
+
+
 def _metered_llama_class() -> type:
     """A `Llama` that counts tokens exactly and stops between tokens when its run is cancelled.
     Built on first load, so `llama_cpp` is imported only then."""
     import llama_cpp
+    import llama_cpp.llama as llama_module
     from llama_cpp import Llama
+
+    _without_amx_buffers(llama_module.llama_cpp)
 
     class MeteredLlama(Llama):
         run: _Run | None = None  # set by the (single) worker thread around each request
