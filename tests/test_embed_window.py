@@ -93,6 +93,7 @@ async def test_semantic_tier_asks_for_its_artefacts_window(tmp_path):
     from pointsman.embed.features import FEATURE_NAMES
     from pointsman.predictors import LinearPredictor
     from pointsman.routing.base import RouteContext
+    from pointsman.embed.registry import Embedders
     from pointsman.routing.semantic import SemanticTier
 
     rng = np.random.default_rng(0)
@@ -114,7 +115,7 @@ async def test_semantic_tier_asks_for_its_artefacts_window(tmp_path):
 
     pool = [ModelConfig(name="cheap", provider="openai", prices=Prices(0.1, 0.1)),
             ModelConfig(name="strong", provider="openai", prices=Prices(10, 30))]
-    tier = SemanticTier(SemanticTierConfig(router=str(path)), pool, Recorder())
+    tier = SemanticTier(SemanticTierConfig(router=str(path)), pool, Embedders({"minilm": Recorder()}))
     ctx = RouteContext({"messages": [{"role": "user", "content": "hello"}]})
     await tier.decide(ctx, ["cheap", "strong"])
     await tier.decide(ctx, ["cheap", "strong"])  # the request's embedding is reused

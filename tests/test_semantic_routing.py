@@ -108,13 +108,13 @@ async def test_a_fresh_install_routes_auto_with_the_shipped_router():
     """No training, no config: cloud keys present, the shipped router maps onto the default pool."""
     from pointsman.config.defaults import default_config
     from pointsman.gateway.pool import Pool
-    from pointsman.offline import DirectEmbedder
+    from pointsman.embed.registry import Embedders
     from pointsman.providers.transport import ReqwestTransport
     from pointsman.routing.base import RouteContext
     from pointsman.routing.policy import PolicyRouter
 
     config = default_config({"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y"}, include_local=False)
-    router = PolicyRouter(config, Pool(config, ReqwestTransport()), DirectEmbedder())
+    router = PolicyRouter(config, Pool(config, ReqwestTransport()), Embedders(batch=False))
 
     async def choose(text: str):
         return await router.route("auto", RouteContext({"messages": [{"role": "user", "content": text}]}))

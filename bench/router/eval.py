@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/router/eval.py                    # all three data sets, 5 folds
     .venv/bin/python bench/router/eval.py --datasets gsm8k --folds 5 --out bench/router
-    .venv/bin/python bench/router/eval.py --max-seq-length 256 --out /tmp/w256   # another encoder window
+    .venv/bin/python bench/router/eval.py --encoder minilm --out /tmp/minilm      # the transformer, 64 tokens
+    .venv/bin/python bench/router/eval.py --max-seq-length 256 --out /tmp/w256   # another window
 
 The engine is :mod:`pointsman.evaluation.report` (see its docstring for the protocol: same folds
 for every method, nested-CV selection as the headline, RouteLLM's contaminated prompts excluded).
@@ -24,7 +25,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pointsman.evaluation.datasets import (embed_prompts, load_arena_bench, load_routellm_gsm8k,  # noqa: E402
                                            load_routellm_mmlu)
-from pointsman.embed.encoder import ROUTING_MAX_TOKENS, MiniLMEncoder  # noqa: E402
+from pointsman.embed.encoder import ROUTING_MAX_TOKENS  # noqa: E402
+from pointsman.embed.registry import make_encoder  # noqa: E402
+from pointsman.embed.static import STATIC_MAX_TOKENS  # noqa: E402
 from pointsman.evaluation.report import evaluate, plot, tables, tqdm  # noqa: E402
 
 DATA = Path(os.environ.get("POINTSMAN_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -37,10 +40,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--quick", action="store_true", help="only kNN and logistic, no nested selection")
-    ap.add_argument("--max-seq-length", type=int, default=ROUTING_MAX_TOKENS,
-                    help=f"encoder window: the prefix of each prompt the router reads (default {ROUTING_MAX_TOKENS}, "
-                         "what the gateway routes with)")
+    ap.add_argument("--max-seq-length", type=int, default=None,
+                    help=f"encoder window: the prefix of each prompt the router reads (default {STATIC_MAX_TOKENS} "
+                         f"static, {ROUTING_MAX_TOKENS} minilm)")
+    ap.add_argument("--encoder", default="static", choices=["static", "minilm"],
+                    help="static: the distilled token table (what the shipped router reads); minilm: the transformer")
     args = ap.parse_args(argv)
+    if args.max_seq_length is None:
+        args.max_seq_length = STATIC_MAX_TOKENS if args.encoder == "static" else ROUTING_MAX_TOKENS
     args.out.mkdir(parents=True, exist_ok=True)
     log = lambda s: tqdm.write(s) if hasattr(tqdm, "write") else print(s)  # noqa: E731
     results = []
@@ -52,9 +59,9 @@ def main(argv=None) -> int:
         else:
             t = load_arena_bench(args.data / "arena-bench")
         log(f"{t.name}: {len(t)} prompts x {len(t.models)} models; {'; '.join(t.notes)}")
-        X, F = embed_prompts(t.prompts, encoder=MiniLMEncoder(max_seq_length=args.max_seq_length), progress=True)
+        X, F = embed_prompts(t.prompts, encoder=make_encoder(args.encoder, args.max_seq_length), progress=True)
         r = evaluate(t, X, F, folds=args.folds, quick=args.quick, log=log)
-        r["max_seq_length"] = args.max_seq_length
+        r["max_seq_length"], r["encoder"] = args.max_seq_length, args.encoder
         plot(r, args.out / f"{t.name}.png")
         results.append(r)
     clean = json.loads(json.dumps(results, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

@@ -1,22 +1,23 @@
 #!/usr/bin/env python
 """Tier-2 decision latency and throughput: the gateway's own semantic tier, end to end.
 
-    .venv/bin/python bench/router/latency.py [--runs 60] [--rounds 3] [--concurrency 32]
+    .venv/bin/python bench/router/latency.py [--runs 62] [--rounds 3] [--concurrency 32] \
+        [--minilm-router /tmp/minilm_router.npz]
 
 What is timed is ``SemanticTier.decide`` on a fresh request, as the gateway runs it: routing text ->
-micro-batcher -> encoder (tokenise, truncate to the router's window, ONNX run, pool) + prompt
-features -> the shipped router's predictor -> pool mapping -> knob -> decision. Encoder LRU off
-(every prompt is new) except in the "repeat" row. Configurations are interleaved round by round
-(the machine is shared: a round of each, then the next round), and each figure is the median over
-rounds of that round's p50 / p99. The load average is printed with the results.
+the artefact's embedder -> tokenise, embed, prompt features -> the router's predictor -> pool mapping
+-> knob -> decision. Configurations are interleaved round by round (the machine is shared: a round
+of each, then the next round), and each figure is the median over rounds of that round's p50 / p99.
+The load average is printed with the results.
 
-Configurations: ``w256`` = the old behaviour (the encoder reads up to 256 tokens); ``w<N>`` = the
-router reads the first N tokens (``--window``, default the shipped 64, and ``--extra-windows``);
-``+dq8`` = the same with int8 matrix products (``MiniLMEncoder(dynamic_int8=True)``, needs the
-``onnx`` package; skipped without it).
+Configurations: ``static`` = the shipped router on the static token table distilled from MiniLM
+(read on the event loop, 512-token window); ``minilm-w<N>`` = a router trained on MiniLM embeddings
+of the first N tokens (``--minilm-router``, made with ``pointsman train ... --encoder minilm``; the
+rows are skipped without it), behind the micro-batcher, encoder LRU off; ``+dq8`` = the same with
+int8 matrix products (``MiniLMEncoder(dynamic_int8=True)``, needs the ``onnx`` package).
 
-Throughput: ``--requests`` prompts of 20-512 tokens from ``--concurrency`` concurrent clients
-through one batcher (1 or 2 worker threads), against one-at-a-time ``decide`` calls.
+Throughput: ``--requests`` prompts of 20-512 tokens from ``--concurrency`` concurrent clients,
+against one-at-a-time ``decide`` calls.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from pointsman.config.schema import ModelConfig, Prices, SemanticTierConfig  # noqa: E402
 from pointsman.embed.batcher import EmbedBatcher  # noqa: E402
 from pointsman.embed.encoder import ROUTING_MAX_TOKENS, MiniLMEncoder  # noqa: E402
+from pointsman.embed.inline import InlineEmbedder  # noqa: E402
+from pointsman.embed.registry import Embedders  # noqa: E402
+from pointsman.embed.static import StaticEncoder  # noqa: E402
 from pointsman.routing.base import RouteContext  # noqa: E402
 from pointsman.routing.semantic import SemanticTier  # noqa: E402
 
@@ -68,13 +72,18 @@ def loadavg() -> str:
 
 
 class Config:
-    def __init__(self, name: str, window: int, dynamic_int8: bool, router: str, cache_size: int = 0,
-                 workers: int = 1):
+    def __init__(self, name: str, router: str, kind: str = "static", window: int | None = None,
+                 dynamic_int8: bool = False, cache_size: int = 0, workers: int = 1):
         self.name = name
-        self.encoder = MiniLMEncoder(cache_size=cache_size, dynamic_int8=dynamic_int8)
-        self.batcher = EmbedBatcher(self.encoder, workers=workers)
-        self.tier = SemanticTier(SemanticTierConfig(router=router), POOL, self.batcher)
-        self.tier.window = window  # the window under test, whatever the artefact says
+        if kind == "static":
+            self.encoder = StaticEncoder()
+            self.embedder = InlineEmbedder(self.encoder)
+        else:
+            self.encoder = MiniLMEncoder(cache_size=cache_size, dynamic_int8=dynamic_int8)
+            self.embedder = EmbedBatcher(self.encoder, workers=workers)
+        self.tier = SemanticTier(SemanticTierConfig(router=router), POOL, Embedders({kind: self.embedder}))
+        if window is not None:
+            self.tier.window = window  # the window under test, whatever the artefact says
 
     async def decide(self, text: str):
         ctx = RouteContext({"messages": [{"role": "user", "content": text}]})
@@ -91,7 +100,7 @@ async def timed(cfg: Config, prompts: list[str]) -> list[float]:
 
 
 async def throughput(cfg: Config, prompts: list[str], concurrency: int) -> tuple[float, float, list[float]]:
-    b = cfg.batcher
+    b = cfg.embedder
     b.batches = b.items = 0
     lat: list[float] = []
     queue = list(prompts)
@@ -110,18 +119,16 @@ async def throughput(cfg: Config, prompts: list[str], concurrency: int) -> tuple
 
 
 async def main_async(args) -> int:
-    router = args.router
-    window = args.window
     have_onnx = importlib.util.find_spec("onnx") is not None
-    names = [("w256", 256, False)]
-    for w in [window] + [x for x in args.extra_windows if x != window]:
-        names.append((f"w{w}", w, False))
-        if have_onnx:
-            names.append((f"w{w}+dq8", w, True))
-    configs = [Config(n, w, d, router) for n, w, d in names]
+    configs = [Config("static", args.router)]
+    if args.minilm_router:
+        for w in args.windows:
+            configs.append(Config(f"minilm-w{w}", args.minilm_router, "minilm", w))
+            if have_onnx:
+                configs.append(Config(f"minilm-w{w}+dq8", args.minilm_router, "minilm", w, dynamic_int8=True))
     for c in configs:
         t0 = time.perf_counter()
-        await c.batcher.warmup()
+        await c.embedder.warmup()
         print(f"{c.name}: model load {(time.perf_counter() - t0) * 1000:.0f} ms ({c.encoder.model_id})", flush=True)
     print(f"load average before: {loadavg()}  (cores: {os.cpu_count()})", flush=True)
 
@@ -149,36 +156,30 @@ async def main_async(args) -> int:
             row.append(f"{p50:.1f} / {p99:.1f}")
         print("| " + " | ".join(row) + " |")
 
-    # a repeated prompt: the encoder's LRU answers without a model run
-    rep = Config("repeat", window, False, router, cache_size=2048)
-    await rep.batcher.warmup()
-    p = prompt_of(512, 7)
-    await rep.decide(p)
-    xs = await timed(rep, [p] * 200)
-    print(f"\nrepeated 512-token prompt (LRU hit): p50 {statistics.median(xs):.2f} ms, p99 {pct(xs, 99):.2f} ms")
-    await rep.batcher.close()
+    if args.minilm_router:  # a repeated prompt: the MiniLM encoder's LRU answers without a model run
+        rep = Config("repeat", args.minilm_router, "minilm", args.windows[0], cache_size=2048)
+        await rep.embedder.warmup()
+        p = prompt_of(512, 7)
+        await rep.decide(p)
+        xs = await timed(rep, [p] * 200)
+        print(f"\nminilm, repeated 512-token prompt (LRU hit): p50 {statistics.median(xs):.2f} ms, p99 {pct(xs, 99):.2f} ms")
+        await rep.embedder.close()
 
     # throughput under concurrency
     rng = np.random.default_rng(1)
     prompts = [prompt_of(int(rng.integers(20, 513)), 50_000 + i) for i in range(args.requests)]
     print(f"\nthroughput, {args.requests} prompts of 20-512 tokens (uniform), decide() end to end; "
           f"load average {loadavg()}:")
-    tp_configs = [c for c in configs if c.tier.window == window]
-    for c in tp_configs:
+    for c in configs:
         t = time.perf_counter()
         await timed(c, prompts[: args.requests // 4])
         seq = (args.requests // 4) / (time.perf_counter() - t)
         print(f"  {c.name}, one at a time: {seq:.0f} decisions/s", flush=True)
-        for workers in (1, 2):
-            cw = Config(c.name, c.tier.window, c.encoder.dynamic_int8, router, workers=workers)
-            await cw.batcher.warmup()
-            thr, mean_batch, lat = await throughput(cw, prompts, args.concurrency)
-            print(f"  {c.name}, {args.concurrency} concurrent clients, batcher workers={workers}: {thr:.0f} decisions/s, "
-                  f"mean batch {mean_batch:.1f}, latency p50 {statistics.median(lat):.0f} ms p99 {pct(lat, 99):.0f} ms",
-                  flush=True)
-            await cw.batcher.close()
-    for c in configs:
-        await c.batcher.close()
+        thr, mean_batch, lat = await throughput(c, prompts, args.concurrency)
+        batch = f", mean batch {mean_batch:.1f}" if isinstance(c.embedder, EmbedBatcher) else " (on the event loop)"
+        print(f"  {c.name}, {args.concurrency} concurrent clients: {thr:.0f} decisions/s{batch}, latency p50 "
+              f"{statistics.median(lat):.1f} ms p99 {pct(lat, 99):.1f} ms", flush=True)
+        await c.embedder.close()
     print(f"\nload average at the end: {loadavg()}")
     return 0
 
@@ -188,9 +189,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=62, help="prompts per length, per configuration, per round (2 warm-up)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 128, 256, 512])
-    ap.add_argument("--window", type=int, default=ROUTING_MAX_TOKENS, help="the prefix the router reads")
-    ap.add_argument("--extra-windows", type=int, nargs="*", default=[32], help="further windows to time (not shipped)")
-    ap.add_argument("--router", default="default", help="router artefact (default: the shipped one)")
+    ap.add_argument("--windows", type=int, nargs="+", default=[ROUTING_MAX_TOKENS],
+                    help="MiniLM windows to time (with --minilm-router)")
+    ap.add_argument("--router", default="default", help="router artefact (default: the shipped one, static embeddings)")
+    ap.add_argument("--minilm-router", help="a router trained with --encoder minilm, to time the transformer beside it")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--requests", type=int, default=640)
     args = ap.parse_args()

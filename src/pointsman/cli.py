@@ -85,7 +85,7 @@ def _train(args: argparse.Namespace) -> int:
         return _train_verifier(args)
     from pointsman.training import load_data, train
 
-    data = load_data(args.data, args.prices, progress=True, max_seq_length=args.max_tokens)
+    data = load_data(args.data, args.prices, progress=True, max_seq_length=args.max_tokens, encoder=args.encoder)
     table = data.table
     print(table.summary(), file=sys.stderr)
     predictor = train(data, args.predictor, _anchors(args.anchor))
@@ -118,7 +118,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     from pointsman.training import knob_curve, load_data, pick_for_floor, pick_for_share
 
     predictor = load_predictor(args.router)
-    data = load_data(args.data, args.prices, max_seq_length=int(predictor.info.get("max_seq_length") or 256))
+    from pointsman.embed.registry import encoder_kind
+
+    data = load_data(args.data, args.prices, max_seq_length=int(predictor.info.get("max_seq_length") or 256),
+                     encoder=encoder_kind(predictor.info.get("encoder")))
     points = knob_curve(data, predictor, args.confidence)
     n = int(data.table.complete_rows().sum())
     if args.strong_share is not None:
@@ -180,7 +183,7 @@ def _eval(args: argparse.Namespace) -> int:
     from pointsman.evaluation.report import evaluate, plot, tables
     from pointsman.training import load_data
 
-    data = load_data(args.data, args.prices, progress=True)
+    data = load_data(args.data, args.prices, progress=True, encoder=args.encoder)
     table = data.table
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,9 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--prices", help="prices CSV: model,input_usd_per_mtok,output_usd_per_mtok")
     train.add_argument("--anchor", action="append", default=[], metavar="MODEL=PRIOR",
                        help="quality prior (0..1) of a trained model, so the router can place pool models it has not seen")
+    train.add_argument("--encoder", default="static", choices=["static", "minilm"],
+                       help="prompt embedding the router reads: static (the token table distilled from MiniLM, "
+                            "~0.1 ms per decision, the default) or minilm (the transformer, ~7-20 ms); stored in the artefact")
     train.add_argument("--max-tokens", type=int, default=None, metavar="N",
-                       help="route on the first N tokens of each prompt (default: the gateway's, "
-                            "pointsman.embed.encoder.ROUTING_MAX_TOKENS); stored in the artefact")
+                       help="route on the first N tokens of each prompt (default 512 for static, "
+                            "pointsman.embed.encoder.ROUTING_MAX_TOKENS for minilm; for --verifier, the prompt window); "
+                            "stored in the artefact")
     train.add_argument("--verifier", action="store_true",
                        help="train a cascade verifier instead: DATA must hold answers (gsm8k_responses.csv, an "
                             "arena-bench folder, or long-format rows with prompt, model, answer, score)")
@@ -253,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--out", default="router-eval")
     evaluate.add_argument("--quick", action="store_true", help="fewer methods, no nested model selection")
     evaluate.add_argument("--prices")
+    evaluate.add_argument("--encoder", default="static", choices=["static", "minilm"], help="as for train")
     evaluate.add_argument("--cascade", action="store_true",
                           help="compare routing only, cascade only and cascade routing (DATA must hold answers)")
     evaluate.add_argument("--tail-chars", type=int, default=0, help="with --cascade: the verifier's answer-tail window")

@@ -19,19 +19,6 @@ from pointsman.routing.priors import quality_prior
 DEFAULT_OUTPUT_TOKENS = 256
 
 
-class DirectEmbedder:
-    """The batcher's interface over the encoder itself: offline there is nothing to batch with."""
-
-    def __init__(self) -> None:
-        from pointsman.embed import MiniLMEncoder
-
-        self.encoder = MiniLMEncoder().load()
-
-    async def embed_with_features(self, text: str, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        embeddings, features = self.encoder.encode_with_features([text], max_tokens=max_tokens)
-        return embeddings[0], features[0]
-
-
 def read_prompts(path: str) -> Iterator[dict[str, Any]]:
     for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
@@ -70,7 +57,10 @@ def offline_router(router_path: str, config_path: str | None, prices_path: str |
         policy.semantic.router = router_path
     from pointsman.providers.transport import ReqwestTransport
 
-    router = PolicyRouter(config, Pool(config, ReqwestTransport()), DirectEmbedder())
+    from pointsman.embed.registry import Embedders
+
+    # offline there is nothing to batch with: every encoder runs in the calling thread
+    router = PolicyRouter(config, Pool(config, ReqwestTransport()), Embedders(batch=False))
     semantic = router.policies[policy_name].semantic
     assert semantic is not None
     mean_output = semantic.predictor.info.get("mean_output_tokens") or {}

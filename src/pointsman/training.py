@@ -82,18 +82,22 @@ class TrainingData:
 
 
 def load_data(paths: list[str], prices_path: str | None = None, progress: bool = False,
-              max_seq_length: int | None = None) -> TrainingData:
+              max_seq_length: int | None = None, encoder: str = "static") -> TrainingData:
     """Read and embed each source (embeddings are cached per source, so stacking costs no re-embedding).
 
-    ``max_seq_length``: the encoder window, i.e. how many tokens of each prompt the router reads
-    (default :data:`pointsman.embed.encoder.ROUTING_MAX_TOKENS`, what the gateway routes with).
+    ``encoder``: ``static`` (the distilled token table tier 2 routes with by default; reads 512 tokens)
+    or ``minilm`` (the transformer; reads :data:`pointsman.embed.encoder.ROUTING_MAX_TOKENS` tokens,
+    about 20 ms per decision instead of 0.1 ms). ``max_seq_length`` overrides the encoder's window,
+    i.e. how many tokens of each prompt the router reads; the gateway reads the same (it is recorded).
     """
-    from pointsman.embed.encoder import ROUTING_MAX_TOKENS, MiniLMEncoder
+    from pointsman.embed.encoder import ROUTING_MAX_TOKENS
+    from pointsman.embed.registry import make_encoder
+    from pointsman.embed.static import STATIC_MAX_TOKENS
 
-    window = int(max_seq_length or ROUTING_MAX_TOKENS)
+    window = int(max_seq_length or (STATIC_MAX_TOKENS if encoder == "static" else ROUTING_MAX_TOKENS))
     prices = read_prices_csv(prices_path) if prices_path else None
     tables = [load_table(p, prices) for p in paths]
-    encoder = MiniLMEncoder(max_seq_length=window)
+    encoder = make_encoder(encoder, max_seq_length=window)
     embedded = [embed_prompts(t.prompts, encoder=encoder, progress=progress) for t in tables]
     return TrainingData(stack(tables), np.concatenate([e for e, _ in embedded]), np.concatenate([f for _, f in embedded]),
                         max_seq_length=window, encoder=encoder.model_id)

@@ -45,6 +45,7 @@ from pointsman.cache import StreamRecorder
 from pointsman.cache.answers import replay_as_sse
 from pointsman.cascade.runner import CascadeOutcome
 from pointsman.config.schema import Config
+from pointsman.embed.registry import Embedders
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
@@ -156,10 +157,6 @@ def _session(headers: dict[bytes, bytes]) -> str | None:
     return raw.decode("latin-1")[:128] if raw else None
 
 
-def make_embedder() -> Any:
-    from pointsman.embed import EmbedBatcher, MiniLMEncoder
-
-    return EmbedBatcher(MiniLMEncoder())
 
 
 class Gateway:
@@ -172,10 +169,12 @@ class Gateway:
         self.pool = Pool(config, self.transport)
         configure_protocol(self.server.header_timeout_s)
         self.caching = CacheStage(self.server.cache) if self.server.cache.enabled else None
-        # One embedding model for the whole gateway, started only when a stage needs it.
+        # One embedder per encoder for the whole gateway, made only when a stage needs it: tier 2 asks for
+        # its artefact's (the static table by default), the semantic cache and the verifier for MiniLM.
         semantic_cache = self.caching is not None and self.server.cache.semantic
-        self.embedder = make_embedder() if needs_embeddings(config) or semantic_cache else None
-        self.router = PolicyRouter(config, self.pool, self.embedder)
+        self.embedders = Embedders() if needs_embeddings(config) or semantic_cache else None
+        self.router = PolicyRouter(config, self.pool, self.embedders)
+        self.cache_embedder = self.embedders.get("minilm") if semantic_cache and self.embedders is not None else None
         self.dispatcher = Dispatcher(self.pool, self.server)
         self.ledger = BatchLedger(sink_from_url(self.server.ledger_url), flush_interval_s=self.server.ledger_flush_interval_s,
                                   batch_size=self.server.ledger_batch_size)
@@ -205,16 +204,16 @@ class Gateway:
             self.ledger.start()
             if self.caching is not None:
                 await self.caching.cache.start()
-            if self.embedder is not None:
-                await self.embedder.warmup()  # load the model now, not on the first request
+            if self.embedders is not None:
+                await self.embedders.warmup()  # load the models now, not on the first request
             self._started = True
 
     async def shutdown(self) -> None:
         if self._started:
             await self.pool.aclose()
             await self.transport.aclose()
-            if self.embedder is not None:
-                await self.embedder.close()
+            if self.embedders is not None:
+                await self.embedders.close()
             if self.caching is not None:
                 await self.caching.cache.close()
             self.ledger.close()  # flushes: a clean shutdown loses no record
@@ -348,7 +347,7 @@ class Gateway:
             if self.caching is not None and self.caching.may_cache(raw):
                 # Tenants never share answers: the key's hash, and within it the team.
                 found = await self.caching.lookup(headers, ctx, tenant_of(record.key_id, record.team),
-                                                  request.model, self.embedder, record.id)
+                                                  request.model, self.cache_embedder, record.id)
                 if isinstance(found, CacheTicket):
                     ticket = found
                 elif found is not None:

@@ -28,6 +28,7 @@ class EmbedBatcher:
     def __init__(self, encoder, max_batch: int = 32, max_wait_ms: float = 0.0,
                  executor: concurrent.futures.Executor | None = None, workers: int = 1):
         self.encoder = encoder
+        self.model_id = getattr(encoder, "model_id", type(encoder).__name__)  # keys per-request embeddings
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.workers = max(1, int(workers))

@@ -91,9 +91,9 @@ def dynamic_int8_model(model_path: str | os.PathLike, cache_dir: str | os.PathLi
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     if cache_dir is None:
-        base = os.environ.get("POINTSMAN_CACHE_DIR") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "pointsman")
-        cache_dir = base
+        from pointsman.paths import default_cache_dir
+
+        cache_dir = default_cache_dir()
     out = Path(cache_dir) / "models" / f"minilm-{h.hexdigest()[:16]}-dynamic-int8-pc.onnx"
     if out.is_file():
         return out
@@ -178,18 +178,9 @@ class MiniLMEncoder:
             if self._session is not None:
                 return self
             import onnxruntime as ort
-            from tokenizers import Tokenizer
 
-            model_path, tok_path = self._model_path, self._tokenizer_path
-            if model_path is None or tok_path is None:
-                found_model, found_tok = find_model_files()
-                model_path = model_path or found_model
-                tok_path = tok_path or found_tok
-            tok = Tokenizer.from_file(str(tok_path))
-            tok.no_truncation()   # the shipped tokenizer.json pads/truncates at 128: undo both,
-            tok.no_padding()      # we count the full length then truncate ourselves
-            self._cls_id = tok.token_to_id("[CLS]")
-            self._sep_id = tok.token_to_id("[SEP]")
+            self.load_tokenizer()
+            model_path = self.model_path()
             so = ort.SessionOptions()
             so.intra_op_num_threads = max(1, int(self.intra_op_threads))
             so.inter_op_num_threads = 1
@@ -204,9 +195,40 @@ class MiniLMEncoder:
             so.enable_mem_pattern = False
             sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
             self._input_names = {i.name for i in sess.get_inputs()}
-            self._tokenizer = tok
             self._session = sess
         return self
+
+    def unload(self) -> None:
+        """Drop the ONNX session (the next encode loads it again)."""
+        with self._lock:
+            self._session = None
+
+    def model_path(self) -> Path:
+        """The shipped ONNX file (before any int8 conversion)."""
+        return Path(self._model_path) if self._model_path is not None else find_model_files()[0]
+
+    def load_tokenizer(self) -> "MiniLMEncoder":
+        """Only the tokenizer (what :meth:`tokenize` needs): no ONNX session, no model weights."""
+        if self._tokenizer is not None:
+            return self
+        from tokenizers import Tokenizer
+
+        tok_path = self._tokenizer_path if self._tokenizer_path is not None else find_model_files()[1]
+        tok = Tokenizer.from_file(str(tok_path))
+        tok.no_truncation()   # the shipped tokenizer.json pads/truncates at 128: undo both,
+        tok.no_padding()      # we count the full length then truncate ourselves
+        self._cls_id = tok.token_to_id("[CLS]")
+        self._sep_id = tok.token_to_id("[SEP]")
+        self._tokenizer = tok
+        return self
+
+    def run_ids(self, input_ids: np.ndarray) -> np.ndarray:
+        """The model's last hidden states (n, L, 384) for unpadded token ids (n, L)."""
+        self.load()
+        feeds = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        return self._session.run(None, feeds)[0]
 
     # -- tokenisation
     def _windows(self, n: int, max_tokens: int | Sequence[int] | None) -> list[int]:
@@ -223,7 +245,7 @@ class MiniLMEncoder:
                  ) -> tuple[list[list[int]], np.ndarray]:
         """Token ids truncated to the window (``max_seq_length`` unless ``max_tokens`` says otherwise;
         one int or one per text), ending in [SEP], and the full lengths."""
-        self.load()
+        self.load_tokenizer()
         windows = self._windows(len(texts), max_tokens)
         encs = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
         ids, full = [], np.empty(len(encs), dtype=np.int64)

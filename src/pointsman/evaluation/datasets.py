@@ -35,6 +35,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from pointsman.paths import default_cache_dir
+
 __all__ = [
     "CHARS_PER_TOKEN",
     "ModelPrice",
@@ -502,14 +504,6 @@ def write_long_format(table: OutcomeTable, path: str | os.PathLike) -> None:
 
 
 # ----------------------------------------------------------------------------- embedding cache
-
-def default_cache_dir() -> Path:
-    """``$POINTSMAN_CACHE_DIR`` or ``$XDG_CACHE_HOME/pointsman`` or ``~/.cache/pointsman``."""
-    env = os.environ.get("POINTSMAN_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pointsman"
 
 
 def _emb_cache_path(prompts: Sequence[str], encoder, cache_dir) -> Path:

@@ -44,16 +44,16 @@ class RouteContext:
         self.overrides = overrides or {}  # per-request knob settings ("lambda", "floor", "cascade_threshold")
         self.session = session
         self.cascade_mode = cascade_mode  # x-pointsman-cascade: "off" | "always" | "route", None = the policy's
-        self._embeddings: dict[tuple[str, int | None], tuple[Any, Any]] = {}
+        self._embeddings: dict[tuple[Any, str, int | None], tuple[Any, Any]] = {}
 
     async def embedding(self, embedder: Any, text: str | None = None, max_tokens: int | None = None
                         ) -> tuple[Any, Any]:
         """(embedding, prompt features) of `text` (default: the routing text) read up to `max_tokens`
-        tokens (default: the encoder's full window), computed once per request and shared by every
-        stage that needs it. The router reads a prefix (its artefact's window), the semantic cache the
+        tokens (default: the encoder's full window) by `embedder`'s encoder, computed once per request
+        and shared by every stage that needs it. The router reads a prefix (its artefact's window), the semantic cache the
         full window; for a text no longer than the prefix the encoder's LRU makes both one run."""
         text = self.routing_text if text is None else text
-        key = (text, max_tokens)
+        key = (getattr(embedder, "model_id", id(embedder)), text, max_tokens)
         found = self._embeddings.get(key)
         if found is None:
             found = self._embeddings[key] = await (embedder.embed_with_features(text) if max_tokens is None

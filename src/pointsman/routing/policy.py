@@ -44,9 +44,9 @@ def needs_embeddings(config: Config) -> bool:
 
 
 class PolicyRouter:
-    def __init__(self, config: Config, pool: Pool, embedder: Any = None) -> None:
+    def __init__(self, config: Config, pool: Pool, embedders: Any = None) -> None:
         self.pool = pool
-        self.embedder = embedder
+        self.embedders = embedders  # embed.registry.Embedders, or None when no stage embeds
         self.default_policy = config.server.default_policy
         policies = dict(config.policies)
         policies.setdefault(self.default_policy, Policy())
@@ -60,9 +60,9 @@ class PolicyRouter:
                 raise ValueError(f"policy {name!r} names {target!r}, which is not a pool model")
         semantic = None
         if policy.semantic is not None:
-            if self.embedder is None:
+            if self.embedders is None:
                 raise ValueError(f"policy {name!r}: the semantic tier needs the embedding model")
-            semantic = SemanticTier(policy.semantic, [e.config for e in self.pool.entries.values()], self.embedder)
+            semantic = SemanticTier(policy.semantic, [e.config for e in self.pool.entries.values()], self.embedders)
         return CompiledPolicy(
             name=name,
             rules=RuleTier(policy.rules) if policy.rules else None,
@@ -72,9 +72,19 @@ class PolicyRouter:
             sessions=SessionMemory(policy.sticky_s) if policy.sticky_s > 0 else None,
             default=policy.default,
             fallbacks=policy.fallbacks,
-            cascade=Cascade(policy.cascade, self.pool, self.embedder,
+            cascade=Cascade(policy.cascade, self.pool, self._cascade_embedder(policy),
                             policy.semantic.lambda_ if policy.semantic else None) if policy.cascade else None,
         )
+
+    def _cascade_embedder(self, policy: Policy) -> Any:
+        """MiniLM for the learned verifier (trained on its embeddings); the agreement check compares
+        free-text answers with it when the gateway embeds anyway."""
+        cascade = policy.cascade
+        if self.embedders is None or cascade is None:
+            return None
+        if needs_embedder(cascade) or ("agreement" in cascade.verifiers and policy.semantic is not None):
+            return self.embedders.get("minilm")
+        return None
 
     def _validate_delegations(self) -> None:
         for policy in self.policies.values():

@@ -80,10 +80,10 @@ class SemanticTier:
 
     name = "semantic"
 
-    def __init__(self, config: SemanticTierConfig, pool: list[ModelConfig], embedder: Any) -> None:
+    def __init__(self, config: SemanticTierConfig, pool: list[ModelConfig], embedders: Any) -> None:
         self.config = config
         self.pool = {m.name: m for m in pool}
-        self.embedder = embedder
+        self.embedders = embedders  # embed.registry.Embedders: the artefact names its encoder
         self.path = DEFAULT_ROUTER if config.router == "default" else Path(config.router)
         self._lock = threading.Lock()
         self.reload()
@@ -105,8 +105,10 @@ class SemanticTier:
                              "no anchor_quality to place other models; retrain with pool model names")
         # the encoder window the router was trained with (artefacts from before windows were recorded: 256)
         window = int(predictor.info.get("max_seq_length") or 256)
+        # An artefact that switches encoder gets its embedder now; a new one loads on first use.
+        embedder = self.embedders.for_artefact(predictor.info)
         with self._lock:
-            self.predictor, self.quality_map, self.window = predictor, quality_map, window
+            self.predictor, self.quality_map, self.window, self.embedder = predictor, quality_map, window, embedder
             self.version = str(predictor.info.get("version") or self.path.stat().st_mtime_ns)
 
     def knob(self, ctx: RouteContext) -> Knob:
@@ -117,8 +119,8 @@ class SemanticTier:
 
     async def predict(self, ctx: RouteContext) -> tuple[np.ndarray, np.ndarray]:
         """Predicted quality and its sd for every pool model, in pool order (quality in [0, 1])."""
-        predictor, quality_map, window = self.predictor, self.quality_map, self.window
-        embedding, features = await ctx.embedding(self.embedder, max_tokens=window)
+        predictor, quality_map, window, embedder = self.predictor, self.quality_map, self.window, self.embedder
+        embedding, features = await ctx.embedding(embedder, max_tokens=window)
         quality, sd = predictor.predict_with_uncertainty(embedding[None, :], features[None, :])
         low, high = predictor.score_range
         scale = (high - low) or 1.0

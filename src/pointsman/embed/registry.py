@@ -1,0 +1,78 @@
+"""Which encoder a component needs, and one shared embedder per encoder for the whole gateway.
+
+Two encoders exist: ``minilm`` (the contextual transformer: the semantic cache and the learned
+verifier, which must tell near-paraphrases apart) and ``static`` (the token table distilled from it:
+tier-2 routing, which only needs what a prompt is about). A trained artefact records its encoder's
+``model_id``; :func:`encoder_kind` maps that id to a kind (ids from before static embeddings: minilm).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Embedders", "encoder_kind", "make_encoder", "KINDS"]
+
+KINDS = ("minilm", "static")
+
+
+def encoder_kind(model_id: str | None) -> str:
+    return "static" if model_id and "@static" in model_id else "minilm"
+
+
+def make_encoder(kind: str, max_seq_length: int | None = None) -> Any:
+    """A new encoder of ``kind`` (loaded lazily); ``max_seq_length`` overrides its default window."""
+    if kind == "static":
+        from pointsman.embed.static import StaticEncoder
+
+        return StaticEncoder() if max_seq_length is None else StaticEncoder(max_seq_length=max_seq_length)
+    if kind == "minilm":
+        from pointsman.embed.encoder import MiniLMEncoder
+
+        return MiniLMEncoder() if max_seq_length is None else MiniLMEncoder(max_seq_length=max_seq_length)
+    raise ValueError(f"unknown encoder {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+class Embedders:
+    """One embedder per encoder kind, made when a stage first asks for it and shared by every stage.
+
+    An expensive encoder (MiniLM) sits behind the micro-batcher and a worker thread; a cheap one
+    (``inline``, the static table) runs on the event loop. ``batch=False`` runs every encoder inline
+    (offline tools, where there is nothing to batch with). ``given`` supplies ready embedders by kind.
+    """
+
+    def __init__(self, given: dict[str, Any] | None = None, batch: bool = True) -> None:
+        self._by_kind: dict[str, Any] = dict(given or {})
+        self.batch = batch
+
+    def get(self, kind: str) -> Any:
+        found = self._by_kind.get(kind)
+        if found is None:
+            encoder = make_encoder(kind)
+            if self.batch and not getattr(encoder, "inline", False):
+                from pointsman.embed.batcher import EmbedBatcher
+
+                found = EmbedBatcher(encoder)
+            else:
+                from pointsman.embed.inline import InlineEmbedder
+
+                found = InlineEmbedder(encoder)
+            self._by_kind[kind] = found
+        return found
+
+    def for_artefact(self, info: dict[str, Any]) -> Any:
+        """The embedder a trained artefact was trained with (its ``encoder`` field)."""
+        return self.get(encoder_kind(info.get("encoder")))
+
+    @property
+    def active(self) -> dict[str, Any]:
+        return dict(self._by_kind)
+
+    async def warmup(self) -> None:
+        for embedder in list(self._by_kind.values()):
+            if hasattr(embedder, "warmup"):
+                await embedder.warmup()  # load the models now, not on the first request
+
+    async def close(self) -> None:
+        for embedder in list(self._by_kind.values()):
+            if hasattr(embedder, "close"):
+                await embedder.close()

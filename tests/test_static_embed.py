@@ -1,0 +1,87 @@
+"""The static token table tier 2 routes with: distilled from the installed MiniLM, deterministic, cheap."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from tests.test_router_offline import needs_encoder
+
+pytestmark = needs_encoder
+
+
+@pytest.fixture(scope="module")
+def static():
+    from pointsman.embed.static import StaticEncoder
+
+    return StaticEncoder().load()
+
+
+def test_the_table_is_made_once_and_read_back_identically(static, tmp_path):
+    from pointsman.embed.static import STATIC_DIMS, StaticEncoder
+
+    table = static._table
+    assert table.shape[1] == STATIC_DIMS and table.dtype == np.float32 and np.isfinite(table).all()
+    again = StaticEncoder(source=static.source).load()  # same machine, same file: the cached table
+    assert np.array_equal(again._table, table)
+
+
+def test_embeddings_are_normalised_and_about_what_the_prompt_is_about(static):
+    texts = ["Solve for x: 3x + 5 = 20", "What is the value of y if 2y - 4 = 10?",
+             "Write a poem about the autumn forest", "Compose a short verse about falling leaves in fall"]
+    emb, feats = static.encode_with_features(texts)
+    assert emb.shape == (4, static.dim) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    sims = emb @ emb.T
+    assert sims[0, 1] > sims[0, 2] and sims[2, 3] > sims[1, 3]  # algebra with algebra, poems with poems
+    assert feats.shape[0] == 4
+
+
+def test_the_whole_prompt_counts_up_to_the_window(static):
+    head = "Translate this sentence into French please. "
+    long_a = head + "word " * 100 + "astronomy galaxies telescopes"
+    long_b = head + "word " * 100 + "cooking recipes pasta"
+    a, b = static.encode([long_a, long_b])
+    assert not np.allclose(a, b)  # the ends differ: a 512-token window reads both
+    ca, cb = static.encode([long_a, long_b], max_tokens=16)
+    assert np.allclose(ca, cb)  # a 16-token window reads only the shared head
+
+
+def test_sign_convention_fixes_each_principal_axis():
+    """A LAPACK build may return any sign per singular vector; the table must not depend on it."""
+    from pointsman.embed.static import _fix_signs
+
+    rng = np.random.default_rng(0)
+    axes = rng.standard_normal((5, 8))
+    flipped = axes * np.array([1, -1, -1, 1, -1])[:, None]
+    assert np.array_equal(_fix_signs(axes.copy()), _fix_signs(flipped))
+
+
+def test_embedders_keep_one_embedder_per_encoder_and_requests_key_by_encoder(static):
+    from pointsman.embed.inline import InlineEmbedder
+    from pointsman.embed.registry import Embedders, encoder_kind
+    from pointsman.embed.static import STATIC_MODEL_ID
+    from pointsman.routing.base import RouteContext
+
+    assert encoder_kind(STATIC_MODEL_ID) == "static"
+    assert encoder_kind("sentence-transformers/all-MiniLM-L6-v2@onnx-int8") == encoder_kind(None) == "minilm"
+
+    class Other:
+        model_id = "other"
+
+        async def embed_with_features(self, text, max_tokens=None):
+            return np.zeros(3, np.float32), np.zeros(2, np.float32)
+
+    embedders = Embedders({"static": InlineEmbedder(static), "minilm": Other()})
+    assert embedders.get("static") is embedders.get("static")
+    assert embedders.for_artefact({"encoder": STATIC_MODEL_ID}) is embedders.get("static")
+
+    async def both():
+        ctx = RouteContext({"messages": [{"role": "user", "content": "hello there"}]})
+        a = await ctx.embedding(embedders.get("static"), max_tokens=512)
+        b = await ctx.embedding(embedders.get("minilm"), max_tokens=512)
+        return a[0], b[0]
+
+    a, b = asyncio.run(both())
+    assert a.shape == (static.dim,) and b.shape == (3,)  # same text and window, different encoders: no mix-up
