@@ -85,3 +85,31 @@ def test_embedders_keep_one_embedder_per_encoder_and_requests_key_by_encoder(sta
 
     a, b = asyncio.run(both())
     assert a.shape == (static.dim,) and b.shape == (3,)  # same text and window, different encoders: no mix-up
+
+
+def test_long_prompts_are_embedded_off_the_event_loop(static):
+    """A short prompt is embedded on the loop; a long one in a worker thread, with the same result."""
+    import threading
+
+    from pointsman.embed.inline import INLINE_MAX_CHARS, InlineEmbedder
+
+    threads = []
+
+    class Spy:
+        model_id = static.model_id
+
+        def encode_with_features(self, texts, max_tokens=None):
+            threads.append(threading.current_thread())
+            return static.encode_with_features(texts, max_tokens=max_tokens)
+
+    embedder = InlineEmbedder(Spy())
+    long_text = "word " * (INLINE_MAX_CHARS // 4)
+
+    async def run():
+        short = await embedder.embed("a short question?")
+        long = await embedder.embed(long_text)
+        return short, long
+
+    short, long = asyncio.run(run())
+    assert threads[0] is threading.main_thread() and threads[1] is not threading.main_thread()
+    assert np.allclose(long, static.encode([long_text])[0])
