@@ -113,3 +113,13 @@ def test_long_prompts_are_embedded_off_the_event_loop(static):
     short, long = asyncio.run(run())
     assert threads[0] is threading.main_thread() and threads[1] is not threading.main_thread()
     assert np.allclose(long, static.encode([long_text])[0])
+
+
+def test_both_encoders_and_both_embedders_keep_the_contract(static):
+    from pointsman.embed.base import Embedder, Encoder
+    from pointsman.embed.batcher import EmbedBatcher
+    from pointsman.embed.encoder import MiniLMEncoder
+    from pointsman.embed.inline import InlineEmbedder
+
+    assert isinstance(static, Encoder) and isinstance(MiniLMEncoder(), Encoder)
+    assert isinstance(InlineEmbedder(static), Embedder) and isinstance(EmbedBatcher(MiniLMEncoder()), Embedder)
