@@ -105,3 +105,5 @@ def test_cli_trains_and_evaluates_a_long_format_file(tmp_path, monkeypatch):
     assert load_verifier(out).model_means["big"] == 1.0
     assert main(["eval", "--cascade", str(data), "--prices", str(prices), "--folds", "3", "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "cascade.md").read_text().count("cascade routing") >= 1
+    # on a machine (here: a cache directory) that has none yet, the router's static table was distilled
+    assert len(list((tmp_path / "cache" / "models").glob("*-static-*.npy"))) == 1

@@ -13,7 +13,9 @@
 * ``--global-cache`` also runs the real SemanticCache: every test text_a in one namespace (usearch
   HNSW beyond 4096 entries), each text_b looked up against all of them.
 
-Embeddings are cached under ~/.cache/pointsman/cache-eval/ (first run: ~10 minutes on 2 cores).
+Embeddings are cached under ~/.cache/pointsman/cache-eval/ (first run: ~10 minutes on 2 cores, ~2 with
+MiniLM's int8 products). The MLP row needs scikit-learn (``.venv/bin/pip install scikit-learn``; a bench
+tool only, not a dependency of the gateway).
 """
 
 from __future__ import annotations

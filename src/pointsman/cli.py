@@ -163,7 +163,7 @@ def _eval_cascade(args: argparse.Namespace) -> int:
     results = []
     for path in args.data:
         answers = load_answer_table(path, args.prices)
-        data = prepare(answers, args.tail_chars, progress=True)
+        data = prepare(answers, args.tail_chars, progress=True, router_encoder=args.encoder)
         result = evaluate_cascade(data, folds_k=args.folds, log=lambda line: print(line, file=sys.stderr))
         _save_plot(plot, result, out / f"cascade-{answers.table.name}.png")
         results.append(result)
@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--out", default="router-eval")
     evaluate.add_argument("--quick", action="store_true", help="fewer methods, no nested model selection")
     evaluate.add_argument("--prices")
-    evaluate.add_argument("--encoder", default="static", choices=["static", "minilm"], help="as for train")
+    evaluate.add_argument("--encoder", default="static", choices=["static", "minilm"],
+                          help="the router's prompt embedding, as for train (with --cascade the verifier reads MiniLM)")
     evaluate.add_argument("--cascade", action="store_true",
                           help="compare routing only, cascade only and cascade routing (DATA must hold answers)")
     evaluate.add_argument("--tail-chars", type=int, default=0, help="with --cascade: the verifier's answer-tail window")

@@ -59,25 +59,30 @@ class AnswerData:
     y: np.ndarray  # (r,) normalised score 0..1
     tail_chars: int
     prompt_tokens: int = ROUTING_MAX_TOKENS
+    XR: np.ndarray | None = None  # the router's inputs (its own encoder: static by default); None = X, F
+    FR: np.ndarray | None = None
 
     def cell(self) -> dict[tuple[int, int], int]:
         return {(int(i), int(j)): r for r, (i, j) in enumerate(zip(self.pi, self.mj))}
 
 
-def prepare(at: AnswerTable, tail_chars: int = 0, progress: bool = False, prompt_tokens: int = ROUTING_MAX_TOKENS
-            ) -> AnswerData:
-    """Embed prompts (first ``prompt_tokens`` tokens: the router's window, so the gateway shares one encoder
-    run) and answer tails (both cached on disk by :func:`embed_prompts`) and compute features."""
+def prepare(at: AnswerTable, tail_chars: int = 0, progress: bool = False, prompt_tokens: int = ROUTING_MAX_TOKENS,
+            router_encoder: str = "static") -> AnswerData:
+    """Embed prompts for the verifier (MiniLM, first ``prompt_tokens`` tokens) and for the router (its own
+    encoder, as the gateway routes: the static table by default), and answer tails (all cached on disk by
+    :func:`embed_prompts`), and compute features."""
     from pointsman.embed.encoder import MiniLMEncoder
+    from pointsman.embed.registry import make_encoder
 
     t = at.table
     X, F = embed_prompts(t.prompts, encoder=MiniLMEncoder(max_seq_length=prompt_tokens), progress=progress)
+    XR, FR = (X, F) if router_encoder == "minilm" else embed_prompts(t.prompts, encoder=make_encoder(router_encoder))
     pi, mj = at.pairs()
     texts = [at.answers[i][j] for i, j in zip(pi, mj)]
     A = embed_prompts([answer_tail(a, tail_chars) for a in texts], progress=progress)[0] if tail_chars else None
     AF = answer_features([t.prompts[i] for i in pi], texts)
     y = np.clip(t.normalised_scores()[pi, mj], 0, 1)
-    return AnswerData(at, X, F, pi, mj, A, AF, y, tail_chars, prompt_tokens)
+    return AnswerData(at, X, F, pi, mj, A, AF, y, tail_chars, prompt_tokens, XR, FR)
 
 
 def _model_priors(d: AnswerData, train_prompts: np.ndarray) -> np.ndarray:
@@ -123,8 +128,9 @@ def cv_router(d: AnswerData, folds: list[np.ndarray], make: Callable[[], Any]) -
     for k in range(len(folds)):
         te = folds[k]
         tr = np.concatenate([folds[j] for j in range(len(folds)) if j != k])
-        p = make().fit(d.X[tr], d.F[tr], t.scores[tr], t.models, t.score_range)
-        Q[te] = p.predict(d.X[te], d.F[te])
+        X, F = (d.X, d.F) if d.XR is None else (d.XR, d.FR)
+        p = make().fit(X[tr], F[tr], t.scores[tr], t.models, t.score_range)
+        Q[te] = p.predict(X[te], F[te])
     lo, hi = t.score_range
     return np.clip((Q - lo) / (hi - lo), 0, 1)
 
