@@ -92,6 +92,28 @@ def test_a_retrained_router_is_swapped_in_without_restart(semantic_gateway, enco
     assert ask(gateway, hard)["x-pointsman-model"] == "cheap"
 
 
+def test_reloading_a_router_trained_on_the_other_encoder_switches_the_embedder(semantic_gateway):
+    """MiniLM-trained router -> static-trained router, without restart: the artefact names its encoder."""
+    import httpx
+
+    from pointsman.embed.static import STATIC_MAX_TOKENS, STATIC_MODEL_ID, StaticEncoder
+
+    gateway, router = semantic_gateway
+    static = StaticEncoder().load()
+    texts = EASY + HARD
+    embeddings, features = static.encode_with_features(texts)
+    scores = np.array([[1.0, 1.0]] * len(EASY) + [[0.0, 1.0]] * len(HARD))
+    predictor = KNNPredictor(k=3, prior=0.1).fit(embeddings, features, scores, model_names=["cheap", "strong"],
+                                                 score_range=(0, 1))
+    predictor.info.update({"encoder": STATIC_MODEL_ID, "max_seq_length": STATIC_MAX_TOKENS})
+    predictor.save(router)
+    response = httpx.post(f"{gateway.url}/admin/router/reload", headers={"authorization": "Bearer sk-admin"})
+    assert response.json() == {"reloaded": ["auto"]}
+    easy, hard = ask(gateway, "good morning, how are you?"), ask(gateway, "prove that the square root of 5 is irrational")
+    assert (easy["x-pointsman-model"], easy["x-pointsman-tier"]) == ("cheap", "semantic")
+    assert (hard["x-pointsman-model"], hard["x-pointsman-tier"]) == ("strong", "semantic")
+
+
 def test_a_router_trained_on_other_models_maps_onto_any_pool_by_prior():
     pool = [ModelConfig(name="tiny", provider="openai", quality=0.1),
             ModelConfig(name="mid", provider="openai", quality=0.6),

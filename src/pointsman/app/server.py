@@ -268,6 +268,8 @@ class Gateway:
                     reloaded = self.router.reload()
                 except (ValueError, OSError) as exc:
                     raise GatewayError(400, f"router reload failed, the previous routers stay: {exc}", code="reload_failed") from None
+                if self.embedders is not None:
+                    await self.embedders.warmup()  # a router trained on another encoder: load it off the loop now
                 await send_json(send, 200, {"reloaded": reloaded})
             elif path in cache_admin.PATHS:  # /v1/cache/feedback, /admin/cache/invalidate, /admin/cache/metrics
                 await cache_admin.handle(self, scope, receive, send)

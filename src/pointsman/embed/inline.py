@@ -29,6 +29,8 @@ class InlineEmbedder:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None  # made for the first long text
 
     async def embed_with_features(self, text: str, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if not getattr(self.encoder, "loaded", True):
+            await self.warmup()  # never load (on a new machine: distil) on the event loop
         if len(text) > INLINE_MAX_CHARS:
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pointsman-static")

@@ -97,6 +97,10 @@ class StaticEncoder:
         self._table: np.ndarray | None = None
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        return self._table is not None
+
     def table_path(self) -> Path:
         digest = _file_digest(self.source.model_path())
         return (self.cache_dir or default_cache_dir() / "models") / f"minilm-{digest}-static-pca{STATIC_DIMS}-sif{STATIC_SIF:g}.npy"
