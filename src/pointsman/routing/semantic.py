@@ -44,6 +44,13 @@ class PoolQualityMap:
         self.anchor_priors = np.array([anchor_priors.get(name, np.nan) for name in trained])
         self.pool_priors = np.array([quality_prior(m) for m in pool])
         self.usable_anchors = ~np.isnan(self.anchor_priors)
+        # the anchors' priors are fixed: centre them once (the per-prompt slope is a least-squares fit on them)
+        priors = self.anchor_priors[self.usable_anchors]
+        self._centre_prior = float(priors.mean()) if len(priors) else 0.0
+        self._centred_priors = priors - self._centre_prior
+        spread = float(self._centred_priors @ self._centred_priors)
+        self._fit_slope = len(priors) >= 2 and spread > 0
+        self._prior_spread = spread
 
     def map(self, quality: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """quality, sd: (m_trained,) in [0, 1] -> (n_pool,) quality and sd."""
@@ -53,15 +60,13 @@ class PoolQualityMap:
         out[seen] = quality[self.direct[seen]]
         out_sd[seen] = sd[self.direct[seen]]
         if (~seen).any():
-            priors = self.anchor_priors[self.usable_anchors]
             logits = _logit(quality[self.usable_anchors])
-            if len(priors) >= 2 and np.ptp(priors) > 0:
-                slope = max(MIN_SLOPE, float(np.polyfit(priors, logits, 1)[0]))
-            else:
-                slope = MIN_SLOPE
+            centre_logit = float(logits.mean())
+            # least-squares slope of logit on prior (np.polyfit's, without its per-call overhead)
+            slope = max(MIN_SLOPE, float(self._centred_priors @ (logits - centre_logit)) / self._prior_spread) \
+                if self._fit_slope else MIN_SLOPE
             # anchor the line at the trained models' centre, then read each unseen model off it
-            centre_prior, centre_logit = priors.mean(), logits.mean()
-            out[~seen] = _sigmoid(centre_logit + slope * (self.pool_priors[~seen] - centre_prior))
+            out[~seen] = _sigmoid(centre_logit + slope * (self.pool_priors[~seen] - self._centre_prior))
             out_sd[~seen] = float(sd[self.usable_anchors].max()) if self.usable_anchors.any() else 0.5
         return out, out_sd
 
