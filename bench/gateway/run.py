@@ -44,7 +44,7 @@ API_KEY = "bench-key"
 # LiteLLM 1.108 refuses to start without a master key; with no database it is checked against this alone.
 LITELLM_KEY = "sk-pointsman-bench-0123456789abcdef0123456789abcdef"
 PROMPT = "Say hello to the benchmark in one short sentence."
-ALL_TARGETS = ("direct", "pointsman", "litellm", "portkey")
+ALL_TARGETS = ("direct", "pointsman", "pointsman-semantic", "litellm", "portkey")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -323,25 +323,29 @@ def start_targets(names: list[str], up_port: int, tmp: Path, logdir: Path, gw_cp
     if "direct" in names:
         targets["direct"] = {"port": up_port, "path": "/v1/chat/completions", "model": "echo",
                              "headers": {"authorization": f"Bearer {API_KEY}"}, "proc": None}
-    if "pointsman" in names:
+    # pointsman: the rule tier decides; pointsman-semantic: tier 2 (the shipped static-embedding router) decides
+    policies = {"pointsman": '  auto: {rules: [{when: {keywords: ["prove"]}, route: echo-strong}], default: echo-cheap}\n',
+                "pointsman-semantic": "  auto: {semantic: {lambda: 0.19}, default: echo-cheap}\n"}
+    for name, policy in policies.items():
+        if name not in names:
+            continue
         exe = ROOT / ".venv" / "bin" / "pointsman"
         port = free_port()
-        cfg = tmp / "pointsman.yaml"
-        ledger = tmp / "pointsman-ledger.db"
+        cfg = tmp / f"{name}.yaml"
+        ledger = tmp / f"{name}-ledger.db"
         cfg.write_text(
             "models:\n"
             f'  - {{name: echo-cheap, provider: openai, base_url: "{up_base}", model: echo, '
             "api_key_env: BENCH_KEY, prices: {input: 0.1, output: 0.2}}\n"
             f'  - {{name: echo-strong, provider: openai, base_url: "{up_base}", model: echo, '
             "api_key_env: BENCH_KEY, prices: {input: 5, output: 15}}\n"
-            "policies:\n"
-            '  auto: {rules: [{when: {keywords: ["prove"]}, route: echo-strong}], default: echo-cheap}\n'
+            "policies:\n" + policy +
             f'server: {{ledger_url: "sqlite:///{ledger}"}}\n')
-        proc = Proc("pointsman", [str(exe), "serve", "--config", str(cfg), "--host", HOST, "--port", str(port)],
+        proc = Proc(name, [str(exe), "serve", "--config", str(cfg), "--host", HOST, "--port", str(port)],
                     env, ROOT, logdir, gw_cpus)
-        targets["pointsman"] = {"port": port, "path": "/v1/chat/completions", "model": "auto",
-                                "headers": {"authorization": f"Bearer {API_KEY}"}, "proc": proc,
-                                "ledger": ledger, "config": cfg.read_text()}
+        targets[name] = {"port": port, "path": "/v1/chat/completions", "model": "auto",
+                         "headers": {"authorization": f"Bearer {API_KEY}"}, "proc": proc,
+                         "ledger": ledger, "config": cfg.read_text()}
     if "litellm" in names:
         port = free_port()
         cfg = tmp / "litellm.yaml"
@@ -495,6 +499,9 @@ def write_results(path: Path, summary: dict, rounds: list[dict], meta: dict, tar
             L.append(f"- {'PASS' if ok else 'MISS'}: {label} — measured {val}")
         L.append(f"- Ledger after the run: {targets_meta.get('pointsman', {}).get('ledger', '?')}")
         L.append(f"- Decision headers seen: {targets_meta.get('pointsman', {}).get('headers', '?')}")
+        if "pointsman-semantic" in targets_meta:
+            L.append(f"- pointsman-semantic (tier 2 decides every request), headers seen: "
+                     f"{targets_meta['pointsman-semantic'].get('headers', '?')}")
         L.append("")
     if any(summary[n].get("ttft_p50") == summary[n].get("ttft_p50") for n in summary):
         L.append("## Streaming (SSE, `stream_options.include_usage`)\n")
@@ -595,8 +602,9 @@ def main() -> int:
 
     targets_meta: dict[str, dict] = {}
     skipped = []
-    if "pointsman" in names and not (ROOT / ".venv" / "bin" / "pointsman").exists():
-        skipped.append("pointsman"); targets_meta["pointsman"] = {"skipped": ".venv/bin/pointsman missing"}
+    for name in ("pointsman", "pointsman-semantic"):
+        if name in names and not (ROOT / ".venv" / "bin" / "pointsman").exists():
+            skipped.append(name); targets_meta[name] = {"skipped": ".venv/bin/pointsman missing"}
     if "litellm" in names and not (LITELLM_VENV / "bin" / "litellm").exists():
         skipped.append("litellm"); targets_meta["litellm"] = {"skipped": "bench/.venv-litellm missing (setup.sh)"}
     if "portkey" in names and not (PORTKEY_JS.exists() and shutil.which("node")):
@@ -636,7 +644,7 @@ def main() -> int:
                 hdrs = wait_ready(t["proc"], t["port"], t["path"], body_for(t["model"], False), t["headers"], 120)
                 meta = targets_meta.setdefault(name, {})
                 meta["config"] = t.get("config")
-                if name == "pointsman":
+                if name.startswith("pointsman"):
                     meta["headers"] = ", ".join(f"{k}: {v}" for k, v in hdrs.items() if k.startswith("x-"))
                 print(f"[ready] {name} on :{t['port']} (pid {t['proc'].pid})", flush=True)
             except BenchError as exc:
