@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="train a router on per-prompt outcomes")
     train.add_argument("data", nargs="+", help=data_help)
     train.add_argument("-o", "--output", required=True, help="the router artefact to write (.npz)")
-    train.add_argument("--predictor", default="knn", choices=["knn", "linear", "mf"])
+    train.add_argument("--predictor", default="knn", choices=["knn", "linear", "mlp", "mf"],
+                       help="knn; linear (logistic head); mlp (one hidden layer, 3 members; the best single head on "
+                            "MMLU in bench/router); mf (matrix factorisation: N models, new models from few labels)")
     train.add_argument("--prices", help="prices CSV: model,input_usd_per_mtok,output_usd_per_mtok")
     train.add_argument("--anchor", action="append", default=[], metavar="MODEL=PRIOR",
                        help="quality prior (0..1) of a trained model, so the router can place pool models it has not seen")

@@ -26,7 +26,7 @@ from pointsman.evaluation.datasets import (
     read_prices_csv,
 )
 
-PREDICTORS = ("knn", "linear", "mf")
+PREDICTORS = ("knn", "linear", "mlp", "mf")
 
 
 def load_table(path: str | Path, prices: dict[str, ModelPrice] | None = None) -> OutcomeTable:
@@ -103,17 +103,20 @@ def load_data(paths: list[str], prices_path: str | None = None, progress: bool =
                         max_seq_length=window, encoder=encoder.model_id)
 
 
-def make_predictor(kind: str) -> Any:
+def make_predictor(kind: str, n_train: int = 0) -> Any:
     from pointsman.predictors import KNNPredictor, LinearPredictor, MFPredictor
 
     if kind not in PREDICTORS:
         raise ValueError(f"unknown predictor {kind!r}; choose one of {', '.join(PREDICTORS)}")
+    if kind == "mlp":  # the configuration bench/router evaluates (evaluation/report.py candidates)
+        return LinearPredictor("mlp", hidden=128, epochs=20 if n_train > 5000 else 40, weight_decay=1e-3,
+                               dropout=0.2, n_members=3)
     return {"knn": KNNPredictor, "linear": LinearPredictor, "mf": MFPredictor}[kind]()
 
 
 def train(data: TrainingData, kind: str, anchors: dict[str, float]) -> Any:
     table = data.table
-    predictor = make_predictor(kind).fit(data.embeddings, data.features, table.scores, model_names=table.models,
+    predictor = make_predictor(kind, len(table)).fit(data.embeddings, data.features, table.scores, model_names=table.models,
                                          score_range=table.score_range)
     unknown = sorted(set(anchors) - set(table.models))
     if unknown:

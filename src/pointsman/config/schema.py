@@ -78,8 +78,8 @@ class SemanticTierConfig(msgspec.Struct, forbid_unknown_fields=True):
     """
 
     router: str = "default"  # "default" = the router shipped in the package, or a path to a trained .npz
-    # 0.19: with the shipped router (static embeddings) this sends about 22% of RouteLLM's MMLU+GSM8K prompts
-    # to GPT-4, in-sample (`pointsman calibrate --strong-share 0.3` gives 0.164); a setting, not a result.
+    # 0.19: with the shipped router (static embeddings, mlp head) this sends about 19% of RouteLLM's MMLU+GSM8K
+    # prompts to GPT-4, in-sample (`pointsman calibrate --strong-share 0.3` gives 0.171); a setting, not a result.
     lambda_: float = msgspec.field(default=0.19, name="lambda")
     floor: float | None = None
     min_confidence: float = 0.0  # below it the decision is deferred to tier 3 (when a judge is configured)
