@@ -175,3 +175,20 @@ async def test_concurrent_first_requests_load_once(monkeypatch):
         await p.aclose()
     with pytest.raises(ProviderError):
         await p.complete(body)
+
+
+def test_models_load_without_amx_buffers_where_the_cpu_advertises_amx(monkeypatch):
+    """On an AMX CPU (this project's machines) ggml's AMX buffers raise SIGILL: the model defaults drop them."""
+    import types
+
+    from pointsman.providers import local
+
+    class Params:
+        use_extra_bufts = True
+
+    for advertised, expected in ((True, False), (False, True)):
+        fake = types.SimpleNamespace(llama_model_default_params=Params)
+        monkeypatch.setattr(local, "_cpu_advertises_amx", lambda: advertised)
+        local._without_amx_buffers(fake)
+        local._without_amx_buffers(fake)  # idempotent: wrapped once
+        assert fake.llama_model_default_params().use_extra_bufts is expected
