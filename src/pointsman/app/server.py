@@ -157,8 +157,6 @@ def _session(headers: dict[bytes, bytes]) -> str | None:
     return raw.decode("latin-1")[:128] if raw else None
 
 
-
-
 class Gateway:
     """An ASGI app. `transport` is the network seam (tests may hand in their own)."""
 
