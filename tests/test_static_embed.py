@@ -123,3 +123,27 @@ def test_both_encoders_and_both_embedders_keep_the_contract(static):
 
     assert isinstance(static, Encoder) and isinstance(MiniLMEncoder(), Encoder)
     assert isinstance(InlineEmbedder(static), Embedder) and isinstance(EmbedBatcher(MiniLMEncoder()), Embedder)
+
+
+def test_workers_starting_at_once_distil_the_table_once(static, tmp_path, monkeypatch):
+    """Two encoders loading at the same time on a machine without the table: one distils, the other waits."""
+    import threading
+
+    from pointsman.embed import static as static_module
+
+    calls = []
+
+    def slow_distil(source, *args, **kwargs):
+        calls.append(1)
+        threading.Event().wait(0.3)  # long enough for the second loader to arrive while the first works
+        return static._table
+
+    monkeypatch.setattr(static_module, "distill_table", slow_distil)
+    encoders = [static_module.StaticEncoder(source=static.source, cache_dir=tmp_path) for _ in range(2)]
+    threads = [threading.Thread(target=e.load) for e in encoders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert all(np.array_equal(e._table, static._table) for e in encoders)

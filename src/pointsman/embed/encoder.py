@@ -85,7 +85,7 @@ def dynamic_int8_model(model_path: str | os.PathLike, cache_dir: str | os.PathLi
     ``quantize_dynamic`` (MatMulInteger, per-channel int8 weights): the file is keyed by the source's
     hash, so a new model version converts again. Needs the ``onnx`` package.
     """
-    import onnxruntime as ort
+    from pointsman.paths import default_cache_dir, exclusive
 
     src = Path(model_path)
     h = hashlib.sha256()
@@ -93,12 +93,19 @@ def dynamic_int8_model(model_path: str | os.PathLike, cache_dir: str | os.PathLi
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     if cache_dir is None:
-        from pointsman.paths import default_cache_dir
-
         cache_dir = default_cache_dir()
     out = Path(cache_dir) / "models" / f"minilm-{h.hexdigest()[:16]}-dynamic-int8-pc.onnx"
     if out.is_file():
         return out
+    with exclusive(out):  # several workers starting at once: one converts, the others wait and use it
+        if not out.is_file():
+            _convert_dynamic_int8(src, out)
+    return out
+
+
+def _convert_dynamic_int8(src: Path, out: Path) -> None:
+    import onnxruntime as ort
+
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:  # pragma: no cover - onnx missing
@@ -126,7 +133,6 @@ def dynamic_int8_model(model_path: str | os.PathLike, cache_dir: str | os.PathLi
                 p.unlink()
             except FileNotFoundError:
                 pass
-    return out
 
 
 class MiniLMEncoder:

@@ -30,7 +30,7 @@ import numpy as np
 
 from pointsman.embed.encoder import MiniLMEncoder
 from pointsman.embed.features import FEATURE_NAMES, prompt_features
-from pointsman.paths import default_cache_dir
+from pointsman.paths import default_cache_dir, exclusive
 
 __all__ = ["StaticEncoder", "distill_table", "STATIC_MODEL_ID", "STATIC_DIMS", "STATIC_MAX_TOKENS"]
 
@@ -113,19 +113,27 @@ class StaticEncoder:
                 return self
             self.source.load_tokenizer()
             path = self.table_path()
-            try:
-                table = np.load(path, allow_pickle=False)
-            except (FileNotFoundError, ValueError, OSError):
-                log.warning("distilling the static routing table from MiniLM into %s (once per machine)", path)
-                table = distill_table(self.source)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
-                np.save(tmp, table)
-                os.replace(tmp, path)
-                if self._own_source:
-                    self.source.unload()  # the transformer was only needed to distil
+            table = self._read(path)
+            if table is None:
+                with exclusive(path):  # several workers starting at once: one distils, the others read it
+                    table = self._read(path)
+                    if table is None:
+                        log.warning("distilling the static routing table from MiniLM into %s (once per machine)", path)
+                        table = distill_table(self.source)
+                        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
+                        np.save(tmp, table)
+                        os.replace(tmp, path)
+                        if self._own_source:
+                            self.source.unload()  # the transformer was only needed to distil
             self._table = table
         return self
+
+    @staticmethod
+    def _read(path: Path) -> np.ndarray | None:
+        try:
+            return np.load(path, allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError):  # absent or damaged: (re)distil
+            return None
 
     def tokenize(self, texts: Sequence[str], max_tokens: int | Sequence[int] | None = None
                  ) -> tuple[list[list[int]], np.ndarray]:
