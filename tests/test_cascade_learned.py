@@ -144,7 +144,11 @@ def test_check_uses_shared_prompt_embedding_and_priors():
 
 
 def test_default_verifier_ships_and_scores():
-    v = load_verifier("default", FakeEmbedder())
+    from pointsman.embed.registry import Embedders, encoder_kind
+
+    v = load_verifier("default")
+    assert encoder_kind(v.encoder) == "minilm" and v.prompt_tokens == 64  # artefacts without the field: MiniLM
+    v.embedder = Embedders(batch=False).for_artefact({"encoder": v.encoder})
     assert v.coef is not None and 0.2 <= v.kappa <= 200
     assert {"mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"} <= set(v.model_means)
 
@@ -171,3 +175,19 @@ def test_long_format_answers_reader(tmp_path):
     assert list(zip(ii, jj)) == [(0, 0), (0, 1), (1, 1)]
     with pytest.raises(ValueError, match="no answers"):
         load_answer_table(tmp_path / "nothing.txt")
+
+
+def test_a_verifier_on_static_embeddings_round_trips_and_names_its_encoder(tmp_path):
+    """`pointsman train --verifier --encoder static`: 256-dim prompt embeddings, routing's window, its encoder recorded."""
+    from pointsman.embed.registry import encoder_kind
+    from pointsman.embed.static import STATIC_MODEL_ID
+
+    P, PF, AF, prior, y = _synthetic(200)
+    P = P[:, :256] / np.linalg.norm(P[:, :256], axis=1, keepdims=True)
+    v = LearnedVerifier(tail_chars=0, inner_folds=2, encoder=STATIC_MODEL_ID).fit(P, PF, None, AF, prior, y)
+    assert v.prompt_tokens == 512 and v.embed_dim == 256
+    v.save(tmp_path / "v.npz")
+    back = load_verifier(tmp_path / "v.npz")
+    assert encoder_kind(back.encoder) == "static" and back.embed_dim == 256 and back.prompt_tokens == 512
+    assert np.allclose(back.predict(P[:5], PF[:5], None, AF[:5], prior[:5]), v.predict(P[:5], PF[:5], None, AF[:5], prior[:5]),
+                       atol=1e-5)

@@ -67,10 +67,8 @@ def _train_verifier(args: argparse.Namespace) -> int:
     from pointsman.evaluation.datasets import load_answer_table
 
     tables = [load_answer_table(p, args.prices) for p in args.data]
-    from pointsman.cascade.learned import ROUTING_MAX_TOKENS
-
     verifier = train_verifier(tables, tail_chars=args.tail_chars, alpha=args.alpha, progress=True,
-                              prompt_tokens=args.max_tokens or ROUTING_MAX_TOKENS,
+                              prompt_tokens=args.max_tokens, encoder=args.encoder or "minilm",
                               log=lambda line: print(line, file=sys.stderr))
     verifier.save(args.output)
     info = verifier.info
@@ -85,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         return _train_verifier(args)
     from pointsman.training import load_data, train
 
-    data = load_data(args.data, args.prices, progress=True, max_seq_length=args.max_tokens, encoder=args.encoder)
+    data = load_data(args.data, args.prices, progress=True, max_seq_length=args.max_tokens, encoder=args.encoder or "static")
     table = data.table
     print(table.summary(), file=sys.stderr)
     predictor = train(data, args.predictor, _anchors(args.anchor))
@@ -221,9 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--prices", help="prices CSV: model,input_usd_per_mtok,output_usd_per_mtok")
     train.add_argument("--anchor", action="append", default=[], metavar="MODEL=PRIOR",
                        help="quality prior (0..1) of a trained model, so the router can place pool models it has not seen")
-    train.add_argument("--encoder", default="static", choices=["static", "minilm"],
-                       help="prompt embedding the router reads: static (the token table distilled from MiniLM, "
-                            "~0.1 ms per decision, the default) or minilm (the transformer, ~7-20 ms); stored in the artefact")
+    train.add_argument("--encoder", default=None, choices=["static", "minilm"],
+                       help="prompt embedding the artefact reads: static (the token table distilled from MiniLM, "
+                            "~0.1 ms; the default for routers) or minilm (the transformer, ~3-15 ms; the default for "
+                            "--verifier); stored in the artefact")
     train.add_argument("--max-tokens", type=int, default=None, metavar="N",
                        help="route on the first N tokens of each prompt (default 512 for static, "
                             "pointsman.embed.encoder.ROUTING_MAX_TOKENS for minilm; for --verifier, the prompt window); "

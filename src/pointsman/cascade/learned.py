@@ -2,8 +2,14 @@
 
 Inputs, per (prompt, answer, model):
 
-* the prompt's MiniLM embedding and prompt features over the first ``prompt_tokens`` tokens (the router's
-  window, 64 by default, so routing's embedding is reused: ``item.route.embedding(..., max_tokens=...)``);
+* the prompt's embedding and prompt features over the first ``prompt_tokens`` tokens, by the encoder the
+  artefact names (``encoder``): MiniLM's first 64 tokens for the shipped verifier (one encoder run per
+  checked request, shared through ``item.route.embedding(..., max_tokens=...)`` with anything else that
+  embeds the same way), or the static table tier 2 routes with (``pointsman train --verifier --encoder
+  static``: it reuses routing's embedding, so a check runs no encoder at all). Measured on held-out folds
+  (bench/cascade/RESULTS.md): the static one scores answers as well (Brier, Spearman), but its cascade
+  on arena-bench needed more of gpt-4-1106's cost for 95% of its score (65.7% vs 58.5%), so MiniLM stays
+  the default;
 * the embedding of the answer's *tail* (:func:`answer_tail`, the last ``tail_chars`` characters, where the
   final result sits; bounded so that verifying costs one short encoder run); ``tail_chars = 0`` (the
   default, and the shipped verifier) uses no answer embedding at all, so a check costs no encoder run: on
@@ -46,10 +52,10 @@ from pointsman.cascade.base import AnswerContext, Verdict, Verifier
 from pointsman.embed.features import FEATURE_NAMES, FEATURES_VERSION
 from pointsman.predictors.base import read_artefact, write_artefact
 
-try:
-    from pointsman.embed.encoder import ROUTING_MAX_TOKENS
-except ImportError:  # an encoder without prefix windows
-    ROUTING_MAX_TOKENS = 256
+from pointsman.embed.encoder import MODEL_ID as MINILM_MODEL_ID
+from pointsman.embed.encoder import ROUTING_MAX_TOKENS
+from pointsman.embed.registry import encoder_kind
+from pointsman.embed.static import STATIC_MAX_TOKENS
 
 __all__ = ["LearnedVerifier", "load_verifier", "VERIFIER_FORMAT", "DEFAULT_VERIFIER", "design_matrix"]
 
@@ -124,12 +130,17 @@ class LearnedVerifier(Verifier):
     name = "learned"
 
     def __init__(self, embedder: Any = None, *, tail_chars: int = 0, alpha: float = 3e-3, inner_folds: int = 5,
-                 interactions: bool = True, prompt_tokens: int = ROUTING_MAX_TOKENS, priors: dict[str, float] | None = None) -> None:
+                 interactions: bool = True, prompt_tokens: int | None = None, encoder: str = MINILM_MODEL_ID,
+                 priors: dict[str, float] | None = None) -> None:
         self.embedder = embedder
         self.tail_chars = int(tail_chars)
         self.alpha = float(alpha)
         self.interactions = bool(interactions)
-        self.prompt_tokens = int(prompt_tokens)  # the prompt window: the router's, so the embedding is shared
+        self.encoder = encoder  # the embedding's model id (embed.registry.encoder_kind maps it to an encoder)
+        if prompt_tokens is None:  # the router's window for that encoder, so the embedding is shared
+            prompt_tokens = STATIC_MAX_TOKENS if encoder_kind(encoder) == "static" else ROUTING_MAX_TOKENS
+        self.prompt_tokens = int(prompt_tokens)
+        self.embed_dim = 0  # set by fit / load
         self.inner_folds = int(inner_folds)
         self.priors = dict(priors or {})  # pool model -> quality prior (from the gateway's config)
         self.coef: np.ndarray | None = None
@@ -151,7 +162,7 @@ class LearnedVerifier(Verifier):
             groups: np.ndarray | None = None, seed: int = 0) -> "LearnedVerifier":
         """Fit on n answers.
 
-        prompt_emb (n, 384) and prompt_feat (n, F): of each answer's prompt; answer_emb (n, 384): of
+        prompt_emb (n, d) and prompt_feat (n, F): of each answer's prompt; answer_emb (n, d): of
         ``answer_tail(answer, tail_chars)`` (None when ``tail_chars == 0``); answer_feat (n, A):
         ``answer_features``; prior (n,): the answering model's quality prior 0..1; y (n,): the answer's
         normalised score 0..1. ``models`` (n,) names the answering models (their means become the priors
@@ -166,6 +177,7 @@ class LearnedVerifier(Verifier):
             answer_emb = None
         PF = np.asarray(prompt_feat, dtype=np.float64)
         AF = np.asarray(answer_feat, dtype=np.float64)
+        self.embed_dim = int(np.asarray(prompt_emb).shape[1])
         self.pf_mean, self.pf_std = PF.mean(0), np.maximum(PF.std(0), 1e-6)
         self.af_mean, self.af_std = AF.mean(0), np.maximum(AF.std(0), 1e-6)
         pf, af = self._standardise(PF, AF)
@@ -242,12 +254,12 @@ class LearnedVerifier(Verifier):
         meta = {
             "format": VERIFIER_FORMAT, "kind": "logistic",
             "params": {"tail_chars": self.tail_chars, "alpha": self.alpha, "inner_folds": self.inner_folds,
-                       "interactions": self.interactions, "prompt_tokens": self.prompt_tokens},
+                       "interactions": self.interactions, "prompt_tokens": self.prompt_tokens, "encoder": self.encoder},
             "platt": list(self.platt), "kappa": self.kappa, "model_means": self.model_means,
             "default_prior": self.default_prior,
             "feature_names": list(FEATURE_NAMES), "features_version": FEATURES_VERSION,
             "answer_feature_names": list(ANSWER_FEATURE_NAMES), "answer_features_version": ANSWER_FEATURES_VERSION,
-            "embed_dim": 384, "info": self.info,
+            "embed_dim": self.embed_dim, "info": self.info,
         }
         arrays = {"coef": self.coef.astype(np.float32), "pf_mean": self.pf_mean.astype(np.float32),
                   "pf_std": self.pf_std.astype(np.float32), "af_mean": self.af_mean.astype(np.float32),
@@ -263,7 +275,10 @@ class LearnedVerifier(Verifier):
         if (tuple(meta["answer_feature_names"]) != ANSWER_FEATURE_NAMES
                 or meta["answer_features_version"] != ANSWER_FEATURES_VERSION):
             raise ValueError(f"{path}: trained with a different answer-feature set; retrain it")
-        obj = cls(embedder, priors=priors, **meta["params"])
+        params = dict(meta["params"])
+        params.setdefault("encoder", MINILM_MODEL_ID)  # verifiers from before the encoder was recorded
+        obj = cls(embedder, priors=priors, **params)
+        obj.embed_dim = int(meta.get("embed_dim", 384))
         obj.coef = arrays["coef"].astype(np.float64)
         obj.pf_mean, obj.pf_std = arrays["pf_mean"].astype(np.float64), arrays["pf_std"].astype(np.float64)
         obj.af_mean, obj.af_std = arrays["af_mean"].astype(np.float64), arrays["af_std"].astype(np.float64)
@@ -272,14 +287,14 @@ class LearnedVerifier(Verifier):
         obj.model_means = {k: float(v) for k, v in meta["model_means"].items()}
         obj.default_prior = float(meta["default_prior"])
         obj.info = meta.get("info", {})
-        expected = X_dim(obj.tail_chars, obj.interactions)
+        expected = X_dim(obj.tail_chars, obj.interactions, obj.embed_dim)
         if obj.coef.shape != (expected,):
             raise ValueError(f"{path}: coefficient vector has shape {obj.coef.shape}, expected ({expected},)")
         return obj
 
 
-def X_dim(tail_chars: int, interactions: bool) -> int:  # noqa: N802 - the design matrix's width
-    base = 384 + (384 if tail_chars else 0) + len(FEATURE_NAMES) + len(ANSWER_FEATURE_NAMES)
+def X_dim(tail_chars: int, interactions: bool, embed_dim: int = 384) -> int:  # noqa: N802 - the design matrix's width
+    base = embed_dim + (embed_dim if tail_chars else 0) + len(FEATURE_NAMES) + len(ANSWER_FEATURE_NAMES)
     return base * (2 if interactions else 1) + 2
 
 

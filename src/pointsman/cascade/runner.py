@@ -87,7 +87,10 @@ class CascadeOutcome:
 
 
 class Cascade:
-    def __init__(self, config: CascadeConfig, pool: Pool, embedder: Any = None, semantic_lambda: float | None = None) -> None:
+    def __init__(self, config: CascadeConfig, pool: Pool, embedders: Any = None, semantic_lambda: float | None = None,
+                 agreement_embedder: Any = None) -> None:
+        """``embedders`` (embed.registry.Embedders) gives the learned verifier the encoder its artefact
+        names; ``agreement_embedder`` (optional) compares two free-text samples by embedding."""
         self.config = config
         self.pool = pool
         self.default_lambda = config.lambda_ if config.lambda_ is not None else (
@@ -103,13 +106,14 @@ class Cascade:
         if "learned" in config.verifiers:
             from pointsman.cascade.learned import load_verifier
 
-            if embedder is None:
+            if embedders is None:
                 raise ValueError("the learned cascade verifier needs the embedding model")
             priors = {name: quality_prior(entry.config) for name, entry in pool.entries.items()}
-            self.learned = load_verifier(config.verifier, embedder, priors)
+            self.learned = load_verifier(config.verifier, None, priors)
+            self.learned.embedder = embedders.for_artefact({"encoder": self.learned.encoder})
             self.kappa = float(getattr(self.learned, "kappa", DEFAULT_KAPPA) or DEFAULT_KAPPA)
         self.wants_logprobs = "logprobs" in config.verifiers
-        self.agreement = AgreementVerifier(embedder, config.agree_ratio, config.differ_ratio) \
+        self.agreement = AgreementVerifier(agreement_embedder, config.agree_ratio, config.differ_ratio) \
             if "agreement" in config.verifiers else None
 
     # -- planning ----------------------------------------------------------------------------------------

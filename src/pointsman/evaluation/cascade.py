@@ -61,28 +61,36 @@ class AnswerData:
     prompt_tokens: int = ROUTING_MAX_TOKENS
     XR: np.ndarray | None = None  # the router's inputs (its own encoder: static by default); None = X, F
     FR: np.ndarray | None = None
+    encoder: str = ""  # the model id of X's encoder (the verifier's)
 
     def cell(self) -> dict[tuple[int, int], int]:
         return {(int(i), int(j)): r for r, (i, j) in enumerate(zip(self.pi, self.mj))}
 
 
-def prepare(at: AnswerTable, tail_chars: int = 0, progress: bool = False, prompt_tokens: int = ROUTING_MAX_TOKENS,
-            router_encoder: str = "static") -> AnswerData:
-    """Embed prompts for the verifier (MiniLM, first ``prompt_tokens`` tokens) and for the router (its own
-    encoder, as the gateway routes: the static table by default), and answer tails (all cached on disk by
-    :func:`embed_prompts`), and compute features."""
-    from pointsman.embed.encoder import MiniLMEncoder
+def prepare(at: AnswerTable, tail_chars: int = 0, progress: bool = False, prompt_tokens: int | None = None,
+            router_encoder: str = "static", verifier_encoder: str = "minilm") -> AnswerData:
+    """Embed prompts for the verifier (``verifier_encoder``, first ``prompt_tokens`` tokens: by default that
+    encoder's routing window, so the gateway embeds once) and for the router (``router_encoder``, as the
+    gateway routes), and answer tails (all cached on disk by :func:`embed_prompts`), and compute features."""
     from pointsman.embed.registry import make_encoder
+    from pointsman.embed.static import STATIC_MAX_TOKENS
 
+    default_window = {"static": STATIC_MAX_TOKENS, "minilm": ROUTING_MAX_TOKENS}
+    prompt_tokens = int(prompt_tokens or default_window[verifier_encoder])
     t = at.table
-    X, F = embed_prompts(t.prompts, encoder=MiniLMEncoder(max_seq_length=prompt_tokens), progress=progress)
-    XR, FR = (X, F) if router_encoder == "minilm" else embed_prompts(t.prompts, encoder=make_encoder(router_encoder))
+    verifier_enc = make_encoder(verifier_encoder, max_seq_length=prompt_tokens)
+    X, F = embed_prompts(t.prompts, encoder=verifier_enc, progress=progress)
+    if router_encoder == verifier_encoder and prompt_tokens == default_window[router_encoder]:
+        XR, FR = X, F
+    else:
+        XR, FR = embed_prompts(t.prompts, encoder=make_encoder(router_encoder))
     pi, mj = at.pairs()
     texts = [at.answers[i][j] for i, j in zip(pi, mj)]
-    A = embed_prompts([answer_tail(a, tail_chars) for a in texts], progress=progress)[0] if tail_chars else None
+    A = embed_prompts([answer_tail(a, tail_chars) for a in texts], encoder=make_encoder(verifier_encoder),
+                      progress=progress)[0] if tail_chars else None
     AF = answer_features([t.prompts[i] for i in pi], texts)
     y = np.clip(t.normalised_scores()[pi, mj], 0, 1)
-    return AnswerData(at, X, F, pi, mj, A, AF, y, tail_chars, prompt_tokens, XR, FR)
+    return AnswerData(at, X, F, pi, mj, A, AF, y, tail_chars, prompt_tokens, XR, FR, verifier_enc.model_id)
 
 
 def _model_priors(d: AnswerData, train_prompts: np.ndarray) -> np.ndarray:
@@ -96,7 +104,8 @@ def cv_verifier(d: AnswerData, folds: list[np.ndarray], make: Callable[[], Learn
                 log: Callable[[str], None] | None = None) -> tuple[np.ndarray, list[float], float]:
     """Held-out verifier scores for every answer: fold k's answers scored by a verifier trained on the
     answers (of every model) to the other folds' prompts. Returns (scores (r,), kappa per fold, seconds)."""
-    make = make or (lambda: LearnedVerifier(tail_chars=d.tail_chars, prompt_tokens=d.prompt_tokens))
+    make = make or (lambda: LearnedVerifier(tail_chars=d.tail_chars, prompt_tokens=d.prompt_tokens,
+                                            **({"encoder": d.encoder} if d.encoder else {})))
     n = len(d.at.table)
     fold_of = np.empty(n, dtype=np.int64)
     for k, f in enumerate(folds):
@@ -504,13 +513,14 @@ def plot(result: dict, path) -> None:
 # ----------------------------------------------------------------------------- training (pointsman train --verifier)
 
 def train_verifier(tables: list[AnswerTable], tail_chars: int = 0, alpha: float = 3e-3, interactions: bool = True,
-                   prompt_tokens: int = ROUTING_MAX_TOKENS, progress: bool = False, log: Callable[[str], None] | None = None) -> LearnedVerifier:
+                   prompt_tokens: int | None = None, progress: bool = False, log: Callable[[str], None] | None = None,
+                   encoder: str = "minilm") -> LearnedVerifier:
     """Fit one verifier on the answers of every table (each model's prior = its mean normalised score in
     its own table; several tables are stacked, answers to one prompt kept in one inner fold)."""
     parts = []
     offset = 0
     for at in tables:
-        d = prepare(at, tail_chars, progress=progress, prompt_tokens=prompt_tokens)
+        d = prepare(at, tail_chars, progress=progress, prompt_tokens=prompt_tokens, verifier_encoder=encoder)
         prior = _model_priors(d, np.arange(len(at.table)))
         names = np.array(at.table.models)
         parts.append((d, prior[d.mj], names[d.mj], d.pi + offset))
@@ -518,7 +528,8 @@ def train_verifier(tables: list[AnswerTable], tail_chars: int = 0, alpha: float 
         if log:
             log(f"{at.table.name}: {len(d.y)} answers of {len(at.table.models)} models to {len(at.table)} prompts")
     cat = lambda f: np.concatenate([f(p) for p in parts])  # noqa: E731
-    ver = LearnedVerifier(tail_chars=tail_chars, alpha=alpha, interactions=interactions, prompt_tokens=prompt_tokens)
+    ver = LearnedVerifier(tail_chars=tail_chars, alpha=alpha, interactions=interactions,
+                          prompt_tokens=parts[0][0].prompt_tokens, encoder=parts[0][0].encoder)
     ver.fit(cat(lambda p: p[0].X[p[0].pi]), cat(lambda p: p[0].F[p[0].pi]),
             cat(lambda p: p[0].A) if tail_chars else None, cat(lambda p: p[0].AF), cat(lambda p: p[1]),
             cat(lambda p: p[0].y), models=cat(lambda p: p[2]), groups=cat(lambda p: p[3]))

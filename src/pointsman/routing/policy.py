@@ -72,17 +72,18 @@ class PolicyRouter:
             sessions=SessionMemory(policy.sticky_s) if policy.sticky_s > 0 else None,
             default=policy.default,
             fallbacks=policy.fallbacks,
-            cascade=Cascade(policy.cascade, self.pool, self._cascade_embedder(policy),
-                            policy.semantic.lambda_ if policy.semantic else None) if policy.cascade else None,
+            cascade=Cascade(policy.cascade, self.pool, self.embedders,
+                            policy.semantic.lambda_ if policy.semantic else None,
+                            agreement_embedder=self._agreement_embedder(policy)) if policy.cascade else None,
         )
 
-    def _cascade_embedder(self, policy: Policy) -> Any:
-        """MiniLM for the learned verifier (trained on its embeddings); the agreement check compares
-        free-text answers with it when the gateway embeds anyway."""
+    def _agreement_embedder(self, policy: Policy) -> Any:
+        """The agreement check compares two free-text samples by MiniLM cosine (its threshold is MiniLM's)
+        when the policy embeds anyway (a semantic tier or the learned verifier); else by final answers only."""
         cascade = policy.cascade
-        if self.embedders is None or cascade is None:
+        if self.embedders is None or cascade is None or "agreement" not in cascade.verifiers:
             return None
-        if needs_embedder(cascade) or ("agreement" in cascade.verifiers and policy.semantic is not None):
+        if needs_embedder(cascade) or policy.semantic is not None:
             return self.embedders.get("minilm")
         return None
 
