@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from pointsman.evaluation.datasets import (embed_prompts, load_arena_bench, load_routellm_gsm8k,  # noqa: E402
                                            load_routellm_mmlu)
 from pointsman.embed.encoder import ROUTING_MAX_TOKENS  # noqa: E402
-from pointsman.embed.registry import make_encoder  # noqa: E402
+from pointsman.embed.registry import default_window, make_encoder  # noqa: E402
 from pointsman.embed.static import STATIC_MAX_TOKENS  # noqa: E402
 from pointsman.evaluation.report import evaluate, plot, tables, tqdm  # noqa: E402
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
                     help="static: the distilled token table (what the shipped router reads); minilm: the transformer")
     args = ap.parse_args(argv)
     if args.max_seq_length is None:
-        args.max_seq_length = STATIC_MAX_TOKENS if args.encoder == "static" else ROUTING_MAX_TOKENS
+        args.max_seq_length = default_window(args.encoder)
     args.out.mkdir(parents=True, exist_ok=True)
     log = lambda s: tqdm.write(s) if hasattr(tqdm, "write") else print(s)  # noqa: E731
     results = []

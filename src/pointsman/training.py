@@ -90,17 +90,15 @@ def load_data(paths: list[str], prices_path: str | None = None, progress: bool =
     about 20 ms per decision instead of 0.1 ms). ``max_seq_length`` overrides the encoder's window,
     i.e. how many tokens of each prompt the router reads; the gateway reads the same (it is recorded).
     """
-    from pointsman.embed.encoder import ROUTING_MAX_TOKENS
-    from pointsman.embed.registry import make_encoder
-    from pointsman.embed.static import STATIC_MAX_TOKENS
+    from pointsman.embed.registry import default_window, make_encoder
 
-    window = int(max_seq_length or (STATIC_MAX_TOKENS if encoder == "static" else ROUTING_MAX_TOKENS))
+    window = int(max_seq_length or default_window(encoder))
     prices = read_prices_csv(prices_path) if prices_path else None
     tables = [load_table(p, prices) for p in paths]
-    encoder = make_encoder(encoder, max_seq_length=window)
-    embedded = [embed_prompts(t.prompts, encoder=encoder, progress=progress) for t in tables]
+    embedder = make_encoder(encoder, max_seq_length=window)
+    embedded = [embed_prompts(t.prompts, encoder=embedder, progress=progress) for t in tables]
     return TrainingData(stack(tables), np.concatenate([e for e, _ in embedded]), np.concatenate([f for _, f in embedded]),
-                        max_seq_length=window, encoder=encoder.model_id)
+                        max_seq_length=window, encoder=embedder.model_id)
 
 
 def make_predictor(kind: str, n_train: int = 0) -> Any:

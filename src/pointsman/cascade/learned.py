@@ -53,9 +53,7 @@ from pointsman.embed.features import FEATURE_NAMES, FEATURES_VERSION
 from pointsman.predictors.base import read_artefact, write_artefact
 
 from pointsman.embed.encoder import MODEL_ID as MINILM_MODEL_ID
-from pointsman.embed.encoder import ROUTING_MAX_TOKENS
-from pointsman.embed.registry import encoder_kind
-from pointsman.embed.static import STATIC_MAX_TOKENS
+from pointsman.embed.registry import default_window, encoder_kind
 
 __all__ = ["LearnedVerifier", "load_verifier", "VERIFIER_FORMAT", "DEFAULT_VERIFIER", "design_matrix"]
 
@@ -138,7 +136,7 @@ class LearnedVerifier(Verifier):
         self.interactions = bool(interactions)
         self.encoder = encoder  # the embedding's model id (embed.registry.encoder_kind maps it to an encoder)
         if prompt_tokens is None:  # the router's window for that encoder, so the embedding is shared
-            prompt_tokens = STATIC_MAX_TOKENS if encoder_kind(encoder) == "static" else ROUTING_MAX_TOKENS
+            prompt_tokens = default_window(encoder_kind(encoder))
         self.prompt_tokens = int(prompt_tokens)
         self.embed_dim = 0  # set by fit / load
         self.inner_folds = int(inner_folds)

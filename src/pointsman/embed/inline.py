@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from typing import Sequence
-
 import numpy as np
 
 __all__ = ["InlineEmbedder", "INLINE_MAX_CHARS"]
@@ -42,9 +40,6 @@ class InlineEmbedder:
 
     async def embed(self, text: str, max_tokens: int | None = None) -> np.ndarray:
         return (await self.embed_with_features(text, max_tokens))[0]
-
-    async def embed_many(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encoder.encode(list(texts))
 
     async def warmup(self) -> None:
         """Load (or distil, the first time on a machine) off the event loop."""

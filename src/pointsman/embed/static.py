@@ -165,8 +165,3 @@ class StaticEncoder:
                ) -> np.ndarray:
         return self.encode_with_features(texts, progress=progress, max_tokens=max_tokens)[0]
 
-    def cached(self, text: str, max_tokens: int | None = None) -> None:
-        return None  # nothing to save: computing is as cheap as a look-up
-
-    def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
-        return self.tokenize(texts)[1]

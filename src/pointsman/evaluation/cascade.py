@@ -36,7 +36,8 @@ import numpy as np
 
 from pointsman.cascade.answer_features import answer_features, answer_tail
 from pointsman.cascade.decide import plan_many
-from pointsman.cascade.learned import ROUTING_MAX_TOKENS, LearnedVerifier
+from pointsman.cascade.learned import LearnedVerifier
+from pointsman.embed.encoder import ROUTING_MAX_TOKENS
 from pointsman.evaluation import metrics as M
 from pointsman.evaluation.datasets import AnswerTable, embed_prompts
 from pointsman.evaluation.report import folds_of, predicted_costs
@@ -72,15 +73,13 @@ def prepare(at: AnswerTable, tail_chars: int = 0, progress: bool = False, prompt
     """Embed prompts for the verifier (``verifier_encoder``, first ``prompt_tokens`` tokens: by default that
     encoder's routing window, so the gateway embeds once) and for the router (``router_encoder``, as the
     gateway routes), and answer tails (all cached on disk by :func:`embed_prompts`), and compute features."""
-    from pointsman.embed.registry import make_encoder
-    from pointsman.embed.static import STATIC_MAX_TOKENS
+    from pointsman.embed.registry import default_window, make_encoder
 
-    default_window = {"static": STATIC_MAX_TOKENS, "minilm": ROUTING_MAX_TOKENS}
-    prompt_tokens = int(prompt_tokens or default_window[verifier_encoder])
+    prompt_tokens = int(prompt_tokens or default_window(verifier_encoder))
     t = at.table
     verifier_enc = make_encoder(verifier_encoder, max_seq_length=prompt_tokens)
     X, F = embed_prompts(t.prompts, encoder=verifier_enc, progress=progress)
-    if router_encoder == verifier_encoder and prompt_tokens == default_window[router_encoder]:
+    if router_encoder == verifier_encoder and prompt_tokens == default_window(router_encoder):
         XR, FR = X, F
     else:
         XR, FR = embed_prompts(t.prompts, encoder=make_encoder(router_encoder))
