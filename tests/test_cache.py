@@ -470,3 +470,26 @@ async def test_stage_embeds_an_empty_namespace_only_after_the_answer():
     assert await stage.cache.feedback(request_id="req_1", tenant="other|") is None
     assert await stage.cache.feedback(request_id="req_1", tenant="t|") == (para.entry_id, "deleted")
     await embedder.inner.close()
+
+
+async def test_a_missed_query_s_facts_are_reused_when_its_answer_is_stored(monkeypatch):
+    """A semantic look-up that checked candidates and missed has extracted the query's facts; storing the
+    answer reuses them rather than extracting them again (and still extracts them when nothing was checked)."""
+    import pointsman.cache as cache_module
+
+    calls: list[str] = []
+    real = cache_module.facts
+    monkeypatch.setattr(cache_module, "facts", lambda text: calls.append(text) or real(text))
+    cache = SemanticCache(MemoryStore(), acceptance=AlwaysAccept())
+    v = unit(1)
+    await put(cache, body("How do I turn on dark mode in Chrome?"), v)
+    assert calls == ["How do I turn on dark mode in Chrome?"]
+    off = body("How do I turn off dark mode in Chrome?")
+    assert await ask(cache, off, near(v, 0.97)) is None  # a candidate checked, rejected on polarity
+    assert len(calls) == 2
+    eid = await put(cache, off, near(v, 0.97))
+    assert len(calls) == 2 and not cache._query_facts  # the look-up's facts went with the entry
+    stored = await cache.backend.get(eid)
+    assert stored.facts == real("How do I turn off dark mode in Chrome?")
+    await put(cache, body("Something never looked up?"), unit(7))
+    assert calls[-1] == "Something never looked up?"

@@ -38,7 +38,7 @@ from pointsman.cache.answers import (StreamRecorder, completion_body, is_refusal
                                      uncacheable_reason)
 from pointsman.cache.base import (CacheEntry, CacheKeys, CachePolicy, CacheStore, Candidate, new_entry_id,
                                   request_keys)
-from pointsman.cache.checks import CHECK_NAMES, AcceptanceModel, compare, facts, pair_features
+from pointsman.cache.checks import CHECK_NAMES, AcceptanceModel, TextFacts, compare, facts, pair_features
 from pointsman.cache.memory import MemoryStore
 
 __all__ = ["SemanticCache", "Hit", "CacheMetrics", "CacheControl", "CachePolicy", "CacheKeys", "CacheEntry",
@@ -187,6 +187,9 @@ class SemanticCache:
         # request id → (entry id, kind, similarity, acceptance state): what answered it, for feedback
         self._served: OrderedDict[str, tuple[int, str, float, np.ndarray | None]] = OrderedDict()
         self.max_served = 50_000
+        # query text → its facts, computed by a semantic look-up that missed: the answer's store reuses them
+        # instead of extracting them again (popped there; bounded for look-ups whose answer is never stored)
+        self._query_facts: OrderedDict[str, TextFacts] = OrderedDict()
         self.background: set[asyncio.Task] = set()  # a caller's stores still in flight: cancelled by close()
 
     # -- keys --------------------------------------------------------------------------------------------
@@ -239,6 +242,9 @@ class SemanticCache:
                 continue
             if q is None:
                 q = facts(query_text)
+                self._query_facts[query_text] = q
+                if len(self._query_facts) > 1024:
+                    self._query_facts.popitem(last=False)
             if e.facts is None:
                 e.facts = facts(e.prompt_text)
             result = compare(q, e.facts, self.enforce)
@@ -309,7 +315,7 @@ class SemanticCache:
                            prompt_text=query_text, vector=vec, answer=body, model=model,
                            streamed=pieces is not None, pieces=pieces,
                            created=time.time() if now is None else now, ttl=ttl,
-                           facts=facts(query_text) if vec is not None else None,  # off the lookup path
+                           facts=self._facts_for_store(query_text) if vec is not None else None,
                            tenant=tenant, route=route)
         await self.backend.add(entry)
         self.metrics.stored += 1
@@ -317,6 +323,12 @@ class SemanticCache:
         if request_id is not None:
             self._remember(request_id, entry.id, "stored", 1.0, None)
         return entry.id
+
+    def _facts_for_store(self, query_text: str) -> TextFacts:
+        """The stored prompt's facts (computed after the answer is sent, off the look-up path), reusing those
+        its own look-up extracted when it had candidates to check."""
+        found = self._query_facts.pop(query_text, None)
+        return found if found is not None else facts(query_text)
 
     async def attach_embedding(self, entry_id: int, namespace: str, embedding: np.ndarray, query_text: str) -> bool:
         """Give an entry stored exact-only (its embedding was not computed before the answer went out) its
