@@ -242,9 +242,10 @@ class SemanticCache:
                 continue
             if q is None:
                 q = facts(query_text)
-                self._query_facts[query_text] = q
-                if len(self._query_facts) > 1024:
-                    self._query_facts.popitem(last=False)
+                if len(query_text) <= 4096:  # bounded in count and size: a handful of long prompts stay cheap
+                    self._query_facts[query_text] = q
+                    if len(self._query_facts) > 256:
+                        self._query_facts.popitem(last=False)
             if e.facts is None:
                 e.facts = facts(e.prompt_text)
             result = compare(q, e.facts, self.enforce)
