@@ -51,6 +51,7 @@ server: {port: 4111}
     ("models: {name: a}", "models"),
     ("just a string", "mapping"),
     ("models: [a: b: c]", "invalid YAML"),
+    ("models: [{name: a, provider: openai}]\nserver: {cache: {encoder: static}}", "cache.encoder"),
 ])
 def test_config_errors_name_the_problem(tmp_path, text, needle):
     with pytest.raises(ConfigError) as caught:

@@ -1,6 +1,6 @@
 """Semantic-cache evaluation on QQP: cache text_a, ask text_b; a hit on a label-0 pair is a wrong reuse.
 
-    .venv/bin/python bench/cache/eval.py [--save] [--global-cache]
+    .venv/bin/python bench/cache/eval.py [--encoder minilm-dup|minilm] [--save] [--global-cache]
 
 * Split (by connected groups of texts, so a text never sits on both sides): 40% train (fit the
   acceptance models), 20% calibration (choose thresholds for δ), 40% test (reported).
@@ -125,7 +125,13 @@ def run(args) -> dict:
     t0 = time.time()
     a, b, y = load_pairs()
     n = len(y)
-    E = embed_texts(a + b)
+    from pointsman.embed import MiniLMEncoder
+    from pointsman.embed.registry import DUP_PATCH
+
+    patch = args.encoder_patch or (DUP_PATCH if args.encoder == "minilm-dup" else None)
+    encoder = MiniLMEncoder(intra_op_threads=2, patch=patch)
+    print("encoder:", encoder.model_id, flush=True)
+    E = embed_texts(a + b, encoder)
     Ea, Eb = E[:n], E[n:]
     split = group_split(a, b)
     tr, ca, te = (split == 0), (split == 1), (split == 2)
@@ -137,7 +143,7 @@ def run(args) -> dict:
     adv = [json.loads(line) for line in (HERE / "adversarial.jsonl").read_text().splitlines() if line.strip()]
     aa, ab = [r["text_a"] for r in adv], [r["text_b"] for r in adv]
     ay = np.array([r["label"] for r in adv])
-    EA = embed_texts(aa + ab, progress=False)
+    EA = embed_texts(aa + ab, encoder, progress=False)
     asim, aX, ahard = pair_table(aa, ab, EA[: len(adv)], EA[len(adv):])
     a_any = ahard.any(1)
 
@@ -196,13 +202,14 @@ def run(args) -> dict:
             if kind == "mlp" and not args.save_mlp:
                 continue
             cfg = out["configs"]["checks + mlp" if kind == "mlp" else "checks + logistic (shipped default)"]
-            model.calibration = {"fitted_on": "QQP train split (bench/cache/eval.py)", "confidence": CONFIDENCE,
+            model.calibration = {"fitted_on": "QQP train split (bench/cache/eval.py)", "encoder": encoder.model_id,
+                                 "confidence": CONFIDENCE,
                                  "enforced_checks": list(CHECK_NAMES), "min_similarity": MIN_SIM,
                                  "thresholds": {d: cfg[d]["threshold"] for d in cfg},
                                  "test": {d: cfg[d]["test"] for d in cfg}}
             model.threshold = cfg["0.02"]["threshold"]
             model.delta = 0.02
-            model.save(MODELS / f"acceptance_{kind}")
+            model.save(MODELS / (f"acceptance_{kind}" + ("" if args.encoder == "minilm" else f"_{args.encoder}")))
         print("saved models to", MODELS)
 
     if args.global_cache:
@@ -270,8 +277,14 @@ def main(argv=None) -> int:
     p.add_argument("--save", action="store_true", help="write the fitted models into src/pointsman/cache/models/")
     p.add_argument("--save-mlp", action="store_true", help="with --save: also write the mlp (~0.4 MB)")
     p.add_argument("--global-cache", action="store_true", help="also run the real SemanticCache over the test split")
-    p.add_argument("--out", default=str(HERE / "results.json"))
+    p.add_argument("--encoder", choices=("minilm", "minilm-dup"), default="minilm-dup",
+                   help="the cache encoder to embed with (and whose acceptance model --save writes)")
+    p.add_argument("--encoder-patch", default=None,
+                   help="experiments: MiniLM patched by this .npz instead (bench/cache/finetune.py)")
+    p.add_argument("--out", default=None, help="default: results.json (minilm-dup), results_minilm.json (minilm)")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = str(HERE / ("results.json" if args.encoder == "minilm-dup" else f"results_{args.encoder}.json"))
     out = run(args)
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))
     print("wrote", args.out)

@@ -158,7 +158,8 @@ policies: {{auto: {{semantic: {{}}}}}}
                  f"bench/cache/gateway_latency.py --n {args.n} --rounds {args.rounds}`" + (f"; {args.label}" if args.label else ""),
                  f"- Machine: 2 cores shared with other work; load average after the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
                  "- Sequential requests (c=1), one keep-alive client, the test upstream answering at once; in-process store,",
-                 "  semantic layer on (MiniLM int8 query embedding), default delta 2%; measurements interleaved in rounds.", "",
+                 "  semantic layer on (the cache encoder's query embedding, minilm-dup by default), default delta 2%;",
+                 "  measurements interleaved in rounds.", "",
                  "| measurement | p50 (ms) | p99 (ms) | requests | round p50s (ms) | cache header seen |",
                  "|---|---|---|---|---|---|"]
         for name, *_ in plan:

@@ -16,7 +16,8 @@ from pointsman.routing.base import RouteContext
 log = logging.getLogger("pointsman.cache")
 
 
-def make_cache(config: CacheConfig) -> SemanticCache:
+def make_cache(config: CacheConfig, vector_space: str = "") -> SemanticCache:
+    """``vector_space``: the cache encoder's model id (see `SemanticCache`)."""
     if config.store == "memory":
         store: Any = MemoryStore(max_entries=config.max_entries)
     else:
@@ -25,7 +26,13 @@ def make_cache(config: CacheConfig) -> SemanticCache:
         store = RedisStore(config.store, config.prefix, max_entries=config.max_entries)
     policy = CachePolicy(allow_sampled=config.allow_sampled, default_temperature=config.default_temperature,
                          tools_side_effect_free=config.tools_side_effect_free, semantic=config.semantic, ttl_s=config.ttl_s)
-    return SemanticCache(store, policy, delta=config.delta)
+    cache = SemanticCache(store, policy, delta=config.delta, vector_space=vector_space, encoder=config.encoder)
+    fitted_on = cache.acceptance.calibration.get("encoder")
+    if config.semantic and vector_space and fitted_on and fitted_on != vector_space:
+        # e.g. POINTSMAN_MINILM_DYNAMIC_INT8=0: the similarities differ a little from those it was calibrated on
+        log.warning("the cache's acceptance model was fitted on %s, the cache embeds with %s: its wrong-reuse "
+                    "bound is not calibrated for this encoder", fitted_on, vector_space)
+    return cache
 
 
 def tenant_of(key_id: str | None, team: str | None) -> str:
@@ -45,9 +52,9 @@ class CacheTicket:
 
 
 class CacheStage:
-    def __init__(self, config: CacheConfig) -> None:
+    def __init__(self, config: CacheConfig, vector_space: str = "") -> None:
         self.config = config
-        self.cache = make_cache(config)
+        self.cache = make_cache(config, vector_space)
         self._background = self.cache.background  # stores in flight, cancelled when the cache closes
         # namespace → entries stored without their embedding (in-process store): (entry id, prompt text)
         self._unembedded: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()

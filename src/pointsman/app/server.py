@@ -166,13 +166,15 @@ class Gateway:
         self.transport: Transport = transport or ReqwestTransport()
         self.pool = Pool(config, self.transport)
         configure_protocol(self.server.header_timeout_s)
-        self.caching = CacheStage(self.server.cache) if self.server.cache.enabled else None
         # One embedder per encoder for the whole gateway, made only when a stage needs it: tier 2 asks for
-        # its artefact's (the static table by default), the semantic cache and the verifier for MiniLM.
-        semantic_cache = self.caching is not None and self.server.cache.semantic
+        # its artefact's (the static table by default), the semantic cache for its own (cache.encoder:
+        # MiniLM fine-tuned on duplicates by default), the verifier for MiniLM.
+        semantic_cache = self.server.cache.enabled and self.server.cache.semantic
         self.embedders = Embedders() if needs_embeddings(config) or semantic_cache else None
         self.router = PolicyRouter(config, self.pool, self.embedders)
-        self.cache_embedder = self.embedders.get("minilm") if semantic_cache and self.embedders is not None else None
+        self.cache_embedder = self.embedders.get(self.server.cache.encoder) if semantic_cache and self.embedders is not None else None
+        self.caching = (CacheStage(self.server.cache, getattr(self.cache_embedder, "model_id", ""))
+                        if self.server.cache.enabled else None)
         self.dispatcher = Dispatcher(self.pool, self.server)
         self.ledger = BatchLedger(sink_from_url(self.server.ledger_url), flush_interval_s=self.server.ledger_flush_interval_s,
                                   batch_size=self.server.ledger_batch_size)

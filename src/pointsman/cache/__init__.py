@@ -46,14 +46,15 @@ __all__ = ["SemanticCache", "Hit", "CacheMetrics", "CacheControl", "CachePolicy"
            "uncacheable_reason", "is_refusal", "request_keys", "default_acceptance_model"]
 
 
-def default_acceptance_model(delta: float = 0.02, kind: str = "logistic") -> AcceptanceModel:
+def default_acceptance_model(delta: float = 0.02, kind: str = "logistic", encoder: str = "minilm") -> AcceptanceModel:
     """The shipped acceptance model (fitted on QQP's training split and calibrated on its calibration split
     by bench/cache/eval.py), with its threshold for ``delta`` (0.01 or 0.02; others: the nearest stricter).
 
     ``kind``: "logistic" (pair features only: the default) or "mlp" (a learned metric on the embeddings +
-    pair features; not shipped: ``bench/cache/eval.py --save --save-mlp`` writes it).
+    pair features; not shipped: ``bench/cache/eval.py --save --save-mlp`` writes it). ``encoder``: the
+    encoder kind whose similarities it was fitted on (``minilm`` or ``minilm-dup``; each has its own file).
     """
-    base = Path(__file__).with_name("models") / f"acceptance_{kind}"
+    base = Path(__file__).with_name("models") / (f"acceptance_{kind}" + ("" if encoder == "minilm" else f"_{encoder}"))
     if not base.with_suffix(".json").is_file():
         return AcceptanceModel(delta=delta)
     model = AcceptanceModel.load(base)
@@ -165,21 +166,25 @@ class SemanticCache:
         max_rejects: rejections after which an entry is deleted (before that it is demoted).
         learn_from_accepts: let accepted feedback loosen the model (off: feedback only tightens it, so the
             calibrated bound stays conservative).
+        vector_space: the id of the encoder the embeddings come from, mixed into every namespace.
+        encoder: that encoder's kind, which picks the shipped acceptance model (when none is given).
     """
 
     def __init__(self, store: CacheStore | None = None, policy: CachePolicy | None = None,
                  acceptance: AcceptanceModel | None = None, *, delta: float = 0.02, k: int = 3,
                  min_similarity: float = 0.7, enforce: tuple[str, ...] = CHECK_NAMES, max_rejects: int = 2,
-                 learn_from_accepts: bool = False, feedback_margin: float = 0.005) -> None:
+                 learn_from_accepts: bool = False, feedback_margin: float = 0.005, vector_space: str = "",
+                 encoder: str = "minilm") -> None:
         self.backend = store if store is not None else MemoryStore()
         self.policy = policy or CachePolicy()
-        self.acceptance = acceptance or default_acceptance_model(delta)
+        self.acceptance = acceptance or default_acceptance_model(delta, encoder=encoder)
         self.k = k
         self.min_similarity = min_similarity
         self.enforce = frozenset(enforce)
         self.max_rejects = max_rejects
         self.learn_from_accepts = learn_from_accepts
         self.feedback_margin = feedback_margin
+        self.vector_space = vector_space
         self.metrics = CacheMetrics()
         # candidates below this cosine cannot be accepted whatever their texts: skipped before any text work
         self.floor = max(min_similarity, self.acceptance.similarity_floor())
@@ -194,7 +199,7 @@ class SemanticCache:
 
     # -- keys --------------------------------------------------------------------------------------------
     def keys(self, body: dict[str, Any], tenant: str | None, route: str | None = None) -> CacheKeys:
-        return request_keys(body, tenant, route, self.policy)
+        return request_keys(body, tenant, route, self.policy, self.vector_space)
 
     # -- lookup ------------------------------------------------------------------------------------------
     async def lookup(self, exact_key: str, namespace: str | None, embedding: np.ndarray | None,

@@ -224,12 +224,13 @@ def _digest(obj: Any) -> str:
 
 
 def request_keys(body: dict[str, Any], tenant: str | None, route: str | None = None,
-                 policy: CachePolicy | None = None) -> CacheKeys:
+                 policy: CachePolicy | None = None, vector_space: str = "") -> CacheKeys:
     """The cache keys of one chat request.
 
     ``tenant``: who may share answers (the caller's key id, or key id + team); requests of different
     tenants never share an entry. ``route``: the model or policy the request is answered under (default:
-    ``body["model"]``).
+    ``body["model"]``). ``vector_space``: the encoder's id, part of the namespace, so that vectors of two
+    encoders (a shared store across an upgrade) are never compared.
     """
     policy = policy or CachePolicy()
     messages = body.get("messages") or []
@@ -258,7 +259,7 @@ def request_keys(body: dict[str, Any], tenant: str | None, route: str | None = N
         if isinstance(last.get("content"), str) and set(last) <= {"role", "content"}:
             query_text = last["content"]
             if policy.semantic:
-                namespace = "ns:" + _digest([scope, norm[:-1]])
+                namespace = "ns:" + _digest([scope, norm[:-1], vector_space] if vector_space else [scope, norm[:-1]])
             else:
                 why = "semantic layer off"
         else:

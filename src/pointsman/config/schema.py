@@ -178,8 +178,13 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     allow_sampled: bool = False  # serve and store requests with temperature > 0
     default_temperature: float = 1.0  # what an absent temperature means upstream (OpenAI: 1.0)
     tools_side_effect_free: bool = False  # tool-call answers may be cached
+    # the semantic layer's encoder: "minilm-dup" (MiniLM's first three layers fine-tuned on duplicate
+    # questions: bench/cache/FINETUNE.md) or "minilm" (the stock six layers)
+    encoder: str = "minilm-dup"
 
     def __post_init__(self) -> None:
+        if self.encoder not in ("minilm", "minilm-dup"):
+            raise ValueError(f"cache.encoder must be 'minilm-dup' or 'minilm', not {self.encoder!r}")
         if not (self.store == "memory" or self.store.startswith(("redis://", "rediss://", "unix://"))):
             raise ValueError(f"cache.store must be 'memory' or a redis:// URL, not {self.store!r}")
         if not 0 < self.delta < 1:

@@ -23,13 +23,14 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from pointsman.embed.features import FEATURE_NAMES, prompt_features
 
-__all__ = ["MiniLMEncoder", "find_model_files", "dynamic_int8_model", "EMBED_DIM", "MAX_SEQ_LENGTH", "ROUTING_MAX_TOKENS"]
+__all__ = ["MiniLMEncoder", "find_model_files", "dynamic_int8_model", "patched_model", "EMBED_DIM", "MAX_SEQ_LENGTH",
+           "ROUTING_MAX_TOKENS"]
 
 EMBED_DIM = 384
 MAX_SEQ_LENGTH = 256
@@ -88,19 +89,89 @@ def dynamic_int8_model(model_path: str | os.PathLike, cache_dir: str | os.PathLi
     from pointsman.paths import default_cache_dir, exclusive
 
     src = Path(model_path)
-    h = hashlib.sha256()
-    with open(src, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
     if cache_dir is None:
         cache_dir = default_cache_dir()
-    out = Path(cache_dir) / "models" / f"minilm-{h.hexdigest()[:16]}-dynamic-int8-pc.onnx"
+    out = Path(cache_dir) / "models" / f"minilm-{_digest_file(src)}-dynamic-int8-pc.onnx"
     if out.is_file():
         return out
     with exclusive(out):  # several workers starting at once: one converts, the others wait and use it
         if not out.is_file():
             _convert_dynamic_int8(src, out)
     return out
+
+
+def _digest_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def patched_model(model_path: str | os.PathLike, patch: str | os.PathLike,
+                  cache_dir: str | os.PathLike | None = None) -> Path:
+    """The model with some initialisers replaced by those in ``patch`` (an ``.npz`` of arrays named as the
+    file names them, e.g. fine-tuned top layers: bench/cache/finetune.py), made once in ``<cache>/models/``
+    and keyed by both files' hashes. Every replacement must match the original's shape and dtype. A
+    ``__depth__`` entry keeps only that many transformer layers (the graph is cut after the last one's
+    output LayerNorm, whose output becomes ``last_hidden_state``)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from pointsman.paths import default_cache_dir, exclusive
+
+    src, patch = Path(model_path), Path(patch)
+    if cache_dir is None:
+        cache_dir = default_cache_dir()
+    out = Path(cache_dir) / "models" / f"minilm-{_digest_file(src)}-patch-{_digest_file(patch)}.onnx"
+    if out.is_file():
+        return out
+    with exclusive(out):
+        if out.is_file():
+            return out
+        model = onnx.load(str(src))
+        with np.load(patch, allow_pickle=False) as replacements:
+            names = set(replacements.files)
+            if "__depth__" in names:
+                names.discard("__depth__")
+                model = _truncate(model, int(replacements["__depth__"]))
+            for init in model.graph.initializer:
+                if init.name in names:
+                    new = replacements[init.name]
+                    old = numpy_helper.to_array(init)
+                    if new.shape != old.shape or new.dtype != old.dtype:
+                        raise ValueError(f"{patch}: {init.name} is {new.dtype}{list(new.shape)}, "
+                                         f"the model's is {old.dtype}{list(old.shape)}")
+                    init.CopyFrom(numpy_helper.from_array(new, init.name))
+                    names.discard(init.name)
+        if names:
+            raise ValueError(f"{patch}: no initialisers named {sorted(names)[:5]} in {src}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f"{out.stem}.{os.getpid()}.{threading.get_ident()}.tmp.onnx")
+        onnx.save(model, str(tmp))
+        os.replace(tmp, out)
+    return out
+
+
+def _truncate(model: Any, depth: int) -> Any:
+    """The graph up to transformer layer ``depth`` (1-based) with that layer's output as ``last_hidden_state``."""
+    from onnx.utils import Extractor
+
+    bias = f"inner.encoder.layer.{depth - 1}.output.LayerNorm.bias"
+    ends = [n for n in model.graph.node if n.op_type == "LayerNormalization" and bias in n.input]
+    if len(ends) != 1:
+        raise ValueError(f"cannot cut the model after layer {depth}: no LayerNormalization with {bias}")
+    end = ends[0].output[0]
+    if end == "last_hidden_state":
+        return model
+    inputs = [i.name for i in model.graph.input]
+    cut = Extractor(model).extract_model(inputs, [end])
+    for node in cut.graph.node:
+        node.output[:] = ["last_hidden_state" if o == end else o for o in node.output]
+    cut.graph.output[0].name = "last_hidden_state"
+    del cut.opset_import[:]
+    cut.opset_import.extend(model.opset_import)
+    return cut
 
 
 def _convert_dynamic_int8(src: Path, out: Path) -> None:
@@ -155,6 +226,8 @@ class MiniLMEncoder:
             1% (cosine >= 0.99 to the float graph's), so it has its own ``model_id`` and the cache's
             acceptance model and the verifier are fitted on it. If the conversion fails, the float
             graph runs (logged).
+        patch: an ``.npz`` of replacement weights applied to the shipped file before anything else (see
+            :func:`patched_model`); its name and hash become part of ``model_id``.
     """
 
     dim = EMBED_DIM
@@ -163,11 +236,13 @@ class MiniLMEncoder:
                  tokenizer_path: str | os.PathLike | None = None,
                  intra_op_threads: int = 1, max_seq_length: int = MAX_SEQ_LENGTH, batch_size: int = 32,
                  max_padding: float = 0.15, cache_size: int = 2048, graph_optimization: str = "basic",
-                 dynamic_int8: bool | None = None):
+                 dynamic_int8: bool | None = None, patch: str | os.PathLike | None = None):
         if dynamic_int8 is None:
             dynamic_int8 = os.environ.get("POINTSMAN_MINILM_DYNAMIC_INT8", "1").strip().lower() not in ("0", "false", "no")
         self.dynamic_int8 = bool(dynamic_int8)
-        self.model_id = MODEL_ID + ("+dynamic-int8-pc" if self.dynamic_int8 else "")
+        self.patch = Path(patch) if patch is not None else None
+        self._base_id = MODEL_ID + (f"+{self.patch.stem}@{_digest_file(self.patch)[:8]}" if self.patch else "")
+        self.model_id = self._base_id + ("+dynamic-int8-pc" if self.dynamic_int8 else "")
         self._model_path = model_path
         self._tokenizer_path = tokenizer_path
         self.intra_op_threads = intra_op_threads
@@ -197,6 +272,8 @@ class MiniLMEncoder:
 
             self.load_tokenizer()
             model_path = self.model_path()
+            if self.patch is not None:
+                model_path = patched_model(model_path, self.patch)
             so = ort.SessionOptions()
             so.intra_op_num_threads = max(1, int(self.intra_op_threads))
             so.inter_op_num_threads = 1
@@ -206,7 +283,7 @@ class MiniLMEncoder:
                     model_path = dynamic_int8_model(model_path)
                 except Exception as exc:  # noqa: BLE001 - any conversion failure: run the float graph
                     log.warning("MiniLM int8 conversion failed (%s); running the float graph", exc)
-                    self.dynamic_int8, self.model_id = False, MODEL_ID
+                    self.dynamic_int8, self.model_id = False, self._base_id
             # No memory arena: measured here, the arena grew the gateway by ~700 MB after one batch of long
             # prompts. ORT_ENABLE_ALL bought no measurable speed over BASIC on this CPU (bench/router/RESULTS.md).
             so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.graph_optimization == "all"

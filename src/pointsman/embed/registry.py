@@ -1,22 +1,29 @@
 """Which encoder a component needs, and one shared embedder per encoder for the whole gateway.
 
-Two encoders exist: ``minilm`` (the contextual transformer: the semantic cache and the learned
-verifier, which must tell near-paraphrases apart) and ``static`` (the token table distilled from it:
-tier-2 routing, which only needs what a prompt is about). A trained artefact records its encoder's
-``model_id``; :func:`encoder_kind` maps that id to a kind (ids from before static embeddings: minilm).
+Three encoders exist: ``minilm`` (the contextual transformer: the learned verifier), ``minilm-dup`` (its
+top three layers fine-tuned on duplicate questions, shipped as a patch of replacement weights: the semantic
+cache, which must tell paraphrases from near-misses; bench/cache/FINETUNE.md) and ``static`` (the token
+table distilled from MiniLM: tier-2 routing, which only needs what a prompt is about). A trained artefact
+records its encoder's ``model_id``; :func:`encoder_kind` maps that id to a kind (ids from before static
+embeddings: minilm).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Embedders", "encoder_kind", "make_encoder", "default_window", "KINDS"]
+__all__ = ["Embedders", "encoder_kind", "make_encoder", "default_window", "KINDS", "DUP_PATCH"]
 
-KINDS = ("minilm", "static")
+KINDS = ("minilm", "static", "minilm-dup")
+# replacement weights for MiniLM, written by bench/cache/finetune.py (their file name is in the model id)
+DUP_PATCH = Path(__file__).with_name("models") / "minilm-dup.npz"
 
 
 def encoder_kind(model_id: str | None) -> str:
-    return "static" if model_id and "@static" in model_id else "minilm"
+    if model_id and "@static" in model_id:
+        return "static"
+    return "minilm-dup" if model_id and f"+{DUP_PATCH.stem}@" in model_id else "minilm"
 
 
 def default_window(kind: str) -> int:
@@ -37,10 +44,11 @@ def make_encoder(kind: str, max_seq_length: int | None = None) -> Any:
         from pointsman.embed.static import StaticEncoder
 
         return StaticEncoder() if max_seq_length is None else StaticEncoder(max_seq_length=max_seq_length)
-    if kind == "minilm":
-        from pointsman.embed.encoder import MiniLMEncoder
+    if kind in ("minilm", "minilm-dup"):
+        from pointsman.embed.encoder import MAX_SEQ_LENGTH, MiniLMEncoder
 
-        return MiniLMEncoder() if max_seq_length is None else MiniLMEncoder(max_seq_length=max_seq_length)
+        return MiniLMEncoder(max_seq_length=max_seq_length or MAX_SEQ_LENGTH,
+                             patch=DUP_PATCH if kind == "minilm-dup" else None)
     raise ValueError(f"unknown encoder {kind!r}; choose one of {', '.join(KINDS)}")
 
 
