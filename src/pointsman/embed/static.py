@@ -19,7 +19,6 @@ sign-fixed (largest coordinate positive), so a LAPACK build cannot flip a traine
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -28,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pointsman.embed.encoder import MiniLMEncoder
+from pointsman.embed.encoder import MiniLMEncoder, _digest_file as _file_digest
 from pointsman.embed.features import FEATURE_NAMES, prompt_features
 from pointsman.paths import default_cache_dir, exclusive
 
@@ -40,14 +39,6 @@ STATIC_MAX_TOKENS = 512  # a look-up per token is cheap: read (almost) the whole
 STATIC_MODEL_ID = f"sentence-transformers/all-MiniLM-L6-v2@static-pca{STATIC_DIMS}-sif{STATIC_SIF:g}"
 _BATCH = 512  # vocabulary tokens per ONNX run while distilling
 log = logging.getLogger("pointsman.embed")
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _fix_signs(axes: np.ndarray) -> np.ndarray:
