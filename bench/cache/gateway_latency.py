@@ -87,6 +87,8 @@ def main() -> int:
     parser.add_argument("--semantic-routing", action="store_true",
                         help="a two-model pool asked for model=auto with the semantic tier, so both gateways embed "
                              "the prompt for routing and the cache shares that embedding")
+    parser.add_argument("--cache-encoder", default="minilm-dup", choices=("minilm-dup", "minilm"),
+                        help="the cache's encoder (cache.encoder)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pointsman-cachebench-"))
     up_port, on_port, off_port = free_port(), free_port(), free_port()
@@ -102,7 +104,7 @@ policies: {{auto: {{semantic: {{}}}}}}
             config.write_text(f"""models:
   - {{name: m, provider: openai, base_url: "http://127.0.0.1:{up_port}/v1", model: echo, api_key_env: BENCH_KEY,
       prices: {{input: 0.2, output: 0.2}}}}
-{second}server: {{ledger_url: "sqlite:///{work}/ledger-{port}.db", cache: {{enabled: {cache}}}}}
+{second}server: {{ledger_url: "sqlite:///{work}/ledger-{port}.db", cache: {{enabled: {cache}, encoder: {args.cache_encoder}}}}}
 """)
             processes.append(subprocess.Popen([sys.executable, "-m", "pointsman.cli", "serve", "--config", str(config),
                                                "--port", str(port)], cwd=work, env=env))
