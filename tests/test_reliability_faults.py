@@ -119,8 +119,11 @@ def kinds(row) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.id)
 def test_fault_matrix(make_gateway, upstream, fault):
     upstream_id = f"fault-{fault.id}"
-    faulty = (model("a", upstream, upstream_id, max_retries=1, timeout_s=TIMEOUT_S) if fault.behaviour != "connect" else
-              {**model("a", upstream, upstream_id, max_retries=1, timeout_s=TIMEOUT_S),
+    # a huge body must reach the size limit, not race the short timeout meant for stalls: on a busy CI machine
+    # 33 MB over loopback once took longer than 0.3 s (504 instead of the 502 under test)
+    timeout_s = 5.0 if fault.behaviour.startswith("huge") else TIMEOUT_S
+    faulty = (model("a", upstream, upstream_id, max_retries=1, timeout_s=timeout_s) if fault.behaviour != "connect" else
+              {**model("a", upstream, upstream_id, max_retries=1, timeout_s=timeout_s),
                "base_url": f"http://127.0.0.1:{free_port()}/v1", "connect_timeout_s": 1})
     gw = make_gateway({"models": [faulty, model("b", upstream, prices={"input": 1})],
                        "server": {"cooldown_failures": 1000}})
