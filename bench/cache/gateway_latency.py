@@ -10,6 +10,8 @@ without), then measures sequentially (c=1) with one keep-alive HTTP client:
                 costs (lookup, the query embedding for the semantic layer, the store after the answer)
   miss, new namespace  the same, each request under its own x-pointsman-team (an empty namespace: no
                 embedding before the upstream call; it is computed for the store after the answer is sent)
+  miss, real questions  distinct Quora questions (../shared/data/qqp, when present) in the populated namespace:
+                the miss cost at real questions' lengths (the "miss" texts above carry a 19-digit number, 21 tokens)
   not cacheable requests without temperature 0 (sampled): the pre-check only
 The measurements are interleaved: `--rounds` rounds, each running n/rounds requests of every measurement in
 turn, so that load from other work on the machine spreads over all of them; p50 is over all requests, and
@@ -22,7 +24,9 @@ bench/cache/GATEWAY.md holds the reported runs with their analysis (compose it f
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -78,6 +82,16 @@ def percentiles(samples: list[float]) -> str:
     return f"{statistics.median(ordered):.2f} | {p99:.2f} | {len(ordered)}"
 
 
+def real_questions(n: int) -> list[str]:
+    """n distinct Quora questions (text_b of the QQP pairs), or [] without the shared data."""
+    path = ROOT.parent / "shared" / "data" / "qqp" / "pairs.jsonl"
+    if not path.is_file():
+        return []
+    texts = sorted({json.loads(line)["text_b"] for line in path.open(encoding="utf-8") if line.strip()})
+    random.Random(0).shuffle(texts)
+    return texts[:n]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=300, help="requests per measurement")
@@ -126,6 +140,7 @@ policies: {{auto: {{semantic: {{}}}}}}
         for q in QUESTIONS:  # fill the cache
             timed(on_port, q)
         variants = paraphrase_variants()
+        real = real_questions(args.n)
         unique = (f"Unique question number {i} about {k} {time.time_ns()}?" for i, k in enumerate(iter(int, 1)))
         # name, port, texts (None: new each time), temperature, a new team per request, only count this kind
         plan = [("exact hit", on_port, QUESTIONS, 0, False, "hit-exact"),
@@ -133,6 +148,8 @@ policies: {{auto: {{semantic: {{}}}}}}
                 ("miss, cache on", on_port, None, 0, False, None),
                 ("miss, cache on, new namespace", on_port, None, 0, True, None),
                 ("miss, cache off", off_port, None, 0, False, None),
+                *([("miss, real questions, cache on", on_port, real, 0, False, None),
+                   ("miss, real questions, cache off", off_port, real, 0, False, None)] if real else []),
                 ("not cacheable (sampled), cache on", on_port, QUESTIONS, None, False, None),
                 ("not cacheable (sampled), cache off", off_port, QUESTIONS, None, False, None)]
         samples: dict[str, list[float]] = {p[0]: [] for p in plan}
