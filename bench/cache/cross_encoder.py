@@ -77,7 +77,6 @@ def pair_batch(tok: list[list[int]], pairs: list[tuple[int, int]]) -> tuple[torc
 def score(model: CrossMiniLM, tok: list[list[int]], pairs: list[tuple[int, int]], batch: int = 128) -> np.ndarray:
     """P(duplicate), averaged over both orders of each pair."""
     model.eval()
-    out = np.zeros(len(pairs), dtype=np.float64)
     both = pairs + [(j, i) for i, j in pairs]
     logits = np.zeros(len(both), dtype=np.float64)
     order = np.argsort([len(tok[i]) + len(tok[j]) for i, j in both])
@@ -85,8 +84,7 @@ def score(model: CrossMiniLM, tok: list[list[int]], pairs: list[tuple[int, int]]
         for s in range(0, len(both), batch):
             sel = order[s:s + batch]
             logits[sel] = model(*pair_batch(tok, [both[k] for k in sel])).numpy()
-    out[:] = (logits[: len(pairs)] + logits[len(pairs):]) / 2
-    return 1.0 / (1.0 + np.exp(-out))
+    return 1.0 / (1.0 + np.exp(-(logits[: len(pairs)] + logits[len(pairs):]) / 2))
 
 
 def main() -> int:

@@ -24,7 +24,6 @@ bench/cache/GATEWAY.md holds the reported runs with their analysis (compose it f
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import socket
@@ -36,6 +35,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _embed import DATA, load_pairs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = ["How do I reverse a list in Python?", "What is the capital of Australia?", "How do I boil an egg?",
@@ -82,13 +84,12 @@ def percentiles(samples: list[float]) -> str:
     return f"{statistics.median(ordered):.2f} | {p99:.2f} | {len(ordered)}"
 
 
-def real_questions(n: int) -> list[str]:
+def real_questions(n: int, seed: int = 0) -> list[str]:
     """n distinct Quora questions (text_b of the QQP pairs), or [] without the shared data."""
-    path = ROOT.parent / "shared" / "data" / "qqp" / "pairs.jsonl"
-    if not path.is_file():
+    if not DATA.is_file():
         return []
-    texts = sorted({json.loads(line)["text_b"] for line in path.open(encoding="utf-8") if line.strip()})
-    random.Random(0).shuffle(texts)
+    texts = sorted(set(load_pairs()[1]))
+    random.Random(seed).shuffle(texts)
     return texts[:n]
 
 

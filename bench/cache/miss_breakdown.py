@@ -15,7 +15,6 @@ import argparse
 import functools
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -28,9 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from gateway_latency import free_port, wait  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "qqp" / "pairs.jsonl"
+from gateway_latency import free_port, real_questions, wait  # noqa: E402
 
 
 def serve_with_timers(report: Path, argv: list[str]) -> None:
@@ -92,8 +89,7 @@ def main() -> int:
         return 0
     import httpx
 
-    texts = sorted({json.loads(line)["text_b"] for line in DATA.open(encoding="utf-8") if line.strip()})
-    random.Random(1).shuffle(texts)
+    texts = real_questions(args.n, seed=1)
     work = Path(tempfile.mkdtemp(prefix="pointsman-missbench-"))
     up_port, gw_port = free_port(), free_port()
     env = {**os.environ, "BENCH_KEY": "sk-bench"}
@@ -112,7 +108,7 @@ server: {{ledger_url: "sqlite:///{work}/ledger.db", cache: {{enabled: true}}}}
         client = httpx.Client(timeout=30)
         seen: dict[str, int] = defaultdict(int)
         client_ms = []
-        for text in texts[: args.n]:
+        for text in texts:
             started = time.perf_counter()
             response = client.post(f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                                    json={"model": "m", "temperature": 0, "messages": [{"role": "user", "content": text}]})
