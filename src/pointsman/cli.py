@@ -62,6 +62,16 @@ def _anchors(pairs: list[str]) -> dict[str, float]:
     return anchors
 
 
+def _aliases(pairs: list[str]) -> dict[str, str]:
+    aliases = {}
+    for pair in pairs:
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new:
+            raise SystemExit(f"pointsman: --alias takes NAME=CANONICAL, got {pair!r}")
+        aliases[old] = new
+    return aliases
+
+
 def _train_verifier(args: argparse.Namespace) -> int:
     from pointsman.evaluation.cascade import train_verifier
     from pointsman.evaluation.datasets import load_answer_table
@@ -83,12 +93,13 @@ def _train(args: argparse.Namespace) -> int:
         return _train_verifier(args)
     from pointsman.training import load_data, train
 
-    data = load_data(args.data, args.prices, progress=True, max_seq_length=args.max_tokens, encoder=args.encoder or "static")
+    data = load_data(args.data, args.prices, progress=True, max_seq_length=args.max_tokens, encoder=args.encoder or "static",
+                     aliases=_aliases(args.alias))
     table = data.table
     print(table.summary(), file=sys.stderr)
-    predictor = train(data, args.predictor, _anchors(args.anchor))
+    predictor = train(data, args.predictor, _anchors(args.anchor), models=args.models)
     predictor.save(args.output)
-    print(f"wrote {args.output}: {args.predictor} router over {len(table.models)} models, {len(table)} prompts", file=sys.stderr)
+    print(f"wrote {args.output}: {args.predictor} router over {len(predictor.model_names)} models, {len(table)} prompts", file=sys.stderr)
     return 0
 
 
@@ -172,9 +183,31 @@ def _eval_cascade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_cross_source(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pointsman.evaluation.cross_source import cross_source, load_sources, router_scorer, tables_markdown
+
+    sources = load_sources(args.data, encoder=args.encoder, progress=True)
+    if len(sources) < 2:
+        raise ValueError("--cross-source needs two or more sources (or a folder holding them, like ../shared/data)")
+    extra = {Path(p).name: router_scorer(p) for p in args.router}
+    result = cross_source(sources, folds=args.folds, extra=extra, log=lambda line: print(line, file=sys.stderr))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = tables_markdown(result)
+    (out / "cross_source.md").write_text(markdown)
+    (out / "cross_source.json").write_text(json.dumps(result, indent=1))
+    print(markdown)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     if args.cascade:
         return _eval_cascade(args)
+    if args.cross_source:
+        return _eval_cross_source(args)
     import json
     from pathlib import Path
 
@@ -213,9 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="train a router on per-prompt outcomes")
     train.add_argument("data", nargs="+", help=data_help)
     train.add_argument("-o", "--output", required=True, help="the router artefact to write (.npz)")
-    train.add_argument("--predictor", default="knn", choices=["knn", "linear", "mlp", "mf"],
+    train.add_argument("--predictor", default="knn", choices=["knn", "linear", "mlp", "mf", "transfer"],
                        help="knn; linear (logistic head); mlp (one hidden layer, 3 members; the best single head on "
-                            "MMLU in bench/router); mf (matrix factorisation: N models, new models from few labels)")
+                            "MMLU in bench/router); mf (matrix factorisation: N models, new models from few labels); "
+                            "transfer (harmonised labels of every source, task-type cues out of distribution: the "
+                            "shipped default; bench/router/CROSS_SOURCE.md)")
+    train.add_argument("--alias", action="append", default=[], metavar="NAME=CANONICAL",
+                       help="one model under two names in two data sets: rename NAME to CANONICAL")
+    train.add_argument("--models", nargs="+", metavar="MODEL",
+                       help="predict only these models (with transfer, the others still shape the labels)")
     train.add_argument("--prices", help="prices CSV: model,input_usd_per_mtok,output_usd_per_mtok")
     train.add_argument("--anchor", action="append", default=[], metavar="MODEL=PRIOR",
                        help="quality prior (0..1) of a trained model, so the router can place pool models it has not seen")
@@ -266,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--cascade", action="store_true",
                           help="compare routing only, cascade only and cascade routing (DATA must hold answers)")
     evaluate.add_argument("--tail-chars", type=int, default=0, help="with --cascade: the verifier's answer-tail window")
+    evaluate.add_argument("--cross-source", action="store_true",
+                          help="train on every source but one, test on the one left out (each DATA is a source; a folder "
+                               "like ../shared/data stands for all its sources): random, length, task-type, kNN and "
+                               "the transfer router, with reliability of its confidence; --folds for in-distribution")
+    evaluate.add_argument("--router", action="append", default=[], metavar="NPZ",
+                          help="with --cross-source: a trained router file to add as a row (e.g. the shipped default)")
     evaluate.set_defaults(handler=_eval)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING) if hasattr(args, "log_level") else logging.WARNING)

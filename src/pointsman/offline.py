@@ -36,7 +36,9 @@ def _own_pool(router_path: str, prices_path: str | None) -> Config:
     from pointsman.evaluation.datasets import read_prices_csv
     from pointsman.predictors import load_predictor
 
-    predictor = load_predictor(router_path)
+    from pointsman.routing.semantic import router_file
+
+    predictor = load_predictor(router_file(router_path))
     prices = {m: (p.input_per_mtok, p.output_per_mtok) for m, p in read_prices_csv(prices_path).items()} if prices_path \
         else {m: tuple(v) for m, v in (predictor.info.get("prices") or {}).items()}
     anchors = predictor.info.get("anchor_quality") or {}

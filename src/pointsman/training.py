@@ -19,6 +19,7 @@ from pointsman.evaluation.datasets import (
     ModelPrice,
     OutcomeTable,
     embed_prompts,
+    load_alpacaeval,
     load_arena_bench,
     load_long_format,
     load_routellm_gsm8k,
@@ -26,13 +27,15 @@ from pointsman.evaluation.datasets import (
     read_prices_csv,
 )
 
-PREDICTORS = ("knn", "linear", "mlp", "mf")
+PREDICTORS = ("knn", "linear", "mlp", "mf", "transfer")
 
 
 def load_table(path: str | Path, prices: dict[str, ModelPrice] | None = None) -> OutcomeTable:
     path = Path(path)
     if path.is_dir() and (path / "question.jsonl").exists():
         return load_arena_bench(path)
+    if path.is_dir() and (path / "instructions.jsonl").exists() and (path / "outcomes.jsonl").exists():
+        return load_alpacaeval(path)
     if path.is_dir() and path.name == "mmlu":
         return load_routellm_mmlu(path.parent)
     if path.is_dir() and (path / "mmlu").is_dir():
@@ -65,11 +68,33 @@ def stack(tables: list[OutcomeTable]) -> OutcomeTable:
     for table in tables:
         prices.update(table.prices)
     first = tables[0]
+    label_kinds: dict[str, str] = {}
+    pairs: dict[str, tuple[str, str]] = {}
+    for table in tables:
+        for source in set(table.source_of_rows()):
+            label_kinds[source] = table.label_kind(source)
+            strong, weak = table.pair_of(source)
+            if strong and weak:
+                pairs[source] = (strong, weak)
+    references = [t.reference_tokens if t.reference_tokens is not None else np.full(len(t), np.nan) for t in tables]
     return OutcomeTable(name="+".join(t.name for t in tables), prompts=[p for t in tables for p in t.prompts],
                         models=models, scores=scores, cost=cost,
                         input_tokens=np.concatenate([t.input_tokens for t in tables]), prices=prices,
+                        output_tokens=_stack_outputs(tables, models),
                         score_range=(0.0, 1.0), strong=first.strong, weak=first.weak,
-                        notes=[note for t in tables for note in t.notes])
+                        notes=[note for t in tables for note in t.notes],
+                        sources=[s for t in tables for s in t.source_of_rows()], label_kinds=label_kinds, pairs=pairs,
+                        reference_tokens=np.concatenate(references))
+
+
+def _stack_outputs(tables: list[OutcomeTable], models: list[str]) -> np.ndarray:
+    out = np.full((sum(len(t) for t in tables), len(models)), np.nan)
+    row = 0
+    for table in tables:
+        if table.output_tokens is not None:
+            out[row:row + len(table), [models.index(m) for m in table.models]] = table.output_tokens
+        row += len(table)
+    return out
 
 
 @dataclass
@@ -81,8 +106,23 @@ class TrainingData:
     encoder: str = ""  # the encoder's model id
 
 
+def rename_models(table: OutcomeTable, aliases: dict[str, str]) -> OutcomeTable:
+    """The same table with models renamed (one model called differently in two data sets)."""
+    if not aliases or not set(aliases) & set(table.models):
+        return table
+    models = [aliases.get(m, m) for m in table.models]
+    if len(set(models)) != len(models):
+        raise ValueError(f"{table.name}: --alias would give two of its models the same name")
+    from dataclasses import replace
+
+    return replace(table, models=models, prices={aliases.get(k, k): v for k, v in table.prices.items()},
+                   strong=aliases.get(table.strong or "", table.strong), weak=aliases.get(table.weak or "", table.weak),
+                   pairs={s: (aliases.get(a, a), aliases.get(b, b)) for s, (a, b) in table.pairs.items()})
+
+
 def load_data(paths: list[str], prices_path: str | None = None, progress: bool = False,
-              max_seq_length: int | None = None, encoder: str = "static") -> TrainingData:
+              max_seq_length: int | None = None, encoder: str = "static",
+              aliases: dict[str, str] | None = None) -> TrainingData:
     """Read and embed each source (embeddings are cached per source, so stacking costs no re-embedding).
 
     ``encoder``: ``static`` (the distilled token table tier 2 routes with by default; reads 512 tokens)
@@ -94,7 +134,7 @@ def load_data(paths: list[str], prices_path: str | None = None, progress: bool =
 
     window = int(max_seq_length or default_window(encoder))
     prices = read_prices_csv(prices_path) if prices_path else None
-    tables = [load_table(p, prices) for p in paths]
+    tables = [rename_models(load_table(p, prices), aliases or {}) for p in paths]
     embedder = make_encoder(encoder, max_seq_length=window)
     embedded = [embed_prompts(t.prompts, encoder=embedder, progress=progress) for t in tables]
     return TrainingData(stack(tables), np.concatenate([e for e, _ in embedded]), np.concatenate([f for _, f in embedded]),
@@ -109,27 +149,65 @@ def make_predictor(kind: str, n_train: int = 0) -> Any:
     if kind == "mlp":  # the configuration bench/router evaluates (evaluation/report.py candidates)
         return LinearPredictor("mlp", hidden=128, epochs=20 if n_train > 5000 else 40, weight_decay=1e-3,
                                dropout=0.2, n_members=3)
+    if kind == "transfer":
+        from pointsman.predictors.transfer import TransferPredictor
+
+        return TransferPredictor()
     return {"knn": KNNPredictor, "linear": LinearPredictor, "mf": MFPredictor}[kind]()
 
 
-def train(data: TrainingData, kind: str, anchors: dict[str, float]) -> Any:
+def train(data: TrainingData, kind: str, anchors: dict[str, float], models: list[str] | None = None) -> Any:
+    """A router of ``kind`` on ``data``; ``models``: predict only these (the others still shape the labels
+    of a transfer router, and are dropped before training any other kind)."""
     table = data.table
-    predictor = make_predictor(kind, len(table)).fit(data.embeddings, data.features, table.scores, model_names=table.models,
-                                         score_range=table.score_range)
+    unknown_models = sorted(set(models or ()) - set(table.models))
+    if unknown_models:
+        raise ValueError(f"--models names models the data does not have: {unknown_models}")
+    predictor = make_predictor(kind, len(table))
+    if kind == "transfer":
+        from pointsman.evaluation.labels import gain_labels
+
+        labels = gain_labels(table)
+        gain = np.where(labels.absolute(), labels.gain, np.nan)
+        kept = table.select_models(models) if models else table
+        predictor.fit(data.embeddings, data.features, kept.normalised_scores(), model_names=kept.models,
+                      score_range=(0.0, 1.0), gain=gain, sources=labels.sources)
+        predictor.info["label_sources"] = labels.source_stats
+        table = kept
+    else:
+        if models:
+            table = table.select_models(models)
+            rows = ~np.isnan(table.scores).all(axis=1)
+            table, data = table.subset(rows), TrainingData(table.subset(rows), data.embeddings[rows], data.features[rows],
+                                                           data.max_seq_length, data.encoder)
+        predictor.fit(data.embeddings, data.features, table.scores, model_names=table.models, score_range=table.score_range)
     unknown = sorted(set(anchors) - set(table.models))
     if unknown:
         raise ValueError(f"--anchor names models the data does not have: {unknown}")
-    output = table.output_tokens
     predictor.info.update({
         "trained_on": table.name, "prompts": len(table),
         # the gateway embeds with the same window (routing/semantic.py reads it)
         "max_seq_length": int(data.max_seq_length), "encoder": data.encoder,
         "anchor_quality": anchors,
         "prices": {m: [p.input_per_mtok, p.output_per_mtok] for m, p in table.prices.items()},
-        "mean_output_tokens": {m: float(np.nanmean(output[:, j])) for j, m in enumerate(table.models)
-                               if output is not None and not np.isnan(output[:, j]).all()},
+        "mean_output_tokens": _mean_output_tokens(table),
     })
     return predictor
+
+
+def _mean_output_tokens(table: OutcomeTable) -> dict[str, float]:
+    """Each model's mean answer length, every source weighted the same (a source of one-letter answers
+    does not stand for the rest)."""
+    if table.output_tokens is None:
+        return {}
+    names = np.array(table.source_of_rows())
+    out = {}
+    for j, model in enumerate(table.models):
+        means = [float(np.nanmean(table.output_tokens[names == s, j])) for s in dict.fromkeys(names.tolist())
+                 if not np.isnan(table.output_tokens[names == s, j]).all()]
+        if means:
+            out[model] = float(np.mean(means))
+    return out
 
 
 @dataclass

@@ -49,7 +49,7 @@ import numpy as np
 
 from pointsman.cascade.answer_features import ANSWER_FEATURE_NAMES, ANSWER_FEATURES_VERSION, answer_features, answer_tail
 from pointsman.cascade.base import AnswerContext, Verdict, Verifier
-from pointsman.embed.features import FEATURE_NAMES, FEATURES_VERSION
+from pointsman.embed.features import feature_meta, feature_width
 from pointsman.predictors.base import read_artefact, write_artefact
 
 from pointsman.embed.encoder import MODEL_ID as MINILM_MODEL_ID
@@ -151,7 +151,8 @@ class LearnedVerifier(Verifier):
 
     # ------------------------------------------------------------------ fitting
     def _standardise(self, PF: np.ndarray, AF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pf = np.clip((np.asarray(PF, dtype=np.float64) - self.pf_mean) / self.pf_std, -6, 6)
+        PF = np.asarray(PF, dtype=np.float64)[:, :len(self.pf_mean)]  # a verifier of older features reads its prefix
+        pf = np.clip((PF - self.pf_mean) / self.pf_std, -6, 6)
         af = np.clip((np.asarray(AF, dtype=np.float64) - self.af_mean) / self.af_std, -6, 6)
         return pf, af
 
@@ -255,7 +256,7 @@ class LearnedVerifier(Verifier):
                        "interactions": self.interactions, "prompt_tokens": self.prompt_tokens, "encoder": self.encoder},
             "platt": list(self.platt), "kappa": self.kappa, "model_means": self.model_means,
             "default_prior": self.default_prior,
-            "feature_names": list(FEATURE_NAMES), "features_version": FEATURES_VERSION,
+            **dict(zip(("feature_names", "features_version"), feature_meta(len(self.pf_mean)))),
             "answer_feature_names": list(ANSWER_FEATURE_NAMES), "answer_features_version": ANSWER_FEATURES_VERSION,
             "embed_dim": self.embed_dim, "info": self.info,
         }
@@ -268,8 +269,10 @@ class LearnedVerifier(Verifier):
     def load(cls, path: str | os.PathLike, embedder: Any = None, priors: dict[str, float] | None = None
              ) -> "LearnedVerifier":
         arrays, meta = read_artefact(path, VERIFIER_FORMAT)
-        if tuple(meta["feature_names"]) != FEATURE_NAMES or meta["features_version"] != FEATURES_VERSION:
-            raise ValueError(f"{path}: trained with a different prompt-feature set; retrain it")
+        try:
+            feature_width(meta["feature_names"], int(meta["features_version"]))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         if (tuple(meta["answer_feature_names"]) != ANSWER_FEATURE_NAMES
                 or meta["answer_features_version"] != ANSWER_FEATURES_VERSION):
             raise ValueError(f"{path}: trained with a different answer-feature set; retrain it")
@@ -285,14 +288,18 @@ class LearnedVerifier(Verifier):
         obj.model_means = {k: float(v) for k, v in meta["model_means"].items()}
         obj.default_prior = float(meta["default_prior"])
         obj.info = meta.get("info", {})
-        expected = X_dim(obj.tail_chars, obj.interactions, obj.embed_dim)
+        expected = X_dim(obj.tail_chars, obj.interactions, obj.embed_dim, len(obj.pf_mean))
         if obj.coef.shape != (expected,):
             raise ValueError(f"{path}: coefficient vector has shape {obj.coef.shape}, expected ({expected},)")
         return obj
 
 
-def X_dim(tail_chars: int, interactions: bool, embed_dim: int = 384) -> int:  # noqa: N802 - the design matrix's width
-    base = embed_dim + (embed_dim if tail_chars else 0) + len(FEATURE_NAMES) + len(ANSWER_FEATURE_NAMES)
+def X_dim(tail_chars: int, interactions: bool, embed_dim: int = 384, prompt_features: int | None = None) -> int:  # noqa: N802
+    """The design matrix's width."""
+    from pointsman.embed.features import FEATURE_NAMES
+
+    width = len(FEATURE_NAMES) if prompt_features is None else prompt_features
+    base = embed_dim + (embed_dim if tail_chars else 0) + width + len(ANSWER_FEATURE_NAMES)
     return base * (2 if interactions else 1) + 2
 
 

@@ -1,8 +1,15 @@
-"""Cheap prompt features: what the 256-token embedding cannot see (length beyond truncation, shape).
+"""Cheap prompt features: what the embedding cannot see (length beyond truncation, shape, task type).
 
 Pure Python + numpy, microseconds per prompt. The order of :data:`FEATURE_NAMES` is part of the
-trained-artifact contract: predictors store it and refuse a mismatch, so bump
-:data:`FEATURES_VERSION` whenever a feature changes.
+trained-artifact contract: artefacts store the names they were trained with and read only that many
+leading columns (:func:`feature_width`), so new features are appended at the end, never inserted, and
+:data:`FEATURES_VERSION` is bumped whenever an existing feature changes.
+
+The ``task_*`` features count cues of a task type (code, math, multi-step reasoning, structured
+extraction, writing, role-play) by hand-written patterns. A static embedding mostly sees a prompt's
+topic; what kind of task it is, which is what decides whether a stronger model helps, is in its verbs
+and markers, and those mean the same on any traffic (predictors/transfer.py leans on them out of
+distribution). The patterns only say what a type looks like, never how much a stronger model helps.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
+# the first version's features are the first 21 columns, unchanged (artefacts of version 1 read those)
+_COMPATIBLE_PREFIXES = {1: 21}
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_tokens",        # log1p(tokens before truncation)
@@ -37,7 +46,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "quantity_words",    # log1p(count of each/per/times/twice/half/total/remaining/percent/...)
     "log_last_sentence", # log1p(words in the last sentence: the actual ask)
     "negations",         # log1p(count of not/except/least/false/incorrect/never: inverted questions)
+    "task_code",         # log1p(cues of a programming task: code fences, languages, code words)
+    "task_math",         # log1p(cues of a calculation or proof)
+    "task_reasoning",    # log1p(cues of a puzzle or multi-step deduction)
+    "task_extraction",   # log1p(cues of extracting or reformatting given text into a structure)
+    "task_writing",      # log1p(cues of a creative or editing writing task)
+    "task_roleplay",     # log1p(cues of a persona or role-play)
 )
+TASK_TYPES = ("code", "math", "reasoning", "extraction", "writing", "roleplay")
 
 _NUM = re.compile(r"\d+(?:[.,]\d+)?")
 _MATH = re.compile(r"[+\-*/=^<>%$]|\\(?:frac|sqrt|sum|int|cdot|times|le|ge)")
@@ -49,6 +65,71 @@ _DECFRAC = re.compile(r"\d+\.\d+|\d+\s*/\s*\d+|\d+\s*%|percent")
 _NEG = re.compile(r"\b(?:not|except|least|false|incorrect|never|cannot)\b", re.IGNORECASE)
 _QUANT = re.compile(r"\b(?:each|per|times|twice|thrice|half|third|quarter|total|remaining|rest|left|more|less|"
                     r"fewer|every|average|ratio|profit|cost|costs|price|discount|rate)\b", re.IGNORECASE)
+
+
+_TASK_CUES: dict[str, tuple[re.Pattern[str], ...]] = {name: tuple(re.compile(p, re.IGNORECASE) for p in patterns) for name, patterns in {
+    "code": (
+        r"```",
+        r"\b(?:python|javascript|typescript|java|c\+\+|c#|golang|rust|ruby|php|kotlin|swift|scala|haskell|perl|bash|"
+        r"shell script|powershell|sql|html|css|verilog|matlab|react|django|flask|node\.?js|pandas|numpy|docker|"
+        r"kubernetes|git)\b",
+        r"\b(?:function|method|class|compiler?|debug|bug|stack ?trace|exception|syntax|algorithm|recursion|api|"
+        r"endpoint|regex|regular expression|script|program|code|snippet|implement|refactor|unit test)\b",
+        r"\b(?:def|return|import|const|var|let|public|void|print|printf|console\.log)\b[^\n]{0,40}[(){};=]",
+    ),
+    "math": (
+        r"\b(?:solve|calculate|compute|evaluate|simplify|integral|integrate|derivative|differentiate|equation|"
+        r"inequality|polynomial|matrix|determinant|eigen\w*|probability|expected value|variance|prime|factori[sz]e|"
+        r"theorem|prove that|lemma|geometry|triangle|circle|radius|area of|volume of|how many|how much)\b",
+        r"\d\s*[-+*/^×÷=<>]\s*\d",
+        r"[=^√∑∫π]|\\frac|\\sqrt|\bx\s*=|\bf\(x\)",
+        r"\b\d+(?:\.\d+)?\s*%",
+    ),
+    "reasoning": (
+        r"\b(?:riddle|puzzle|logic(?:al)?|deduce|infer|step[- ]by[- ]step|think carefully|reasoning|paradox|"
+        r"brain ?teaser|which (?:one|of these) is|true or false|what day)\b",
+        r"\bif\b[^.?!]{0,60}\bthen\b",
+    ),
+    "extraction": (
+        r"\b(?:extract|parse|identify all|list (?:all|every)|pull out|tabulate|in (?:a )?table|as (?:a )?(?:json|table|"
+        r"csv|list|yaml)|json|csv|yaml|xml|classify|categori[sz]e|label each)\b",
+        r"\b(?:from|in) the (?:following|text|passage|paragraph|article|document|email|data|table)\b",
+    ),
+    "writing": (
+        r"\b(?:write|compose|draft|craft)\b[^.?!]{0,40}\b(?:poem|story|essay|song|lyrics|letter|email|blog|article|"
+        r"speech|toast|screenplay|novel|haiku|limerick|sonnet|tweet|post|review|description|slogan|proposal)\b",
+        r"\b(?:rewrite|rephrase|paraphrase|proofread|polish) (?:this|the|my|following)\b",
+    ),
+    "roleplay": (
+        r"\b(?:pretend|role-?play|act as|acting as|imagine you are|imagine yourself|in the (?:voice|style|persona) of|"
+        r"embody|take on the (?:role|persona)|stay in character|let'?s play)\b",
+        r"\byou are an? \w+",
+    ),
+}.items()}
+_CUE_CHARS = 4000  # the cues are read in the prompt's first characters: the ask is near the start or the end
+
+
+def task_cues(text: str) -> list[float]:
+    """log1p(count of each task type's cues), in :data:`TASK_TYPES` order."""
+    head = text if len(text) <= 2 * _CUE_CHARS else text[:_CUE_CHARS] + "\n" + text[-_CUE_CHARS:]
+    return [math.log1p(sum(len(p.findall(head)) for p in patterns)) for patterns in _TASK_CUES.values()]
+
+
+def feature_width(names: Sequence[str], version: int) -> int:
+    """How many leading columns of today's features an artefact trained with ``names`` reads; ValueError
+    when its features are not a prefix of today's (then it must be retrained)."""
+    names = tuple(names)
+    if names == FEATURE_NAMES[:len(names)] and (version == FEATURES_VERSION or _COMPATIBLE_PREFIXES.get(version) == len(names)):
+        return len(names)
+    raise ValueError("artefact was trained with a different prompt-feature set; retrain it")
+
+
+def feature_meta(width: int) -> tuple[list[str], int]:
+    """(names, version) to record for an artefact that reads the first ``width`` features."""
+    if width == len(FEATURE_NAMES):
+        return list(FEATURE_NAMES), FEATURES_VERSION
+    version = next((v for v, w in _COMPATIBLE_PREFIXES.items() if w == width), FEATURES_VERSION)
+    return list(FEATURE_NAMES[:width]), version
 
 
 def _num_value(s: str) -> float:
@@ -102,5 +183,6 @@ def prompt_features(texts: Sequence[str], n_tokens: Sequence[int] | np.ndarray, 
             math.log1p(len(_QUANT.findall(t))),
             math.log1p(len(_last_sentence(t).split())),
             math.log1p(len(_NEG.findall(t))),
+            *task_cues(t),
         )
     return out

@@ -6,16 +6,22 @@ Supported layouts
   ``prompt`` then one boolean column per model (and for GSM8K ``<model>_response`` text columns).
   RouteLLM's ``*_contaminated_prompts.jsonl`` (the ``eval_prompt`` field) are excluded by default.
 * arena-bench (``question.jsonl``, ``scores.jsonl``, ``answers.jsonl``, ``prices.csv``).
+* AlpacaEval per-instruction judgments (``instructions.jsonl``, ``outcomes.jsonl``).
 * The documented **long format**, JSONL or CSV, one row per (prompt, model) outcome::
 
       {"prompt": "...", "model": "gpt-4o", "score": 1.0,
        "input_tokens": 120, "output_tokens": 350, "cost": 0.0042,   # optional
-       "prompt_id": "q17", "group": "math"}                         # optional
+       "prompt_id": "q17", "group": "math",                         # optional
+       "source": "support-chat", "label_kind": "judge_score"}       # optional: see below
 
   ``score`` is any number where higher is better (0/1 correctness, a 1-10 judge score, ...).
   Rows with the same ``prompt_id`` (or, without it, the same prompt text) form one prompt;
   several rows for one (prompt, model) pair are averaged. ``cost`` (USD) wins over tokens x prices;
   prices (USD per million tokens) come from a prices CSV ``model,input_usd_per_mtok,output_usd_per_mtok``.
+  ``source`` names the data set a row comes from and ``label_kind`` what its score means:
+  ``correctness``, ``judge_score`` (an absolute grade) or ``preference`` (the probability of beating a
+  reference model's answer; then ``reference_tokens`` gives that answer's length). Sources are
+  harmonised before training (evaluation/labels.py), so scores of different kinds can be mixed.
 
 Token counts where a source gives none are estimated as ``ceil(chars / 4)``
 (:data:`CHARS_PER_TOKEN`), the usual rule of thumb, and flagged in ``OutcomeTable.notes``.
@@ -44,7 +50,9 @@ __all__ = [
     "load_routellm_mmlu",
     "load_routellm_gsm8k",
     "load_arena_bench",
+    "load_alpacaeval",
     "load_long_format",
+    "LABEL_KINDS",
     "write_long_format",
     "read_prices_csv",
     "embed_prompts",
@@ -64,6 +72,8 @@ ROUTELLM_BLENDED_PRICES = {
     "mistralai/Mixtral-8x7B-Instruct-v0.1": 0.24,
 }
 ROUTELLM_STRONG = "gpt-4-1106-preview"
+# what a source's score means (OutcomeTable.label_kinds); the long format's optional `label_kind` column
+LABEL_KINDS = ("correctness", "judge_score", "preference")
 ROUTELLM_WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 
 
@@ -99,6 +109,11 @@ class OutcomeTable:
         score_range: (low, high) of the score scale, used to normalise scores to [0, 1].
         strong, weak: the reference pair for two-model metrics (PGR/APGR/CPT), if the data has one.
         notes: free-text remarks about how the table was built (estimates, exclusions).
+        sources: per-prompt source name (which data set the row came from), or None (all one source:
+            ``name``). Label harmonisation (evaluation/labels.py) and cross-source tests read it.
+        label_kinds: what each source's score means: ``correctness`` (0/1 or a share correct),
+            ``judge_score`` (an absolute grade, e.g. 1-10), ``preference`` (probability of beating a
+            reference model's answer, which is then in ``reference_tokens``: its length per prompt).
     """
 
     name: str
@@ -115,6 +130,10 @@ class OutcomeTable:
     strong: str | None = None
     weak: str | None = None
     notes: list[str] = field(default_factory=list)
+    sources: list[str] | None = None
+    label_kinds: dict[str, str] = field(default_factory=dict)
+    reference_tokens: np.ndarray | None = None
+    pairs: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> its own (strong, weak), if stacked
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
@@ -131,6 +150,21 @@ class OutcomeTable:
             self.ids = [str(i) for i in range(n)]
         if self.groups is not None and len(self.groups) != n:
             raise ValueError("groups must have one entry per prompt")
+        if self.sources is not None and len(self.sources) != n:
+            raise ValueError("sources must have one entry per prompt")
+        unknown = set(self.label_kinds.values()) - set(LABEL_KINDS)
+        if unknown:
+            raise ValueError(f"unknown label_kind {sorted(unknown)}; choose from {', '.join(LABEL_KINDS)}")
+
+    def source_of_rows(self) -> list[str]:
+        return list(self.sources) if self.sources is not None else [self.name] * len(self.prompts)
+
+    def pair_of(self, source: str) -> tuple[str | None, str | None]:
+        """The (strong, weak) reference pair of one source (a stacked table keeps each source's own)."""
+        return self.pairs.get(source, (self.strong, self.weak))
+
+    def label_kind(self, source: str) -> str:
+        return self.label_kinds.get(source, "correctness" if self.score_range == (0.0, 1.0) else "judge_score")
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -154,6 +188,8 @@ class OutcomeTable:
             groups=None if self.groups is None else take(self.groups),
             ids=take(self.ids),
             notes=list(self.notes),
+            sources=None if self.sources is None else take(self.sources),
+            reference_tokens=None if self.reference_tokens is None else self.reference_tokens[idx],
         )
 
     def select_models(self, names: Sequence[str]) -> "OutcomeTable":
@@ -178,11 +214,16 @@ class OutcomeTable:
         return (self.scores - lo) / (hi - lo)
 
     def summary(self) -> str:
-        means = np.nanmean(self.scores, axis=0)
-        costs = np.nanmean(self.cost, axis=0)
+        def column_means(values: np.ndarray) -> np.ndarray:  # NaN for a column without values, without a warning
+            known = ~np.isnan(values)
+            return np.where(known.any(axis=0), np.where(known, values, 0).sum(axis=0) / np.maximum(known.sum(axis=0), 1),
+                            np.nan)
+
+        means, costs = column_means(self.scores), column_means(self.cost)
         lines = [f"{self.name}: {len(self)} prompts x {len(self.models)} models"]
         for j in np.argsort(-means):
-            lines.append(f"  {self.models[j]:<40s} score {means[j]:.3f}  cost/prompt ${costs[j]:.6f}")
+            cost = f"${costs[j]:.6f}" if not np.isnan(costs[j]) else "unknown"
+            lines.append(f"  {self.models[j]:<40s} score {means[j]:.3f}  cost/prompt {cost}")
         return "\n".join(lines)
 
 
@@ -245,7 +286,7 @@ def _routellm_table(name, prompts, cols, models, out_tokens, groups, notes) -> O
     return OutcomeTable(
         name=name, prompts=prompts, models=models, scores=scores, cost=cost,
         input_tokens=in_tok, output_tokens=out_tokens, prices=prices, groups=groups,
-        score_range=(0.0, 1.0),
+        score_range=(0.0, 1.0), label_kinds={name: "correctness"},
         strong=ROUTELLM_STRONG if ROUTELLM_STRONG in models else None,
         weak=ROUTELLM_WEAK if ROUTELLM_WEAK in models else None,
         notes=notes,
@@ -371,10 +412,49 @@ def load_arena_bench(root: str | os.PathLike, prices_path: str | os.PathLike | N
     return OutcomeTable(
         name="arena-bench", prompts=prompts, models=models, scores=scores, cost=cost,
         input_tokens=in_tok, output_tokens=out_tok, prices=prices, ids=qids,
-        score_range=(1.0, 10.0), strong="gpt-4-1106-preview" if "gpt-4-1106-preview" in mpos else None,
+        score_range=(1.0, 10.0), label_kinds={"arena-bench": "judge_score"}, strong="gpt-4-1106-preview" if "gpt-4-1106-preview" in mpos else None,
         weak="Mixtral-8x7B-Instruct-v0.1" if "Mixtral-8x7B-Instruct-v0.1" in mpos else None,
         notes=notes,
     )
+
+
+ALPACAEVAL_REFERENCE = "gpt4_1106_preview"
+
+
+def load_alpacaeval(root: str | os.PathLike, weak: str = "gpt-3.5-turbo-1106") -> OutcomeTable:
+    """AlpacaEval per-instruction judgments: score = the judge's probability that a model's answer beats the
+    reference model's (GPT-4-1106; it scores 0.5 against itself). Lengths are kept (output tokens = chars/4,
+    ``reference_tokens``) because the judge favours long answers: harmonised training removes that (see
+    :func:`pointsman.evaluation.labels.gain_labels`). No prices: cost is NaN."""
+    root = Path(root)
+    instructions = list(_read_jsonl(root / "instructions.jsonl"))
+    ids = [r["id"] for r in instructions]
+    pos = {k: i for i, k in enumerate(ids)}
+    rows = list(_read_jsonl(root / "outcomes.jsonl"))
+    models = sorted({r["model"] for r in rows})
+    mpos = {m: j for j, m in enumerate(models)}
+    n, m = len(ids), len(models)
+    scores = np.full((n, m), np.nan)
+    out_tok = np.full((n, m), np.nan)
+    ref_tok = np.full(n, np.nan)
+    for r in rows:
+        if r["id"] not in pos or r.get("win") is None:
+            continue
+        i, j = pos[r["id"]], mpos[r["model"]]
+        scores[i, j] = float(r["win"])
+        out_tok[i, j] = math.ceil(float(r.get("output_chars") or 0) / CHARS_PER_TOKEN)
+        if r.get("reference_chars"):
+            ref_tok[i] = math.ceil(float(r["reference_chars"]) / CHARS_PER_TOKEN)
+    prompts = [r["instruction"] for r in instructions]
+    table = OutcomeTable(
+        name="alpacaeval", prompts=prompts, models=models, scores=scores, cost=np.full((n, m), np.nan),
+        input_tokens=estimate_tokens(prompts), output_tokens=out_tok, groups=[r.get("dataset") or "" for r in instructions],
+        ids=ids, score_range=(0.0, 1.0), strong=ALPACAEVAL_REFERENCE if ALPACAEVAL_REFERENCE in mpos else None,
+        weak=weak if weak in mpos else None,
+        notes=["AlpacaEval 2.0: GPT-4-turbo judge's preference against GPT-4-1106's answer (length-biased)"],
+        label_kinds={"alpacaeval": "preference"}, reference_tokens=ref_tok,
+    )
+    return table
 
 
 # ----------------------------------------------------------------------------- long format
@@ -416,6 +496,9 @@ def load_long_format(
     in_tok: list[float] = []
     model_pos: dict[str, int] = {}
     cells: dict[tuple[int, int], list[list[float]]] = {}
+    row_sources: list[str] = []
+    references: list[float] = []
+    label_kinds: dict[str, str] = {}
     for p in paths:
         for lineno, row in enumerate(_iter_long_rows(Path(p)), 1):
             try:
@@ -433,6 +516,13 @@ def load_long_format(
                 ids.append(str(row.get("prompt_id") or len(ids)))
                 groups.append(row.get("group") or None)
                 in_tok.append(_num(row.get("input_tokens")))
+                row_sources.append(str(row.get("source") or name))
+                references.append(_num(row.get("reference_tokens")))
+            kind = row.get("label_kind")
+            if kind:
+                source = row_sources[key_pos[key]]
+                if label_kinds.setdefault(source, str(kind)) != kind:
+                    raise ValueError(f"{p}:{lineno}: source {source!r} has two label kinds ({label_kinds[source]}, {kind})")
             i = key_pos[key]
             if math.isnan(in_tok[i]):
                 in_tok[i] = _num(row.get("input_tokens"))
@@ -481,6 +571,8 @@ def load_long_format(
         output_tokens=out_tok, prices={k: v for k, v in prices.items() if k in model_pos},
         groups=[g or "" for g in groups] if has_groups else None, ids=ids,
         score_range=score_range, strong=strong, weak=weak, notes=notes,
+        sources=row_sources if set(row_sources) != {name} else None, label_kinds=label_kinds,
+        reference_tokens=np.array(references) if not np.isnan(references).all() else None,
     )
 
 
@@ -500,6 +592,12 @@ def write_long_format(table: OutcomeTable, path: str | os.PathLike) -> None:
                     row["cost"] = float(table.cost[i, j])
                 if table.groups is not None:
                     row["group"] = table.groups[i]
+                source = table.source_of_rows()[i]
+                if table.sources is not None:
+                    row["source"] = source
+                row["label_kind"] = table.label_kind(source)
+                if table.reference_tokens is not None and not np.isnan(table.reference_tokens[i]):
+                    row["reference_tokens"] = float(table.reference_tokens[i])
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

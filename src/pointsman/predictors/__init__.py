@@ -12,6 +12,7 @@ from pointsman.predictors.ensemble import EnsemblePredictor
 from pointsman.predictors.knn import KNNPredictor
 from pointsman.predictors.linear import LinearPredictor
 from pointsman.predictors.mf import MFPredictor
+from pointsman.predictors.transfer import TransferPredictor
 
 __all__ = ["QualityPredictor", "load_predictor", "EnsemblePredictor", "KNNPredictor", "LinearPredictor", "MFPredictor",
-           "choose_by_lambda", "choose_by_floor", "decision_confidence", "lambda_grid", "sweep"]
+           "TransferPredictor", "choose_by_lambda", "choose_by_floor", "decision_confidence", "lambda_grid", "sweep"]

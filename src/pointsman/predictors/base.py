@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from pointsman.embed.features import FEATURE_NAMES, FEATURES_VERSION
+from pointsman.embed.features import FEATURES_VERSION, feature_meta, feature_width
 
 __all__ = ["QualityPredictor", "load_predictor", "register", "ARTIFACT_FORMAT", "FeatureScaler", "write_artefact",
            "read_artefact"]
@@ -64,7 +64,8 @@ class FeatureScaler:
             return np.zeros((n, 0), dtype=np.float32)
         if F is None:
             raise ValueError("this predictor was trained with prompt features; pass them")
-        return np.clip((np.asarray(F, dtype=np.float32) - self.mean) / self.std, -6.0, 6.0)
+        F = np.asarray(F, dtype=np.float32)[:, :len(self.mean)]  # an older artefact reads its leading columns
+        return np.clip((F - self.mean) / self.std, -6.0, 6.0)
 
 
 class QualityPredictor(ABC):
@@ -121,8 +122,8 @@ class QualityPredictor(ABC):
             "model_names": self.model_names,
             "score_range": list(self.score_range),
             "embed_dim": self.embed_dim,
-            "feature_names": list(FEATURE_NAMES) if self.scaler.mean is not None else [],
-            "features_version": FEATURES_VERSION,
+            **dict(zip(("feature_names", "features_version"),
+                       feature_meta(len(self.scaler.mean)) if self.scaler.mean is not None else ([], FEATURES_VERSION))),
             "info": self.info,
         }
         arrays = dict(self._arrays())
@@ -146,8 +147,7 @@ class QualityPredictor(ABC):
         obj.embed_dim = meta["embed_dim"]
         obj.info = meta.get("info", {})
         if "_feat_mean" in arrays:
-            if meta.get("features_version") != FEATURES_VERSION or tuple(meta["feature_names"]) != FEATURE_NAMES:
-                raise ValueError("artefact was trained with a different prompt-feature set; retrain it")
+            feature_width(meta["feature_names"], int(meta.get("features_version") or 0))
             obj.scaler = FeatureScaler(arrays["_feat_mean"], arrays["_feat_std"])
         obj._load_arrays(arrays)
         return obj
@@ -203,7 +203,7 @@ def read_artefact(path: str | os.PathLike, expected_format: str) -> tuple[dict[s
 def load_predictor(path: str | os.PathLike) -> QualityPredictor:
     """Load any registered predictor kind from a ``.npz`` artefact (no pickle)."""
     # make sure the built-in kinds are registered
-    from pointsman.predictors import ensemble, knn, linear, mf  # noqa: F401
+    from pointsman.predictors import ensemble, knn, linear, mf, transfer  # noqa: F401
 
     arrays, meta = read_artefact(path, ARTIFACT_FORMAT)
     kind = meta["kind"]

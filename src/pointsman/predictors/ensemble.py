@@ -63,7 +63,7 @@ class EnsemblePredictor(QualityPredictor):
         return out
 
     def _load_arrays(self, arrays):
-        from pointsman.embed.features import FEATURE_NAMES, FEATURES_VERSION
+        from pointsman.embed.features import feature_meta
 
         members = []
         for i, meta in enumerate(self._member_metas):
@@ -71,8 +71,8 @@ class EnsemblePredictor(QualityPredictor):
             sub = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
             mm = {"params": meta["params"], "model_names": meta["model_names"], "score_range": meta["score_range"],
                   "embed_dim": meta["embed_dim"], "info": meta.get("info", {}),
-                  "feature_names": list(FEATURE_NAMES) if meta.get("has_features") else [],
-                  "features_version": FEATURES_VERSION}
+                  **dict(zip(("feature_names", "features_version"),
+                             feature_meta(len(sub["_feat_mean"])) if "_feat_mean" in sub else ([], 0)))}
             members.append(_REGISTRY[meta["kind"]]._from_meta_arrays(mm, sub))
         self.members = members
         self._member_metas = []

@@ -26,6 +26,11 @@ MIN_SLOPE = 2.0  # logit units per unit of prior: a weaker prior never predicts 
 _EPS = 0.02
 
 
+def router_file(router: str | Path) -> Path:
+    """The artefact a policy's `router:` names: "default" is the one shipped in the package."""
+    return DEFAULT_ROUTER if str(router) == "default" else Path(router)
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, _EPS, 1 - _EPS)
     return np.log(p / (1 - p))
@@ -89,7 +94,7 @@ class SemanticTier:
         self.config = config
         self.pool = {m.name: m for m in pool}
         self.embedders = embedders  # embed.registry.Embedders: the artefact names its encoder
-        self.path = DEFAULT_ROUTER if config.router == "default" else Path(config.router)
+        self.path = router_file(config.router)
         self._lock = threading.Lock()
         self.reload()
 
