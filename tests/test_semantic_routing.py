@@ -138,12 +138,17 @@ async def test_a_fresh_install_routes_auto_with_the_shipped_router():
     config = default_config({"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y"}, include_local=False)
     router = PolicyRouter(config, Pool(config, ReqwestTransport()), Embedders(batch=False))
 
-    async def choose(text: str):
-        return await router.route("auto", RouteContext({"messages": [{"role": "user", "content": text}]}))
+    async def choose(text: str, overrides: dict[str, float] | None = None):
+        return await router.route("auto", RouteContext({"messages": [{"role": "user", "content": text}]}, overrides))
 
-    greeting = await choose("hi, how are you?")
-    word_problem = await choose("Janet has 3 apples and buys 5 more. She gives half away. How many are left?")
-    assert greeting.tier == word_problem.tier == "semantic"
-    assert greeting.model == "gpt-4o-mini"  # easy: the cheapest capable model
-    assert word_problem.model == "gpt-4o"  # GSM8K-like: the shipped router learned Mixtral-class models fail these
-    assert set(greeting.scores) == {m.name for m in config.models}
+    greeting, word_problem, code = "hi, how are you?", \
+        "Janet has 3 apples and buys 5 more. She gives half away. How many are left?", \
+        "Write a Python function that merges two sorted lists and explain its complexity."
+    decided = [await choose(text) for text in (greeting, word_problem, code)]
+    assert {d.tier for d in decided} == {"semantic"}
+    assert set(decided[0].scores) == {m.name for m in config.models}
+    gap = [d.scores["gpt-4o"] - d.scores["gpt-4o-mini"] for d in decided]
+    assert gap[0] < gap[1] < gap[2]  # a greeting needs the frontier model least, code most
+    # the knob moves the line: a setting that keeps the greeting on the cheap model still sends code up
+    thrifty = [await choose(text, {"lambda": 0.33}) for text in (greeting, code)]
+    assert [d.model for d in thrifty] == ["gpt-4o-mini", "gpt-4o"]

@@ -2,7 +2,10 @@
 """Tier-2 decision latency and throughput: the gateway's own semantic tier, end to end.
 
     .venv/bin/python bench/router/latency.py [--runs 62] [--rounds 3] [--concurrency 32] \
-        [--minilm-router /tmp/minilm_router.npz]
+        [--minilm-router /tmp/minilm_router.npz] [--baseline-router /tmp/previous_router.npz]
+
+    # the router a commit shipped, to time it beside today's:
+    git show HEAD~1:src/pointsman/routing/default_router.npz > /tmp/previous_router.npz
 
 What is timed is ``SemanticTier.decide`` on a fresh request, as the gateway runs it: routing text ->
 the artefact's embedder -> tokenise, embed, prompt features -> the router's predictor -> pool mapping
@@ -121,6 +124,8 @@ async def throughput(cfg: Config, prompts: list[str], concurrency: int) -> tuple
 async def main_async(args) -> int:
     have_onnx = importlib.util.find_spec("onnx") is not None
     configs = [Config("static", args.router)]
+    if args.baseline_router:
+        configs.append(Config("static, baseline router", args.baseline_router))
     if args.minilm_router:
         for w in args.windows:
             configs.append(Config(f"minilm-w{w}", args.minilm_router, "minilm", w))
@@ -193,6 +198,8 @@ def main() -> int:
                     help="MiniLM windows to time (with --minilm-router)")
     ap.add_argument("--router", default="default", help="router artefact (default: the shipped one, static embeddings)")
     ap.add_argument("--minilm-router", help="a router trained with --encoder minilm, to time the transformer beside it")
+    ap.add_argument("--baseline-router", help="another static-embedding router (e.g. the previously shipped one), "
+                                              "timed interleaved beside --router")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--requests", type=int, default=640)
     args = ap.parse_args()

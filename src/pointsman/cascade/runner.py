@@ -27,7 +27,7 @@ from pointsman.cascade.base import AnswerContext, Verdict, Verifier, combine
 from pointsman.cascade.decide import DEFAULT_KAPPA, plan as plan_cascade, should_escalate
 from pointsman.cascade.logprobs import LogprobVerifier
 from pointsman.cascade.validators import VALIDATORS
-from pointsman.config.schema import CascadeConfig
+from pointsman.config.schema import DEFAULT_LAMBDA, CascadeConfig
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
@@ -39,7 +39,6 @@ __all__ = ["Cascade", "CascadePlan", "CascadeOutcome", "needs_embedder"]
 
 log = logging.getLogger("pointsman.cascade")
 EXPLICIT_TIERS = frozenset({"direct", "rules", "sticky"})  # a choice someone made on purpose: no cascade
-DEFAULT_LAMBDA = 0.19  # the semantic tier's default knob (config/schema.py), for policies without one
 
 
 async def _checked(verifier: Verifier, item: AnswerContext) -> Verdict | None:

@@ -6,6 +6,8 @@ import msgspec
 
 CAPABILITIES = frozenset({"tools", "vision", "json"})
 
+DEFAULT_LAMBDA = 0.25  # the knob's default (SemanticTierConfig.lambda_); cascades without a semantic tier use it too
+
 
 class Prices(msgspec.Struct, forbid_unknown_fields=True):
     """USD per million tokens."""
@@ -78,9 +80,9 @@ class SemanticTierConfig(msgspec.Struct, forbid_unknown_fields=True):
     """
 
     router: str = "default"  # "default" = the router shipped in the package, or a path to a trained .npz
-    # 0.19: with the shipped router (static embeddings, mlp head) this sends about 19% of RouteLLM's MMLU+GSM8K
-    # prompts to GPT-4, in-sample (`pointsman calibrate --strong-share 0.3` gives 0.171); a setting, not a result.
-    lambda_: float = msgspec.field(default=0.19, name="lambda")
+    # 0.25: the shipped router (transfer) then sends about a quarter of its training prompts, each source weighted
+    # the same, to the stronger model of its pair (bench/router/CROSS_SOURCE.md); a setting, not a result.
+    lambda_: float = msgspec.field(default=DEFAULT_LAMBDA, name="lambda")
     floor: float | None = None
     min_confidence: float = 0.0  # below it the decision is deferred to tier 3 (when a judge is configured)
 
@@ -119,7 +121,7 @@ class CascadeConfig(msgspec.Struct, forbid_unknown_fields=True):
     verifiers: list[str] = msgspec.field(default_factory=lambda: ["finish", "refusal", "json", "tools", "arithmetic", "learned"])
     verifier: str = "default"  # the learned verifier: "default" (shipped) or a path to a trained artefact
     threshold: float | None = None  # accept an answer scoring >= threshold; None = derived from lambda
-    lambda_: float | None = msgspec.field(default=None, name="lambda")  # None = the semantic tier's lambda (else 0.19)
+    lambda_: float | None = msgspec.field(default=None, name="lambda")  # None = the semantic tier's lambda (else its default)
     max_steps: int = 2  # models called at most, the first included
     latency_budget_s: float | None = None  # no escalation once this much time has passed since the request came
     cost_budget_usd: float | None = None  # no escalation whose estimated cost would take the total past this
