@@ -30,6 +30,7 @@ class Fault:
     kind: str  # the attempt's kind in the ledger
     retried: bool = True  # retryable: retried once (max_retries=1), then the fallback answers
     midstream: bool = False  # after the first chunk: no retry, no fallback, an error event ends the stream
+    once: bool = False  # the model's configuration (its key refused): no retry on it, the fallback answers
 
     @property
     def id(self) -> str:
@@ -40,7 +41,7 @@ FAULTS = [
     Fault("status:500", False, 502, "upstream_error"),
     Fault("status:503", True, 502, "upstream_error"),
     Fault("status:429", False, 429, "rate_limited"),
-    Fault("status:401", True, 502, "upstream_auth_error"),
+    Fault("status:401", True, 502, "upstream_auth_error", once=True),
     Fault("status:400", False, 400, "invalid_request_error", retried=False),
     Fault("reset", False, 502, "connection_error"),
     Fault("reset", True, 502, "connection_error"),
@@ -140,7 +141,7 @@ def test_fault_matrix(make_gateway, upstream, fault):
     direct_status, direct_text = ask(gw, "a", fault.stream)
     routed_status, routed_text = ask(gw, "auto", fault.stream)
 
-    tries = [("a", fault.kind)] * (2 if fault.retried and not fault.midstream else 1)
+    tries = [("a", fault.kind)] * (2 if fault.retried and not fault.midstream and not fault.once else 1)
     if fault.midstream:  # the client holds part of a's answer: the stream ends with an error event
         assert direct_status == 200 and direct_text.startswith("stream error: upstream stream failed")
         assert (routed_status, routed_text[:13]) == (200, "stream error:")

@@ -197,3 +197,89 @@ def test_a_feature_one_model_lacks_moves_on_to_the_next_without_penalty(make_gat
     assert raw.headers["x-pointsman-model"] == "gpt" and raw.headers["x-pointsman-attempts"] == "2"
     assert [a[1] for a in attempts(ledger_rows(gw)[-1])] == ["unsupported_by_model", "ok"]
     assert gw.gateway.pool["claude"].breaker.state == "closed"
+
+
+# -- the breaker: one failure policy (issue 15's defects: each of these failed before the fix) -------------------
+
+def _anthropic(name: str, upstream, upstream_model: str, **extra) -> dict:
+    from tests.conftest import API_KEY_ENV
+
+    return {"name": name, "provider": "anthropic", "base_url": upstream.url, "model": upstream_model,
+            "api_key_env": API_KEY_ENV, **extra}
+
+
+def test_a_model_specific_refusal_during_the_trial_gives_the_trial_back(make_gateway, upstream, client_for):
+    """Half-open, a request the model cannot take (n=2 to Anthropic) used to keep the trial slot: 503 for good."""
+    gw = make_gateway({"models": [_anthropic("claude", upstream, "trial-refused", max_retries=0)],
+                       "server": {"cooldown_failures": 1, "cooldown_s": 0.3}})
+    upstream.script("trial-refused", ["status:500", "echo", "echo"])
+    client = client_for(gw)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="claude", messages=HELLO)  # opens the breaker
+    time.sleep(0.35)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="claude", messages=HELLO, n=2)  # half-open: refused before any call
+    answer = client.chat.completions.create(model="claude", messages=HELLO)  # is the trial, and closes the breaker
+    assert answer.choices[0].message.content == "echo: hello"
+    assert gw.gateway.pool["claude"].breaker.state == "closed"
+
+
+def test_an_unforwardable_body_during_the_trial_gives_the_trial_back(make_gateway, upstream, client_for):
+    """Half-open, a body nested too deeply to re-encode raised past the dispatcher and kept the trial slot."""
+    gw = make_gateway({"models": [model("m", upstream, "trial-deep", max_retries=0)],
+                       "server": {"cooldown_failures": 1, "cooldown_s": 0.3}})
+    upstream.script("trial-deep", ["status:500", "echo"])
+    client = client_for(gw)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="m", messages=HELLO)
+    time.sleep(0.35)
+    nested = b"[" * 300 + b"]" * 300
+    body = (b'{"model": "m", "temperature": 1, "messages": [{"role": "user", "content": [{"type": "text", '
+            b'"text": "hi", "x": ' + nested + b"}]}]}")
+    refused = httpx.post(f"{gw.base_url}/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert refused.status_code == 400
+    assert client.chat.completions.create(model="m", messages=HELLO).choices[0].message.content == "echo: hello"
+
+
+def test_one_request_counts_once_against_a_shared_model(make_gateway, upstream, client_for):
+    """Three failed tries of one request (max_retries 2) used to reach cooldown_failures 3 and cool the model for
+    every tenant."""
+    gw = make_gateway({"models": [model("shared", upstream, "once-500", max_retries=2)],
+                       "server": {"cooldown_failures": 3, "cooldown_s": 30, "retry_backoff_s": 0.01}})
+    upstream.script("once-500", ["status:500", "status:500", "status:500", "echo"])
+    client = client_for(gw)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="shared", messages=HELLO)
+    assert attempts(ledger_rows(gw)[-1]) and len(attempts(ledger_rows(gw)[-1])) == 3
+    assert client.chat.completions.create(model="shared", messages=HELLO).choices[0].message.content == "echo: hello"
+
+
+def test_a_request_the_upstream_refuses_does_not_count_against_the_model(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("m", upstream, "refuse-400", max_retries=0)],
+                       "server": {"cooldown_failures": 1, "cooldown_s": 30}})
+    upstream.script("refuse-400", ["status:400", "echo"])
+    client = client_for(gw)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m", messages=HELLO)
+    assert gw.gateway.pool["m"].breaker.state == "closed"
+    assert client.chat.completions.create(model="m", messages=HELLO).choices[0].message.content == "echo: hello"
+
+
+def test_refused_credentials_are_not_retried_and_do_not_cool_the_model(make_gateway, upstream, client_for):
+    gw = make_gateway({"models": [model("keyless", upstream, "status:401", max_retries=3),
+                                  model("good", upstream, prices={"input": 9})],
+                       "server": {"cooldown_failures": 1}})
+    raw = client_for(gw).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+    assert raw.headers["x-pointsman-model"] == "good"
+    assert [a[1] for a in attempts(ledger_rows(gw)[-1])] == ["upstream_auth_error", "ok"]
+    assert gw.gateway.pool["keyless"].breaker.state == "closed"
+
+
+def test_breaker_release_gives_back_a_half_open_trial():
+    from pointsman.gateway.resilience import CircuitBreaker
+
+    breaker = CircuitBreaker(threshold=1, cooldown_s=0.0)
+    breaker.record_failure()
+    assert breaker.allow() and not breaker.allow()  # one trial at a time
+    breaker.release()
+    assert breaker.allow()

@@ -63,6 +63,7 @@ class Dispatcher:
         upstream_start = time.perf_counter()
         for name in plan:
             entry = self.pool[name]
+            counted = False  # one request counts at most one failure against a model, however often it retried
             for retry in range(entry.config.max_retries + 1):
                 if not entry.breaker.allow():
                     attempts.append(Attempt(name, "cooldown", 0.0, f"cooling down for {entry.breaker.cooldown_remaining():.1f}s"))
@@ -78,12 +79,22 @@ class Dispatcher:
                         result = DispatchResult(entry, attempts, 0.0, first_chunk=first, chunks=chunks)
                     else:
                         result = DispatchResult(entry, attempts, 0.0, answer=await entry.provider.complete(body))
-                except ProviderError as error:
+                except BaseException as error:
+                    if not isinstance(error, ProviderError):
+                        # not the upstream's doing (a body that cannot be encoded, a cancelled request): no verdict on
+                        # the model, but a half-open trial must be given back, or the model stays cooling down for good
+                        entry.breaker.release()
+                        raise
                     attempts.append(Attempt(name, error.kind, (time.perf_counter() - started) * 1000, error.message))
                     last_error = error
                     if error.model_specific:
-                        break  # a feature this model lacks: no retry, no health penalty, next model
-                    entry.breaker.record_failure()
+                        entry.breaker.release()
+                        break  # a feature this model lacks, or its configuration: no retry, no health penalty, next model
+                    if error.retryable and not counted:
+                        entry.breaker.record_failure()
+                        counted = True
+                    else:  # the request's own fault (a 4xx), or this request already counted against the model
+                        entry.breaker.release()
                     if not error.retryable:
                         raise _as_gateway_error(error, attempts) from None
                     if retry >= entry.config.max_retries:

@@ -50,6 +50,11 @@ class CircuitBreaker:
         self.opened_at = None
         self._trial_in_flight = False
 
+    def release(self) -> None:
+        """The call let through ended without a verdict on the model's health (the request failed for a reason of
+        its own, or was cancelled): a half-open trial is given back, so the next request can be the trial."""
+        self._trial_in_flight = False
+
     def record_failure(self) -> None:
         self.failures += 1
         self._trial_in_flight = False

@@ -62,13 +62,15 @@ class ProviderError(Exception):
             return cls(detail, status=status, retryable=True, retry_after=retry_after,
                        kind="rate_limited" if upstream_status == 429 else "upstream_error",
                        upstream_status=upstream_status)
+        # A model configured wrongly (our key for the provider is refused, the upstream does not know the model id):
+        # the client can do nothing and a retry would be refused the same way; another model may work, and the
+        # model's health is not in question, so no cooldown either (model_specific).
         if upstream_status in (401, 403):
-            # Our key for the provider is wrong: the client can do nothing; another model may work.
-            return cls(f"provider rejected the gateway's credentials: {detail}", status=502, retryable=True,
-                       kind="upstream_auth_error", upstream_status=upstream_status)
+            return cls(f"provider rejected the gateway's credentials: {detail}", status=502, retryable=False,
+                       kind="upstream_auth_error", upstream_status=upstream_status, model_specific=True)
         if upstream_status == 404:
-            return cls(f"upstream does not know the model: {detail}", status=502, retryable=True,
-                       kind="upstream_model_not_found", upstream_status=upstream_status)
+            return cls(f"upstream does not know the model: {detail}", status=502, retryable=False,
+                       kind="upstream_model_not_found", upstream_status=upstream_status, model_specific=True)
         # Other 4xx: the request itself is refused; another model would likely refuse it too.
         return cls(detail, status=400 if 400 <= upstream_status < 500 else 502, retryable=False,
                    kind="invalid_request_error" if upstream_status < 500 else "upstream_error",
