@@ -97,6 +97,66 @@ def test_litellm_literal_keys_are_refused(tmp_path):
         load_config(write(tmp_path, "model_list: [{model_name: a, litellm_params: {model: openai/x, api_key: sk-live-123}}]"))
 
 
+LITELLM_TWO = """
+model_list:
+  - model_name: big
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY, num_retries: 1}
+  - model_name: small
+    litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}
+"""
+
+
+def test_litellm_master_key_protects_the_migrated_gateway(tmp_path):
+    """Dropping general_settings.master_key used to serve a migrated config without authentication."""
+    config = load_config(write(tmp_path, LITELLM_TWO + "general_settings: {master_key: os.environ/LITELLM_MASTER_KEY}\n"))
+    assert config.server.api_keys_env == ["LITELLM_MASTER_KEY"] and config.server.admin_key_env == "LITELLM_MASTER_KEY"
+    with pytest.raises(ConfigError, match="master_key must be `os.environ/NAME`"):
+        load_config(write(tmp_path, LITELLM_TWO + "general_settings: {master_key: sk-1234}\n"))
+    # a server section of ours wins key by key
+    ours = load_config(write(tmp_path, LITELLM_TWO + "general_settings: {master_key: os.environ/LITELLM_MASTER_KEY}\n"
+                                                     "server: {admin_key_env: MY_ADMIN, port: 4100}\n"))
+    assert ours.server.api_keys_env == ["LITELLM_MASTER_KEY"] and ours.server.admin_key_env == "MY_ADMIN"
+    assert ours.server.port == 4100
+
+
+def test_litellm_fallbacks_timeouts_and_retries_are_imported(tmp_path):
+    config = load_config(write(tmp_path, LITELLM_TWO + """
+router_settings: {fallbacks: [{big: [small]}], num_retries: 4, timeout: 12}
+litellm_settings: {drop_params: true}
+"""))
+    big, small = config.models
+    assert big.fallbacks == ["small"] and small.fallbacks is None
+    assert (big.max_retries, small.max_retries) == (1, 4)  # the model's own setting wins
+    assert big.timeout_s == small.timeout_s == 12
+    with pytest.raises(ConfigError, match="not in model_list"):
+        load_config(write(tmp_path, LITELLM_TWO + "router_settings: {fallbacks: [{big: [medium]}]}\n"))
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ("router_settings: {routing_strategy: latency-based-routing}", "router_settings.routing_strategy"),
+    ("general_settings: {database_url: os.environ/DATABASE_URL}", "general_settings.database_url"),
+    ("environment_variables: {OPENAI_API_KEY: sk-live}", "set them in the environment"),
+    ("litellm_settings: {success_callback: [langfuse]}", "litellm_settings.success_callback"),
+])
+def test_litellm_settings_without_an_equivalent_are_refused_by_name(tmp_path, extra, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(write(tmp_path, LITELLM_TWO + extra + "\n"))
+
+
+def test_a_model_named_directly_falls_back_to_its_own_fallbacks(make_gateway, upstream):
+    import openai
+
+    from tests.conftest import model
+
+    gw = make_gateway({"models": [model("big", upstream, "status:503", max_retries=0, fallbacks=["small"]),
+                                  model("small", upstream)]})
+    client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(model="big", messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-pointsman-model"] == "small" and raw.headers["x-pointsman-tier"] == "direct"
+    with pytest.raises(ConfigError, match="not other pool models"):
+        parse_config({"models": [{"name": "a", "provider": "openai", "fallbacks": ["a"]}]})
+
+
 def test_litellm_unknown_provider(tmp_path):
     with pytest.raises(ConfigError, match="not supported"):
         load_config(write(tmp_path, "model_list: [{model_name: a, litellm_params: {model: sagemaker/x}}]"))

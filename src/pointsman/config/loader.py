@@ -76,26 +76,93 @@ def _litellm_model(entry: dict[str, Any], index: int, taken: set[str]) -> dict[s
         model["context_window"] = int(window)
     if params.get("timeout"):
         model["timeout_s"] = float(params["timeout"])
-    if params.get("max_retries") is not None:
-        model["max_retries"] = int(params["max_retries"])
+    retries = params.get("max_retries", params.get("num_retries"))
+    if retries is not None:
+        model["max_retries"] = int(retries)
     return {k: v for k, v in model.items() if v is not None}
 
 
+# What a LiteLLM proxy config may hold beyond `model_list`: each setting is imported or refused by name, never
+# dropped in silence (a dropped `master_key` would serve the migrated gateway without authentication).
+_LITELLM_SECTIONS = {
+    "general_settings": {"master_key"},
+    "router_settings": {"fallbacks", "num_retries", "timeout"},
+    "litellm_settings": {"fallbacks", "num_retries", "request_timeout", "drop_params", "set_verbose", "json_logs"},
+}
+_LITELLM_NO_EFFECT = {"drop_params", "set_verbose", "json_logs"}  # logging and parameter dropping: nothing to map
+_OURS = {"policies", "server"}
+
+
+def _env_name(value: Any, where: str) -> str:
+    match = _ENV_REF.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(f"{where} must be `os.environ/NAME`: keys never live in config files")
+    return match.group(1)
+
+
+def _litellm_fallbacks(value: Any, where: str, names: set[str]) -> dict[str, list[str]]:
+    """LiteLLM's `[{model: [fallback, ...]}, ...]` → {model: [fallback, ...]}."""
+    out: dict[str, list[str]] = {}
+    for item in value if isinstance(value, list) else [None]:
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a list of {{model_name: [fallback, ...]}} mappings")
+        for model, targets in item.items():
+            targets = targets if isinstance(targets, list) else [targets]
+            unknown = [str(m) for m in [model, *targets] if str(m) not in names]
+            if unknown:
+                raise ConfigError(f"{where}: {unknown} not in model_list")
+            out.setdefault(str(model), []).extend(str(t) for t in targets)
+    return out
+
+
 def from_litellm(data: dict[str, Any]) -> dict[str, Any]:
-    """LiteLLM's proxy config (`model_list`, optional `router_settings.fallbacks`) → our config dict."""
+    """LiteLLM's proxy config → our config dict: `model_list`, the master key (client and admin key), fallbacks,
+    timeouts and retries. Any other setting is refused by name."""
     entries = data.get("model_list")
     if not isinstance(entries, list) or not entries:
         raise ConfigError("model_list must be a non-empty list")
+    refused = [key for key in data if key not in {"model_list", *_LITELLM_SECTIONS, *_OURS}]
+    for section, known in _LITELLM_SECTIONS.items():
+        settings = data.get(section) or {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{section} must be a mapping")
+        refused += [f"{section}.{key}" for key in settings if key not in known]
+    if refused:
+        raise ConfigError(f"LiteLLM settings with no Pointsman equivalent: {', '.join(refused)}; remove them, or write "
+                          "a Pointsman config (README, Configuration)" + (
+                              "; environment_variables: set them in the environment, not the config file"
+                              if "environment_variables" in refused else ""))
     taken: set[str] = set()
     models = [_litellm_model(entry, i, taken) for i, entry in enumerate(entries)]
-    return {"models": models}
+    general, router, settings = (data.get(s) or {} for s in _LITELLM_SECTIONS)
+    names = {m["name"] for m in models}
+    fallbacks = _litellm_fallbacks(settings["fallbacks"], "litellm_settings.fallbacks", names) if "fallbacks" in settings else {}
+    if "fallbacks" in router:
+        fallbacks.update(_litellm_fallbacks(router["fallbacks"], "router_settings.fallbacks", names))
+    retries = router.get("num_retries", settings.get("num_retries"))
+    timeout = router.get("timeout", settings.get("request_timeout"))
+    for model in models:
+        if model["name"] in fallbacks:
+            model["fallbacks"] = fallbacks[model["name"]]
+        if retries is not None:
+            model.setdefault("max_retries", int(retries))  # a model's own litellm_params win
+        if timeout is not None:
+            model.setdefault("timeout_s", float(timeout))
+    out: dict[str, Any] = {"models": models}
+    if "master_key" in general:
+        key = _env_name(general["master_key"], "general_settings.master_key")
+        out["server"] = {"api_keys_env": [key], "admin_key_env": key}  # LiteLLM's master key is both
+    return out
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     if "model_list" in data and "models" not in data:
-        data = {**from_litellm(data), **{k: v for k, v in data.items() if k in ("policies", "server")}}
+        imported = from_litellm(data)
+        server = {**imported.get("server", {}), **(data.get("server") or {})}  # ours win, key by key
+        data = {**imported, **({"policies": data["policies"]} if "policies" in data else {}),
+                **({"server": server} if server else {})}
     try:
         config = msgspec.convert(data, Config)
     except (msgspec.ValidationError, ValueError) as exc:
@@ -104,6 +171,10 @@ def parse_config(data: Any, source: str = "config") -> Config:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{source}: model names must be unique; repeated: {duplicates}")
+    for m in config.models:
+        unknown = [f for f in m.fallbacks or () if f not in names or f == m.name]
+        if unknown:
+            raise ConfigError(f"{source}: model {m.name!r}: fallbacks {unknown} are not other pool models")
     return config
 
 

@@ -34,6 +34,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: float = 60.0  # whole request (non-streaming) / gap between chunks (streaming)
     connect_timeout_s: float = 5.0
     max_retries: int = 2
+    fallbacks: list[str] | None = None  # when a client names this model and it fails: these, in order
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     # Provider-specific settings (e.g. the local model's n_ctx or threads).
     options: dict[str, object] = msgspec.field(default_factory=dict)

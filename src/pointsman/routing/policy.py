@@ -120,7 +120,12 @@ class PolicyRouter:
     async def route(self, requested: str, ctx: RouteContext) -> RouteDecision:
         policy_name = self.resolve(requested)
         if policy_name is None:
-            return RouteDecision(model=requested, tier="direct", reason="model named by the client")
+            decision = RouteDecision(model=requested, tier="direct", reason="model named by the client")
+            named = self.pool[requested].config.fallbacks
+            if named:
+                eligible = set(self.pool.eligible(ctx))
+                decision.fallbacks = [m for m in named if m in eligible]
+            return decision
         eligible = self.pool.eligible(ctx)
         if not eligible:
             raise GatewayError(400, self.pool.why_none_eligible(ctx), code="no_eligible_model")
