@@ -118,6 +118,17 @@ def test_deeply_nested_json_inside_message_content(gateway, new_rows, depth, sta
     assert [r["status"] for r in new_rows()] == [status, status]
 
 
+def test_deeply_nested_body_at_temperature_zero_is_a_400_not_a_500(make_gateway, upstream):
+    """With the cache on, a request at temperature 0 is keyed: a deep extra field broke the key's digest (a 500)."""
+    gw = make_gateway({"models": [model("m", upstream)], "server": {"cache": {"enabled": True, "semantic": False}}})
+    nested = b"[" * 300 + b"]" * 300
+    body = b'{"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi"}], "extra": ' + nested + b"}"
+    assert "nested" in openai_error(post(gw, body), 400, "invalid_json")["message"]
+    stream = post(gw, body.replace(b'{"model": "m",', b'{"model": "m", "stream": true,'))
+    assert stream.status_code == 400
+    assert [r["status"] for r in ledger_rows(gw)] == [400, 400]
+
+
 def test_deeply_nested_tool_parameters(gateway):
     nested = b'{"a": ' * 400 + b"1" + b"}" * 400
     body = (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", '

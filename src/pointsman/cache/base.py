@@ -239,7 +239,10 @@ def request_keys(body: dict[str, Any], tenant: str | None, route: str | None = N
     route = route or body.get("model") or ""
     route = route if isinstance(route, str) else str(route)
     scope = {"tenant": tenant or "", "route": route, "params": params}
-    exact_key = _digest([scope, norm])
+    try:
+        exact_key = _digest([scope, norm])
+    except orjson.JSONEncodeError:  # orjson reads 1024 levels but writes 254: such a request has no key, so no entry
+        return CacheKeys("", None, "", False, "nested too deeply to key", "nested too deeply to key", tenant or "", route)
 
     cacheable, reason = True, ""
     temperature = body.get("temperature")
