@@ -152,3 +152,27 @@ async def test_a_fresh_install_routes_auto_with_the_shipped_router():
     # the knob moves the line: a setting that keeps the greeting on the cheap model still sends code up
     thrifty = [await choose(text, {"lambda": 0.33}) for text in (greeting, code)]
     assert [d.model for d in thrifty] == ["gpt-4o-mini", "gpt-4o"]
+
+
+def test_sticky_sessions_are_per_tenant(make_gateway, upstream, monkeypatch):
+    """Tenant B sending tenant A's x-pointsman-session id was routed by A's session (and so learned it exists)."""
+    import openai
+
+    from tests.conftest import model
+
+    monkeypatch.setenv("PM_STICKY_KEY_A", "sk-tenant-a")
+    monkeypatch.setenv("PM_STICKY_KEY_B", "sk-tenant-b")
+    gw = make_gateway({"models": [model("a", upstream, prices={"input": 1}), model("b", upstream, prices={"input": 9})],
+                       "policies": {"auto": {"rules": [{"when": {"keywords": ["physics"]}, "route": "b"}],
+                                             "default": "a", "sticky_s": 600}},
+                       "server": {"api_keys_env": ["PM_STICKY_KEY_A", "PM_STICKY_KEY_B"]}})
+
+    def ask(key: str, text: str):
+        client = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], extra_headers={"x-pointsman-session": "s1"})
+        return raw.headers["x-pointsman-model"], raw.headers["x-pointsman-tier"]
+
+    assert ask("sk-tenant-a", "a physics question") == ("b", "rules")
+    assert ask("sk-tenant-a", "and a follow-up") == ("b", "sticky")  # A's own session keeps its model
+    assert ask("sk-tenant-b", "hello") == ("a", "default")  # B's "s1" is another session

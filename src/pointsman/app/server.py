@@ -343,7 +343,8 @@ class Gateway:
             record.stream = bool(request.stream)
             if record.user is None and request.user:
                 record.user = request.user[:MAX_TAG_LENGTH]
-            ctx = RouteContext(raw, _knob_overrides(headers), _session(headers), _cascade_mode(headers))
+            ctx = RouteContext(raw, _knob_overrides(headers), _session(headers), _cascade_mode(headers),
+                               tenant=tenant_of(record.key_id, record.team))
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             ticket = None
             if self.caching is not None and self.caching.may_cache(raw):

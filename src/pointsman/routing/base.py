@@ -36,13 +36,14 @@ def _text_of(content: Any) -> str:
 class RouteContext:
     """The request as routing sees it; each feature is computed at most once, and only if asked for."""
 
-    __slots__ = ("body", "overrides", "session", "cascade_mode", "_embeddings", "__dict__")
+    __slots__ = ("body", "overrides", "session", "cascade_mode", "tenant", "_embeddings", "__dict__")
 
     def __init__(self, body: dict[str, Any], overrides: dict[str, float] | None = None, session: str | None = None,
-                 cascade_mode: str | None = None) -> None:
+                 cascade_mode: str | None = None, tenant: str = "") -> None:
         self.body = body
         self.overrides = overrides or {}  # per-request knob settings ("lambda", "floor", "cascade_threshold")
         self.session = session
+        self.tenant = tenant  # whose request (key id and team): sessions of two tenants never meet
         self.cascade_mode = cascade_mode  # x-pointsman-cascade: "off" | "always" | "route", None = the policy's
         self._embeddings: dict[tuple[Any, str, int | None], tuple[Any, Any]] = {}
 

@@ -142,7 +142,7 @@ class PolicyRouter:
             nested.reason = f"{decision.reason} -> {POLICY_PREFIX}{inner.name}: {nested.reason}"
             return nested
         if decision is None and policy.sessions is not None and ctx.session:
-            model = policy.sessions.get(ctx.session)
+            model = policy.sessions.get(ctx.session, ctx.tenant)
             if model in eligible:
                 decision = RouteDecision(model=model, tier="sticky", reason=f"session {ctx.session[:32]} keeps its model")
         if decision is None and policy.semantic is not None:
@@ -157,7 +157,7 @@ class PolicyRouter:
             else:
                 decision = RouteDecision(model=eligible[0], tier="default", reason="cheapest eligible model")
         if policy.sessions is not None and ctx.session:
-            policy.sessions.remember(ctx.session, decision.model)
+            policy.sessions.remember(ctx.session, decision.model, ctx.tenant)
         candidates = policy.fallbacks if policy.fallbacks is not None else eligible
         decision.fallbacks = [m for m in candidates if m != decision.model and m in eligible]
         if policy.cascade is not None:
