@@ -176,3 +176,25 @@ def test_sticky_sessions_are_per_tenant(make_gateway, upstream, monkeypatch):
     assert ask("sk-tenant-a", "a physics question") == ("b", "rules")
     assert ask("sk-tenant-a", "and a follow-up") == ("b", "sticky")  # A's own session keeps its model
     assert ask("sk-tenant-b", "hello") == ("a", "default")  # B's "s1" is another session
+
+
+async def test_an_encoder_failure_in_the_semantic_tier_fails_open(caplog):
+    """An exception inside tier 2 (here its embedder) was a 500; the request can still be answered by the default."""
+    from pointsman.config.loader import parse_config
+    from pointsman.embed.registry import Embedders
+    from pointsman.gateway.pool import Pool
+    from pointsman.providers.transport import ReqwestTransport
+    from pointsman.routing.base import RouteContext
+    from pointsman.routing.policy import PolicyRouter
+
+    class BrokenEmbedder:
+        async def embed_with_features(self, text, max_tokens=None):
+            raise RuntimeError("onnxruntime: out of memory")
+
+    config = parse_config({"models": [{"name": "small", "provider": "openai", "quality": 0.5},
+                                      {"name": "big", "provider": "openai", "quality": 0.9, "prices": {"input": 5}}],
+                           "policies": {"auto": {"semantic": {}, "default": "small"}}})
+    router = PolicyRouter(config, Pool(config, ReqwestTransport()), Embedders({"static": BrokenEmbedder()}))
+    decision = await router.route("auto", RouteContext({"messages": [{"role": "user", "content": "hi"}]}))
+    assert (decision.model, decision.tier) == ("small", "default")
+    assert "semantic tier failed" in caplog.text and "out of memory" in caplog.text

@@ -8,6 +8,7 @@ concrete pool model asked for by name is passed through untouched.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from pointsman.routing.sticky import SessionMemory
 
 POLICY_PREFIX = "router/"
 MAX_POLICY_DEPTH = 4
+log = logging.getLogger("pointsman.routing")
 
 
 @dataclass(slots=True)
@@ -146,7 +148,11 @@ class PolicyRouter:
             if model in eligible:
                 decision = RouteDecision(model=model, tier="sticky", reason=f"session {ctx.session[:32]} keeps its model")
         if decision is None and policy.semantic is not None:
-            decision = await policy.semantic.decide(ctx, eligible)
+            try:
+                decision = await policy.semantic.decide(ctx, eligible)
+            except Exception:  # the request can still be served: fail open to the next tier, say so in the log
+                log.exception("policy %s: the semantic tier failed; the request goes on to the next tier", policy.name)
+                decision = None
             if policy.judge is not None and decision is not None and (decision.confidence or 0) < policy.min_confidence:
                 decision = await policy.judge.decide(ctx, eligible, fallback=decision)
         if decision is None and policy.judge is not None and policy.semantic is None:
