@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 
 import numpy as np
@@ -137,6 +139,23 @@ def test_cache_control_headers():
     assert not CacheControl.from_headers({}).bypass
 
 
+@pytest.mark.parametrize("headers", [{b"x-pointsman-cache-ttl": b"1e309"}, {b"x-pointsman-cache-ttl": b"inf"},
+                                     {b"x-pointsman-cache-ttl": b"soon"}, {b"x-pointsman-cache-ttl": b"-5"},
+                                     {b"x-pointsman-cache-ttl": b"nan"}, {b"x-pointsman-cache": b"bypas"}])
+def test_cache_control_headers_that_mean_nothing_are_a_400(headers):
+    """An infinite TTL used to store an entry for ever and an invalid one was ignored in silence."""
+    from pointsman.errors import GatewayError
+
+    with pytest.raises(GatewayError) as caught:
+        CacheControl.from_headers(headers)
+    assert caught.value.status == 400 and caught.value.code == "invalid_header"
+
+
+def test_a_requested_ttl_is_capped_at_the_caches_own():
+    assert CacheControl.from_headers({b"x-pointsman-cache-ttl": b"999999999"}, max_ttl_s=3600).ttl_s == 3600
+    assert CacheControl.from_headers({b"x-pointsman-cache-ttl": b"60"}, max_ttl_s=3600).ttl_s == 60
+
+
 # -- eviction ------------------------------------------------------------------------------------------------
 async def test_size_bound_evicts_least_recently_used():
     cache = SemanticCache(MemoryStore(max_entries=3))
@@ -167,6 +186,18 @@ async def test_ttl_expiry():
     assert len(cache.backend) == 0
     await cache.store(k.exact_key, k.namespace, v, k.query_text, answer(), ttl_s=10, now=2000.0)
     assert await cache.backend.evict(now=2020.0) == 1
+
+
+async def test_expired_entries_are_swept_without_a_lookup():
+    """Expiry used to be checked only on look-up: an answer nobody asked for again held its memory for ever."""
+    cache = SemanticCache(acceptance=AlwaysAccept())
+    await cache.start(sweep_every_s=0.02)
+    k = cache.keys(body(), "t1")
+    await cache.store(k.exact_key, k.namespace, unit(3), k.query_text, answer(), ttl_s=0.05)
+    assert len(cache.backend) == 1
+    await asyncio.sleep(0.2)
+    assert len(cache.backend) == 0
+    await cache.close()
 
 
 def test_vector_index_switches_to_ann_and_back():
@@ -493,3 +524,14 @@ async def test_a_missed_query_s_facts_are_reused_when_its_answer_is_stored(monke
     assert stored.facts == real("How do I turn off dark mode in Chrome?")
     await put(cache, body("Something never looked up?"), unit(7))
     assert calls[-1] == "Something never looked up?"
+
+
+def test_an_invalid_cache_header_is_an_openai_style_400_through_the_gateway(make_gateway, upstream):
+    import httpx
+
+    from tests.conftest import model
+
+    gw = make_gateway({"models": [model("m", upstream)], "server": {"cache": {"enabled": True, "semantic": False}}})
+    response = httpx.post(f"{gw.base_url}/chat/completions", headers={"x-pointsman-cache-ttl": "1e309"},
+                          json={"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_header"

@@ -78,7 +78,8 @@ class CacheStage:
         answer stored without its embedding (its namespace was empty) enters the semantic layer when the next
         request of its namespace looks it up: that request embeds it together with its own query (one encoder
         batch), so a namespace that never sees a second request never pays for an embedding."""
-        control = CacheControl.from_headers(headers)
+        ttl = self.cache.policy.ttl_s
+        control = CacheControl.from_headers(headers, float("inf") if ttl is None else ttl)
         cache = self.cache
         keys = cache.keys(ctx.body, tenant=tenant, route=route)
         if not keys.cacheable:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -97,6 +98,11 @@ class Hit:
         return h
 
 
+log = logging.getLogger("pointsman.cache")
+
+CACHE_MODES = frozenset({"bypass", "off", "refresh", "no-store"})
+
+
 @dataclass(slots=True)
 class CacheControl:
     """Per-request controls from headers: ``x-pointsman-cache: bypass | no-store | refresh`` (refresh =
@@ -107,11 +113,20 @@ class CacheControl:
     ttl_s: float | None = None
 
     @classmethod
-    def from_headers(cls, headers: dict[bytes, bytes]) -> "CacheControl":
+    def from_headers(cls, headers: dict[bytes, bytes], max_ttl_s: float = float("inf")) -> "CacheControl":
+        """The controls a request asks for; a 400 for a value that means nothing (never silently ignored). A TTL
+        is capped at ``max_ttl_s`` (the cache's own TTL): a request may shorten how long its answer is kept, not
+        keep it forever."""
+        from pointsman.errors import GatewayError
+
         ctl = cls()
         mode = headers.get(b"x-pointsman-cache")
         if mode is not None:
             words = {w.strip() for w in mode.decode("latin-1").lower().split(",")}
+            unknown = sorted(words - CACHE_MODES)
+            if unknown:
+                raise GatewayError(400, f"x-pointsman-cache: unknown value {', '.join(unknown)!r}; use "
+                                        f"{', '.join(sorted(CACHE_MODES))}", code="invalid_header")
             if "bypass" in words or "off" in words:
                 ctl.bypass = ctl.no_store = True
             if "refresh" in words:
@@ -121,9 +136,12 @@ class CacheControl:
         ttl = headers.get(b"x-pointsman-cache-ttl")
         if ttl is not None:
             try:
-                ctl.ttl_s = max(0.0, float(ttl))
+                seconds = float(ttl)
             except ValueError:
-                pass
+                seconds = float("nan")
+            if not 0 <= seconds < float("inf"):  # NaN, negative and infinite (1e309) alike
+                raise GatewayError(400, "x-pointsman-cache-ttl must be a number of seconds >= 0", code="invalid_header")
+            ctl.ttl_s = min(seconds, max_ttl_s)
             if ctl.ttl_s == 0:
                 ctl.no_store = True
         return ctl
@@ -436,8 +454,24 @@ class SemanticCache:
         """Sweep expired entries (the lead may call this from a periodic task)."""
         return await self.backend.evict()
 
-    async def start(self) -> None:
+    async def start(self, sweep_every_s: float | None = None) -> None:
+        """Open the store and sweep expired entries every ``sweep_every_s`` (default: a tenth of the TTL, at most a
+        minute), so that memory held by answers nobody can be served any more is given back."""
         await self.backend.start()
+        ttl = self.policy.ttl_s
+        every = sweep_every_s if sweep_every_s is not None else (min(60.0, ttl / 10) if ttl else None)
+        if every:
+            sweeper = asyncio.get_running_loop().create_task(self._sweep(every))
+            self.background.add(sweeper)
+            sweeper.add_done_callback(self.background.discard)
+
+    async def _sweep(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.evict()
+            except Exception:  # a store that is down now may be up at the next sweep
+                log.warning("cache: sweeping expired entries failed", exc_info=True)
 
     async def close(self) -> None:
         for task in list(self.background):
