@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import model
+from tests.conftest import model, skip_unless_service
 
 ADMIN = "sk-admin-cache-test"
 KEY_A, KEY_B = "sk-tenant-a-cache", "sk-tenant-b-cache"
@@ -228,7 +228,7 @@ def replicas(make_gateway, upstream, keys):
     try:
         redis.Redis(socket_connect_timeout=1).ping()
     except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        skip_unless_service("no Redis at 127.0.0.1:6379")
     prefix = f"pointsman-test:{uuid.uuid4().hex[:8]}"
     name = f"cache-{uuid.uuid4().hex[:8]}"
     config = cache_config(upstream, name, store="redis://127.0.0.1:6379/0", prefix=prefix)

@@ -14,6 +14,7 @@ from pointsman.cache import AcceptanceModel, SemanticCache
 
 redis_asyncio = pytest.importorskip("redis.asyncio")
 from pointsman.cache.redis import RedisStore  # noqa: E402
+from tests.conftest import skip_unless_service  # noqa: E402
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the fixture's background tasks share the test's loop
 
@@ -54,7 +55,7 @@ async def _redis_up() -> bool:
 @pytest_asyncio.fixture(loop_scope="session")
 async def replicas(request):
     if not await _redis_up():
-        pytest.skip(f"no Redis at {URL}")
+        skip_unless_service(f"no Redis at {URL}")
     prefix = f"pointsman-test:{request.node.name}:{os.urandom(4).hex()}"
     stores = [RedisStore(URL, prefix, block_ms=200, touch_flush_s=0.05, max_entries=50) for _ in range(2)]
     caches = [SemanticCache(s, acceptance=AcceptanceModel(threshold=0.0)) for s in stores]

@@ -137,3 +137,15 @@ def test_upstream_key_is_sent_upstream_and_never_returned(make_gateway, upstream
     assert failed.status_code == 502 and "credentials" in failed.json()["error"]["message"]
     for r in (response, failed):
         assert UPSTREAM_SECRET not in r.text and UPSTREAM_SECRET not in str(r.headers)
+
+
+def test_a_missing_service_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    """The Redis tests skipped when no server answered, so a CI run without Redis passed without testing it."""
+    from tests.conftest import skip_unless_service
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        skip_unless_service("no Redis at 127.0.0.1:1")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        skip_unless_service("no Redis at 127.0.0.1:1")
