@@ -122,10 +122,12 @@ def test_openapi_document(make_gateway, upstream):
     assert "security" not in doc  # an open gateway
 
 
-def test_openapi_needs_no_key_and_documents_the_bearer_key(make_gateway, upstream, monkeypatch):
+def test_openapi_needs_the_client_key_and_documents_it(make_gateway, upstream, monkeypatch):
+    """The document lists every pool model: it answered anyone while /v1/models asked for a key."""
     monkeypatch.setenv("PM_FUZZ_CLIENT_KEY", "sk-client-fuzz")
     gw = make_gateway({"models": [model("m", upstream)], "server": {"api_keys_env": ["PM_FUZZ_CLIENT_KEY"]}})
-    doc = httpx.get(f"{gw.url}/openapi.json").json()  # no key sent
+    assert httpx.get(f"{gw.url}/openapi.json").status_code == 401  # no key sent
+    doc = httpx.get(f"{gw.url}/openapi.json", headers={"authorization": "Bearer sk-client-fuzz"}).json()
     assert doc["security"] == [{"bearer": []}] and doc["paths"]["/health"]["get"]["security"] == []
     assert "401" in doc["paths"]["/v1/chat/completions"]["post"]["responses"]
     assert httpx.get(f"{gw.base_url}/models").status_code == 401

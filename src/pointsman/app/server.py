@@ -259,6 +259,7 @@ class Gateway:
                 self._authenticate(header_map(scope))
                 await send_bytes(send, 200, self._models_body)
             elif path == "/openapi.json" and method == "GET":
+                self._authenticate(header_map(scope))  # it lists the pool's models: as closed as /v1/models
                 await send_bytes(send, 200, self._openapi_body)
             elif path == "/health" and method == "GET":
                 await send_json(send, 200, {"status": "ok", "version": __version__, "models": len(self.pool.entries)})
