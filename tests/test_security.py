@@ -325,3 +325,59 @@ def test_second_upstream_server_is_untouched_by_model_names(make_gateway, upstre
         assert other.stats()["counts"] == {}
     finally:
         other.stop()
+
+
+# -- secrets in answers, short keys, URL credentials (issue 15: each failed before the fix) ----------------------
+
+def test_a_key_an_upstream_puts_in_a_200_answer_is_redacted(make_gateway, upstream):
+    import httpx
+
+    from tests.conftest import UPSTREAM_SECRET, ledger_rows, model
+
+    gw = make_gateway({"models": [model("m", upstream, "leak-key")],
+                       "server": {"cache": {"enabled": True, "semantic": False}}})
+    for stream in (False, True):
+        body = {"model": "m", "temperature": 0, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+        response = httpx.post(f"{gw.base_url}/chat/completions", json=body)
+        assert response.status_code == 200 and UPSTREAM_SECRET not in response.text
+        assert "[redacted]" in response.text
+    cached = httpx.post(f"{gw.base_url}/chat/completions", json={**body, "stream": False})
+    assert cached.headers.get("x-pointsman-cache") == "hit-exact" and UPSTREAM_SECRET not in cached.text
+    assert UPSTREAM_SECRET not in str(ledger_rows(gw))
+
+
+def test_a_short_key_is_redacted_as_a_whole_token(make_gateway, upstream, monkeypatch):
+    import httpx
+
+    from tests.conftest import API_KEY_ENV, model
+
+    monkeypatch.setenv(API_KEY_ENV, "k3y9")  # a local server's toy key: shorter than 8 characters
+    gw = make_gateway({"models": [model("m", upstream, "leak-key")]})
+    text = httpx.post(f"{gw.base_url}/chat/completions",
+                      json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}).json()["choices"][0]["message"]["content"]
+    assert "k3y9" not in text.split() and "[redacted]" in text
+
+
+def test_credentials_in_an_upstream_url_reach_neither_client_nor_ledger(make_gateway, upstream):
+    import httpx
+
+    from tests.conftest import ledger_rows, model
+    from tests.servers import free_port
+
+    secret = "sig-0a1b2c3d4e5f6a7b"
+    gw = make_gateway({"models": [{**model("m", upstream, max_retries=0), "connect_timeout_s": 1,
+                                   "base_url": f"http://user:pa55w0rd-long@127.0.0.1:{free_port()}/v1?api-key={secret}"}]})
+    response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 502
+    for shown in (response.text, str(ledger_rows(gw))):
+        assert secret not in shown and "pa55w0rd-long" not in shown
+
+
+def test_url_secrets_and_the_redactor():
+    from pointsman.app.secrets import Redactor, url_secrets
+
+    assert set(url_secrets("https://u:pw@h/v1?key=a%2Bb&x=1")) >= {"pw", "a%2Bb", "a+b", "1"}
+    redactor = Redactor(["sk-live-0123456789", "abc"])
+    assert redactor.text("key sk-live-0123456789 and abc, not abcdef") == "key [redacted] and [redacted], not abcdef"
+    assert redactor.body(b'{"c":"sk-live-0123456789"}') == b'{"c":"[redacted]"}'
+    assert not Redactor([None, ""])

@@ -94,6 +94,10 @@ def _endpoint(answer: Any, events: Any) -> Any:
         early = await _before_answer(request, behaviour)
         if early is not None:
             return early
+        if behaviour.kind == "leak-key":  # a misbehaving upstream: its answer quotes the key it was called with
+            key = request.headers.get("authorization", "").removeprefix("Bearer ") or request.headers.get("x-api-key", "")
+            body = {**body, "messages": [{"role": "user", "content": f"the key is {key} ok"}]}
+            behaviour = Behaviour.parse("echo")
         if not body.get("stream"):
             return _json(answer(body, behaviour))
         return await _stream(request, behaviour, events(body, behaviour))

@@ -37,6 +37,7 @@ from pointsman.app.http import (
     sse_event,
 )
 from pointsman.app.openapi import build_openapi
+from pointsman.app.secrets import Redactor, url_secrets
 from pointsman.app.protocol import configure as configure_protocol
 from pointsman.app.schema import validate_chat_request
 from pointsman.app import admin as cache_admin
@@ -178,6 +179,8 @@ class Gateway:
         self.dispatcher = Dispatcher(self.pool, self.server)
         self.ledger = BatchLedger(sink_from_url(self.server.ledger_url), flush_interval_s=self.server.ledger_flush_interval_s,
                                   batch_size=self.server.ledger_batch_size)
+        self.redactor = Redactor([secret for entry in self.pool.entries.values()
+                                  for secret in (entry.provider.api_key, *url_secrets(entry.config.base_url))])
         self.client_keys = self._keys(self.server.api_keys_env, "server.api_keys_env")
         self.admin_key = self._keys([self.server.admin_key_env], "server.admin_key_env") if self.server.admin_key_env else set()
         self._models_body = orjson.dumps({"object": "list", "data": [
@@ -410,14 +413,18 @@ class Gateway:
         else:
             await send_bytes(send, 200, hit.body(record.id), [*JSON_HEADERS, *headers])
 
+    def _redacted(self, answer: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """(the answer, its encoding), without the secrets an upstream may have put into it: what the client and
+        the cache get."""
+        payload = _encode_answer(answer)
+        if not self.redactor:
+            return answer, payload
+        clean = self.redactor.body(payload)
+        return (answer, payload) if clean == payload else (orjson.loads(clean), clean)
+
     def _redact(self, text: str | None) -> str | None:
-        """Provider keys an upstream echoed back (some quote the key in a 401) reach neither clients nor the ledger."""
-        if text:
-            for entry in self.pool.entries.values():
-                key = entry.provider.api_key
-                if key and len(key) >= 8 and key in text:
-                    text = text.replace(key, "[redacted]")
-        return text
+        """Provider keys and URL credentials an upstream echoed back reach neither clients nor the ledger."""
+        return self.redactor.text(text)
 
     async def _dispatch(self, plan: list[str], raw: dict[str, Any], stream: bool) -> DispatchResult:
         try:
@@ -432,7 +439,7 @@ class Gateway:
         answer = result.answer
         assert answer is not None
         self._account(record, result, answer.get("usage"))
-        payload = _encode_answer(answer)
+        answer, payload = self._redacted(answer)
         record.overhead_ms = (time.perf_counter() - started) * 1000 - result.upstream_ms
         record.status = 200
         await send_bytes(send, 200, payload, [*JSON_HEADERS, *_decision_headers(
@@ -478,8 +485,8 @@ class Gateway:
                                ticket, prior=outcome)
             return
         result = outcome.result
-        answer = result.answer
-        assert answer is not None
+        assert result.answer is not None
+        answer, payload = self._redacted(result.answer)
         record.chosen_model = result.entry.name
         record.attempts = outcome.attempts
         record.prompt_tokens, record.completion_tokens, record.cost_usd = (
@@ -495,7 +502,7 @@ class Gateway:
             comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
             await send({"type": "http.response.body", "body": b"".join(events[:-1]) + comment + events[-1], "more_body": False})
         else:
-            await send_bytes(send, 200, _encode_answer(answer), [*JSON_HEADERS, *headers])
+            await send_bytes(send, 200, payload, [*JSON_HEADERS, *headers])
         if ticket is not None and self.caching is not None:
             await self.caching.store(ticket, answer, result.entry.name)
 
@@ -544,7 +551,9 @@ class Gateway:
                             chunk = await anext(chunks, None)
                             continue
                         chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                await send({"type": "http.response.body", "body": sse_event(chunk), "more_body": True})
+                event = sse_event(chunk)
+                await send({"type": "http.response.body", "body": self.redactor.body(event) if self.redactor else event,
+                            "more_body": True})
                 chunk = await anext(chunks, None)
             disconnected.remove_done_callback(on_disconnect)
             self._account(record, result, usage, prior)
