@@ -283,3 +283,19 @@ def test_breaker_release_gives_back_a_half_open_trial():
     assert breaker.allow() and not breaker.allow()  # one trial at a time
     breaker.release()
     assert breaker.allow()
+
+
+def test_a_request_too_long_for_a_model_falls_back_to_a_larger_window(make_gateway, upstream, client_for):
+    """A provider's 400 'context length exceeded' was final; another model with a larger window can answer."""
+    gw = make_gateway({"models": [model("small", upstream, "context:8192", context_window=8192),
+                                  model("mid", upstream, context_window=4096, prices={"input": 1}),
+                                  model("big", upstream, context_window=128000, prices={"input": 5})],
+                       "policies": {"auto": {"default": "small", "fallbacks": ["mid", "big"]}}})
+    raw = client_for(gw).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+    assert raw.headers["x-pointsman-model"] == "big"
+    assert [(a[0], a[1]) for a in attempts(ledger_rows(gw)[-1])] == [
+        ("small", "context_length_exceeded"), ("mid", "window_too_small"), ("big", "ok")]
+    assert gw.gateway.pool["small"].breaker.state == "closed"
+    with pytest.raises(openai.BadRequestError) as refused:  # nothing larger: the upstream's own 400
+        client_for(gw).chat.completions.create(model="small", messages=HELLO)
+    assert "maximum context length" in refused.value.message

@@ -47,6 +47,11 @@ async def _before_answer(request: web.Request, behaviour: Behaviour) -> web.Stre
         code = int(behaviour.arg(0, 500))
         headers = {"retry-after": behaviour.args[1]} if len(behaviour.args) > 1 else None
         return _json(error_body(code), status=code, headers=headers)
+    elif behaviour.kind == "context":  # the request is longer than the model's window, as OpenAI says it
+        window = int(behaviour.arg(0, 8192))
+        return _json({"error": {"message": f"This model's maximum context length is {window} tokens. However, your "
+                                           f"messages resulted in {window + 100} tokens.", "type": "invalid_request_error",
+                                "param": "messages", "code": "context_length_exceeded"}}, status=400)
     elif behaviour.kind == "reset":
         assert request.transport is not None
         request.transport.abort()

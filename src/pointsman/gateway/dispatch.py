@@ -61,8 +61,13 @@ class Dispatcher:
         attempts: list[Attempt] = []
         last_error: ProviderError | None = None
         upstream_start = time.perf_counter()
+        needs_window = 0  # a model refused the request as too long: only larger windows are worth a try
         for name in plan:
             entry = self.pool[name]
+            if entry.config.context_window < needs_window:
+                attempts.append(Attempt(name, "window_too_small", 0.0, f"a model with a {needs_window - 1}-token window "
+                                                                        f"refused the request as too long"))
+                continue
             counted = False  # one request counts at most one failure against a model, however often it retried
             for retry in range(entry.config.max_retries + 1):
                 if not entry.breaker.allow():
@@ -88,6 +93,8 @@ class Dispatcher:
                     attempts.append(Attempt(name, error.kind, (time.perf_counter() - started) * 1000, error.message))
                     last_error = error
                     if error.model_specific:
+                        if error.kind == "context_length_exceeded":
+                            needs_window = max(needs_window, entry.config.context_window + 1)
                         entry.breaker.release()
                         break  # a feature this model lacks, or its configuration: no retry, no health penalty, next model
                     if error.retryable and not counted:

@@ -10,6 +10,7 @@ Failures are raised as `ProviderError`; whether they are worth retrying is decid
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,13 @@ from typing import Any
 from pointsman.config.schema import ModelConfig
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+# How providers say a request does not fit the model's context window (OpenAI and compatible servers, Anthropic,
+# vLLM, Mistral, Groq): a 4xx whose message matches is a model-specific refusal, not the request's fault.
+CONTEXT_EXCEEDED = re.compile(r"context[_ ]length|context window|maximum context|prompt is too long|"
+                              r"too many (?:input )?tokens|exceeds? the (?:model'?s? )?(?:max(?:imum)? )?(?:context|token limit)",
+                              re.IGNORECASE)
 
 
 class ProviderError(Exception):
@@ -71,6 +79,10 @@ class ProviderError(Exception):
         if upstream_status == 404:
             return cls(f"upstream does not know the model: {detail}", status=502, retryable=False,
                        kind="upstream_model_not_found", upstream_status=upstream_status, model_specific=True)
+        if 400 <= upstream_status < 500 and CONTEXT_EXCEEDED.search(detail):
+            # too long for this model's window: a model with a larger one may take it (the dispatcher skips smaller)
+            return cls(detail, status=400, retryable=False, kind="context_length_exceeded",
+                       upstream_status=upstream_status, model_specific=True)
         # Other 4xx: the request itself is refused; another model would likely refuse it too.
         return cls(detail, status=400 if 400 <= upstream_status < 500 else 502, retryable=False,
                    kind="invalid_request_error" if upstream_status < 500 else "upstream_error",
