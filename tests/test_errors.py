@@ -115,8 +115,18 @@ def test_client_keys(keyed_gateway):
     answer = openai.OpenAI(base_url=keyed_gateway.base_url, api_key="sk-client-1").chat.completions.create(model="m", messages=HELLO)
     assert answer.choices[0].message.content == "echo: hello"
     rows = ledger_rows(keyed_gateway)
-    assert [r["status"] for r in rows] == [401, 401, 200]
+    assert [r["status"] for r in rows] == [200]  # refusals before authentication are counted, not stored
     assert rows[-1]["key_id"] and rows[-1]["key_id"] != "sk-client-1"
+
+
+def test_unauthenticated_requests_are_counted_not_stored(keyed_gateway):
+    """Every 401 wrote a ledger row: anyone could grow the disk without a key."""
+    for _ in range(25):
+        assert httpx.post(f"{keyed_gateway.base_url}/chat/completions", json={"model": "m", "messages": HELLO},
+                          headers={"authorization": "Bearer sk-guess"}).status_code == 401
+    assert ledger_rows(keyed_gateway) == []
+    status = httpx.get(f"{keyed_gateway.url}/admin/models", headers={"authorization": "Bearer sk-admin-1"}).json()
+    assert status["unauthenticated_requests"] == 25
 
 
 def test_admin_api_needs_the_admin_key(keyed_gateway):

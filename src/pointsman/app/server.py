@@ -189,6 +189,7 @@ class Gateway:
                                                         client_auth=bool(self.client_keys or self.admin_key),
                                                         max_body_bytes=self.server.max_body_bytes))
         self.body_timeout_s = BODY_TIMEOUT_S
+        self.unauthenticated = 0  # chat requests refused for a missing or wrong key (GET /admin/models)
         self._started = False
 
     @staticmethod
@@ -282,7 +283,7 @@ class Gateway:
                 await send_json(send, 200, {"data": [
                     {"id": e.name, "provider": e.config.provider, "breaker": e.breaker.state,
                      "consecutive_failures": e.breaker.failures, "cooldown_remaining_s": round(e.breaker.cooldown_remaining(), 3)}
-                    for e in self.pool.entries.values()]})
+                    for e in self.pool.entries.values()], "unauthenticated_requests": self.unauthenticated})
             elif path in METHODS_OF:
                 allowed = METHODS_OF[path]
                 raise GatewayError(405, f"{method} is not allowed on {path}; use {allowed}", code="method_not_allowed",
@@ -393,7 +394,10 @@ class Gateway:
                 record.error = self._redact(record.error)
                 for attempt in record.attempts:
                     attempt.error = self._redact(attempt.error)
-            self.ledger.record(record)
+            if record.status == 401 and record.key_id is None:
+                self.unauthenticated += 1  # counted, not stored: rows before authentication would let anyone fill the disk
+            else:
+                self.ledger.record(record)
 
     # -- cache -------------------------------------------------------------------------------------------
     async def _serve_hit(self, send: Send, hit: Any, request: Any, record: LedgerRecord, started: float,
