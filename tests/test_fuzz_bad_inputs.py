@@ -6,6 +6,7 @@ never a 5xx or a hang, and the gateway stays healthy."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -304,4 +305,7 @@ def test_upstream_answer_nested_too_deeply_is_a_502(make_gateway, upstream):
     gw = make_gateway({"models": [model("deep", upstream, "deep:300", max_retries=0)]})
     response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "deep", "messages": [{"role": "user", "content": "x"}]})
     assert response.status_code == 502 and "nested too deeply" in response.json()["error"]["message"]
-    assert ledger_rows(gw)[-1]["status"] == 502
+    row = ledger_rows(gw)[-1]
+    assert row["status"] == 502
+    # the upstream answered (and bills for it): its attempt and tokens stay in the ledger (they were dropped)
+    assert [a[1] for a in json.loads(row["attempts"])] == ["ok"] and row["completion_tokens"] > 0

@@ -62,7 +62,7 @@ async def _before_answer(request: web.Request, behaviour: Behaviour) -> web.Stre
         depth = int(behaviour.arg(0, 300))
         return web.Response(body=b'{"id": "deep", "object": "chat.completion", "created": 0, "model": "deep", "choices": '
                             b'[{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}], '
-                            b'"extra": ' + b"[" * depth + b"]" * depth + b"}", content_type="application/json")
+                            b'"usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}, "extra": ' + b"[" * depth + b"]" * depth + b"}", content_type="application/json")
     elif behaviour.kind == "huge":
         return web.Response(body=b"x" * int(behaviour.arg(0, 40) * 1024 * 1024), content_type="application/json")
     return None

@@ -373,7 +373,8 @@ class Gateway:
         except GatewayError as error:
             error.message = self._redact(error.message)
             record.status, record.error = error.status, error.message
-            record.attempts = error.attempts
+            if error.attempts or not record.attempts:  # an error after the upstream answered keeps that paid call
+                record.attempts = error.attempts
             await send_error(send, error, [(b"x-pointsman-request-id", record.id.encode())])
         except msgspec.ValidationError as error:
             record.status, record.error = 400, f"invalid request: {error}"
