@@ -299,3 +299,38 @@ def test_a_request_too_long_for_a_model_falls_back_to_a_larger_window(make_gatew
     with pytest.raises(openai.BadRequestError) as refused:  # nothing larger: the upstream's own 400
         client_for(gw).chat.completions.create(model="small", messages=HELLO)
     assert "maximum context length" in refused.value.message
+
+
+def test_a_client_that_leaves_a_plain_request_is_a_499_and_the_upstream_call_stops(make_gateway, upstream):
+    """Recorded as 200 while the upstream call ran on; now cancelled at once and recorded as 499."""
+    import socket
+
+    gw = make_gateway({"models": [model("m", upstream, "slow:4000", timeout_s=10)]})
+    body = json.dumps({"model": "m", "messages": HELLO}).encode()
+    host, port = gw.base_url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 2  # well before the upstream's 4 s answer
+    rows = []
+    while time.monotonic() < deadline and not rows:
+        rows = ledger_rows(gw)
+        time.sleep(0.05)
+    assert rows and rows[-1]["status"] == 499
+    assert [a[1] for a in attempts(rows[-1])] == ["cancelled"]
+
+
+def test_a_stream_the_client_left_is_billed_for_what_was_sent(make_gateway, upstream):
+    """A cancelled stream recorded 0 tokens and $0 for the chunks the client had already received."""
+    gw = make_gateway({"models": [model("m", upstream, "stall:4000", timeout_s=10, prices={"input": 1, "output": 2})]})
+    with httpx.stream("POST", f"{gw.base_url}/chat/completions",
+                      json={"model": "m", "messages": HELLO, "stream": True}) as response:
+        next(response.iter_lines())
+    deadline = time.monotonic() + 2
+    rows = []
+    while time.monotonic() < deadline and not rows:
+        rows = ledger_rows(gw)
+        time.sleep(0.05)
+    assert rows[-1]["status"] == 499 and rows[-1]["prompt_tokens"] > 0 and rows[-1]["cost_usd"] > 0
+    assert "estimated" in rows[-1]["error"]

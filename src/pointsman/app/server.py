@@ -87,6 +87,24 @@ def _usage(usage: Any) -> tuple[int, int]:
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
+def _estimated_tokens(chars: int) -> int:
+    return (chars + 3) // 4
+
+
+def _delta_chars(chunk: dict[str, Any]) -> int:
+    """Characters of answer text (content, tool-call arguments) one stream chunk carries."""
+    total = 0
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            total += len(content) if isinstance(content, str) else 0
+            for call in delta.get("tool_calls") or ():
+                arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+                total += len(arguments) if isinstance(arguments, str) else 0
+    return total
+
+
 def _encode_answer(answer: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(answer)
@@ -369,7 +387,7 @@ class Gateway:
             elif request.stream:
                 await self._stream(send, receive, raw, plan, decision, record, started, include_usage, ticket)
             else:
-                await self._complete(send, raw, plan, decision, record, started, ticket)
+                await self._complete(send, receive, raw, plan, decision, record, started, ticket)
         except GatewayError as error:
             error.message = self._redact(error.message)
             record.status, record.error = error.status, error.message
@@ -382,6 +400,8 @@ class Gateway:
                              [(b"x-pointsman-request-id", record.id.encode())])
         except ClientDisconnected:
             record.status, record.error = 499, "client disconnected before the request was read"
+        except ClientLeft:  # the upstream call was cancelled with it: nothing more is paid for
+            record.status, record.error = 499, "client disconnected before the answer"
         except Exception:  # noqa: BLE001 - the client gets a clean 500, the log gets the traceback
             log.exception("unexpected error in request %s", record.id)
             record.status, record.error = 500, "internal error"
@@ -431,16 +451,22 @@ class Gateway:
         """Provider keys and URL credentials an upstream echoed back reach neither clients nor the ledger."""
         return self.redactor.text(text)
 
-    async def _dispatch(self, plan: list[str], raw: dict[str, Any], stream: bool) -> DispatchResult:
+    async def _dispatch(self, plan: list[str], raw: dict[str, Any], stream: bool,
+                        attempts: list[Attempt] | None = None) -> DispatchResult:
         try:
-            return await self.dispatcher.run(plan, raw, stream=stream)
+            return await self.dispatcher.run(plan, raw, stream=stream, attempts=attempts)
         except orjson.JSONEncodeError:  # providers re-encode the body: orjson reads 1024 levels, writes 254
             raise GatewayError(400, "request JSON is nested too deeply to forward (at most 254 levels)",
                                code="invalid_json") from None
 
-    async def _complete(self, send: Send, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
+    async def _complete(self, send: Send, receive: Receive, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
                         record: LedgerRecord, started: float, ticket: CacheTicket | None = None) -> None:
-        result = await self._dispatch(plan, raw, stream=False)
+        tried: list[Attempt] = []
+        try:
+            result = await _unless_client_leaves(receive, self._dispatch(plan, raw, stream=False, attempts=tried))
+        except ClientLeft:
+            record.attempts = tried
+            raise
         answer = result.answer
         assert answer is not None
         self._account(record, result, answer.get("usage"))
@@ -543,6 +569,7 @@ class Gateway:
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
         disconnected.add_done_callback(on_disconnect)
         usage: Any = None
+        sent_chars = 0  # answer text relayed: what a stream cut short is billed for, when no usage came
         recorder = StreamRecorder() if ticket is not None else None
         try:
             chunk: dict[str, Any] | None = result.first_chunk
@@ -557,6 +584,7 @@ class Gateway:
                             continue
                         chunk = {k: v for k, v in chunk.items() if k != "usage"}
                 event = sse_event(chunk)
+                sent_chars += _delta_chars(chunk)
                 await send({"type": "http.response.body", "body": self.redactor.body(event) if self.redactor else event,
                             "more_body": True})
                 chunk = await anext(chunks, None)
@@ -571,6 +599,10 @@ class Gateway:
                 raise
             relay.uncancel()  # type: ignore[union-attr] - the cancellation was ours, and is handled
             record.status, record.error = 499, "client disconnected during the stream"
+            if not usage:  # the upstream's usage comes last: estimate what was generated and sent (chars / 4)
+                usage = {"prompt_tokens": _estimated_tokens(len(orjson.dumps(raw.get("messages") or []))),
+                         "completion_tokens": _estimated_tokens(sent_chars)}
+                record.error += " (tokens estimated from the text, no usage came)"
             self._account(record, result, usage, prior)
         except ProviderError as error:
             # Part of the answer is already with the client: end the stream with an error event.
@@ -591,3 +623,32 @@ class Gateway:
 async def _wait_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class ClientLeft(Exception):
+    """The client disconnected while the gateway was waiting on the upstream for it."""
+
+
+async def _unless_client_leaves(receive: Receive, work: Any) -> Any:
+    """Await ``work`` (a coroutine); if the client disconnects first, cancel it and raise :class:`ClientLeft`."""
+    task = asyncio.current_task()
+    gone = False
+
+    def on_disconnect(watcher: asyncio.Future[None]) -> None:
+        nonlocal gone
+        if not watcher.cancelled() and watcher.exception() is None and task is not None:
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    watcher.add_done_callback(on_disconnect)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()  # type: ignore[union-attr] - the cancellation was ours, and is handled
+        raise ClientLeft from None
+    finally:
+        watcher.remove_done_callback(on_disconnect)
+        watcher.cancel()

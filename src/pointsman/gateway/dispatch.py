@@ -57,8 +57,11 @@ class Dispatcher:
         self.backoff_cap = server.retry_backoff_cap_s
         self.max_retry_after = server.max_retry_after_s
 
-    async def run(self, plan: list[str], body: dict[str, Any], stream: bool) -> DispatchResult:
-        attempts: list[Attempt] = []
+    async def run(self, plan: list[str], body: dict[str, Any], stream: bool,
+                  attempts: list[Attempt] | None = None) -> DispatchResult:
+        """Call the plan. ``attempts``: a list of the caller's that every attempt is added to as it ends, so that a
+        caller that cancels the call (its client left) still knows what was tried."""
+        attempts = [] if attempts is None else attempts
         last_error: ProviderError | None = None
         upstream_start = time.perf_counter()
         needs_window = 0  # a model refused the request as too long: only larger windows are worth a try
@@ -89,6 +92,9 @@ class Dispatcher:
                         # not the upstream's doing (a body that cannot be encoded, a cancelled request): no verdict on
                         # the model, but a half-open trial must be given back, or the model stays cooling down for good
                         entry.breaker.release()
+                        if isinstance(error, asyncio.CancelledError):
+                            attempts.append(Attempt(name, "cancelled", (time.perf_counter() - started) * 1000,
+                                                    "the call was cancelled (the client left)"))
                         raise
                     attempts.append(Attempt(name, error.kind, (time.perf_counter() - started) * 1000, error.message))
                     last_error = error
