@@ -198,3 +198,35 @@ async def test_an_encoder_failure_in_the_semantic_tier_fails_open(caplog):
     decision = await router.route("auto", RouteContext({"messages": [{"role": "user", "content": "hi"}]}))
     assert (decision.model, decision.tier) == ("small", "default")
     assert "semantic tier failed" in caplog.text and "out of memory" in caplog.text
+
+
+def test_the_judge_calls_through_the_dispatcher_and_is_costed(make_gateway, upstream):
+    """Tier 3 called its model directly: no retry, breaker or attempt record, no cost, failures swallowed."""
+    import json
+
+    import openai
+
+    from tests.conftest import ledger_rows, model
+
+    gw = make_gateway({"models": [model("judge", upstream, "judge-grades", quality=0.2, max_retries=1,
+                                        prices={"input": 0.5, "output": 0.5}),
+                                  model("cheap", upstream, quality=0.3, prices={"input": 1, "output": 1}),
+                                  model("strong", upstream, quality=0.8, prices={"input": 5, "output": 5})],
+                       "policies": {"auto": {"semantic": {"min_confidence": 1.0}, "judge": {"model": "judge", "timeout_s": 5}}},
+                       "server": {"cooldown_failures": 1, "cooldown_s": 30}})
+    upstream.script("judge-grades", ["grade:4", "status:500", "status:500"])
+    client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
+    ask = lambda: client.chat.completions.with_raw_response.create(  # noqa: E731
+        model="auto", messages=[{"role": "user", "content": "prove that there are infinitely many primes"}])
+    graded = ask()
+    assert graded.headers["x-pointsman-tier"] == "llm" and graded.headers["x-pointsman-model"] == "strong"
+    row = ledger_rows(gw)[-1]
+    calls = json.loads(row["attempts"])
+    assert [(a[0], a[1], a[6]) for a in calls] == [("judge", "ok", "judge"), ("strong", "ok", None)]
+    assert calls[0][4] > 0 and row["cost_usd"] == pytest.approx(calls[0][4] + gw.gateway.pool["strong"].cost(
+        row["prompt_tokens"] - calls[0][7], row["completion_tokens"] - calls[0][8]))
+    failed = ask()  # the judge fails (its breaker opens at once here): tier 2's choice stands, all in the row
+    assert failed.headers["x-pointsman-tier"] == "semantic"
+    assert [(a[0], a[1]) for a in json.loads(ledger_rows(gw)[-1]["attempts"])][:2] == [
+        ("judge", "upstream_error"), ("judge", "cooldown")]
+    assert gw.gateway.pool["judge"].breaker.state == "open"  # the judge's model is health-checked like any other

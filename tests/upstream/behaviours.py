@@ -73,7 +73,7 @@ def wants_tool_call(body: dict[str, Any]) -> bool:
 
 CANNED = {"refuse": "I'm sorry, but I can't help with that.", "json": '{"answer": 4, "unit": "apples"}',
           "badjson": '{"answer": 4, "unit": "app', "arith:good": "2 + 2 = 4, so the answer is 4.",
-          "arith:bad": "2 + 2 = 5, so the answer is 5."}
+          "arith:bad": "2 + 2 = 5, so the answer is 5.", "grade:1": "1", "grade:4": "4"}
 
 
 def _logprobs(text: str, p: float) -> dict[str, Any]:

@@ -87,6 +87,16 @@ def _usage(usage: Any) -> tuple[int, int]:
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
+def _add_routing_calls(record: LedgerRecord, calls: list[Attempt]) -> None:
+    """The calls made to decide (tier 3's judge) go first in the row's attempts, and into its tokens and cost."""
+    if record.attempts[:1] and record.attempts[0] is calls[0]:
+        return  # already added
+    record.attempts = [*calls, *record.attempts]
+    record.prompt_tokens += sum(a.prompt_tokens or 0 for a in calls)
+    record.completion_tokens += sum(a.completion_tokens or 0 for a in calls)
+    record.cost_usd += sum(a.cost_usd or 0.0 for a in calls)
+
+
 def _estimated_tokens(chars: int) -> int:
     return (chars + 3) // 4
 
@@ -347,6 +357,7 @@ class Gateway:
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         record = LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0)
+        decision: RouteDecision | None = None
         try:
             headers = header_map(scope)
             record.key_id = self._authenticate(headers)
@@ -415,6 +426,8 @@ class Gateway:
                 record.error = self._redact(record.error)
                 for attempt in record.attempts:
                     attempt.error = self._redact(attempt.error)
+            if decision is not None and decision.calls:  # an error after deciding: the judge's calls still count
+                _add_routing_calls(record, decision.calls)
             if record.status == 401 and record.key_id is None:
                 self.unauthenticated += 1  # counted, not stored: rows before authentication would let anyone fill the disk
             else:
@@ -469,7 +482,7 @@ class Gateway:
             raise
         answer = result.answer
         assert answer is not None
-        self._account(record, result, answer.get("usage"))
+        self._account(record, result, answer.get("usage"), routing=decision.calls)
         answer, payload = self._redacted(answer)
         record.overhead_ms = (time.perf_counter() - started) * 1000 - result.upstream_ms
         record.status = 200
@@ -479,23 +492,27 @@ class Gateway:
             await self.caching.store(ticket, answer, result.entry.name)
 
     @staticmethod
-    def _account(record: LedgerRecord, result: DispatchResult, usage: Any, prior: CascadeOutcome | None = None) -> None:
-        """The request's model, attempts, tokens and cost; a cascade's earlier calls are added to them."""
+    def _account(record: LedgerRecord, result: DispatchResult, usage: Any, prior: CascadeOutcome | None = None,
+                 routing: list[Attempt] | None = None) -> None:
+        """The request's model, attempts, tokens and cost; a cascade's earlier calls, and the calls made to decide
+        (the judge's), are added to them."""
         record.chosen_model = result.entry.name
         record.prompt_tokens, record.completion_tokens = _usage(usage)
         cost = result.entry.cost(record.prompt_tokens, record.completion_tokens)
         if prior is None:
             record.attempts = result.attempts
             record.cost_usd = cost
-            return
-        if result.attempts:
-            last = result.attempts[-1]
-            last.cost_usd, last.verdict = round(cost, 10), last.verdict or "final"
-            last.prompt_tokens, last.completion_tokens = record.prompt_tokens, record.completion_tokens
-        record.attempts = [*prior.attempts, *result.attempts]
-        record.prompt_tokens += prior.prompt_tokens
-        record.completion_tokens += prior.completion_tokens
-        record.cost_usd = prior.cost_usd + cost
+        else:
+            if result.attempts:
+                last = result.attempts[-1]
+                last.cost_usd, last.verdict = round(cost, 10), last.verdict or "final"
+                last.prompt_tokens, last.completion_tokens = record.prompt_tokens, record.completion_tokens
+            record.attempts = [*prior.attempts, *result.attempts]
+            record.prompt_tokens += prior.prompt_tokens
+            record.completion_tokens += prior.completion_tokens
+            record.cost_usd = prior.cost_usd + cost
+        if routing:
+            _add_routing_calls(record, routing)
 
     async def _cascade(self, send: Send, receive: Receive, raw: dict[str, Any], ctx: RouteContext, decision: RouteDecision,
                        record: LedgerRecord, started: float, include_usage: bool, ticket: CacheTicket | None) -> None:
@@ -589,7 +606,7 @@ class Gateway:
                             "more_body": True})
                 chunk = await anext(chunks, None)
             disconnected.remove_done_callback(on_disconnect)
-            self._account(record, result, usage, prior)
+            self._account(record, result, usage, prior, decision.calls)
             comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
             await send({"type": "http.response.body", "body": comment + SSE_DONE, "more_body": False})
             if recorder is not None and self.caching is not None:
@@ -603,14 +620,14 @@ class Gateway:
                 usage = {"prompt_tokens": _estimated_tokens(len(orjson.dumps(raw.get("messages") or []))),
                          "completion_tokens": _estimated_tokens(sent_chars)}
                 record.error += " (tokens estimated from the text, no usage came)"
-            self._account(record, result, usage, prior)
+            self._account(record, result, usage, prior, decision.calls)
         except ProviderError as error:
             # Part of the answer is already with the client: end the stream with an error event.
             disconnected.remove_done_callback(on_disconnect)
             message = self._redact(error.message)
             record.status, record.error = error.status, f"stream broke after the first chunk: {message}"
             result.attempts.append(Attempt(result.entry.name, error.kind, 0.0, message))
-            self._account(record, result, usage, prior)
+            self._account(record, result, usage, prior, decision.calls)
             error_event = {"error": {"message": f"upstream stream failed: {message}", "type": "upstream_error",
                                      "param": None, "code": error.kind}}
             await send({"type": "http.response.body", "body": sse_event(error_event), "more_body": False})

@@ -36,7 +36,7 @@ def _text_of(content: Any) -> str:
 class RouteContext:
     """The request as routing sees it; each feature is computed at most once, and only if asked for."""
 
-    __slots__ = ("body", "overrides", "session", "cascade_mode", "tenant", "_embeddings", "__dict__")
+    __slots__ = ("body", "overrides", "session", "cascade_mode", "tenant", "calls", "_embeddings", "__dict__")
 
     def __init__(self, body: dict[str, Any], overrides: dict[str, float] | None = None, session: str | None = None,
                  cascade_mode: str | None = None, tenant: str = "") -> None:
@@ -44,6 +44,7 @@ class RouteContext:
         self.overrides = overrides or {}  # per-request knob settings ("lambda", "floor", "cascade_threshold")
         self.session = session
         self.tenant = tenant  # whose request (key id and team): sessions of two tenants never meet
+        self.calls: list[Any] = []  # upstream calls made to decide (the judge's), as ledger Attempts with their cost
         self.cascade_mode = cascade_mode  # x-pointsman-cascade: "off" | "always" | "route", None = the policy's
         self._embeddings: dict[tuple[Any, str, int | None], tuple[Any, Any]] = {}
 
@@ -129,6 +130,7 @@ class RouteDecision:
     scores: dict[str, float] | None = None  # per-model predicted quality, when a tier has them
     confidence: float | None = None  # how sure the deciding tier is (tier 2 defers to tier 3 below a bar)
     cascade: Any = None  # a cascade.runner.CascadePlan when the policy starts a cascade instead
+    calls: list[Any] = field(default_factory=list)  # upstream calls made to decide (RouteContext.calls)
 
 
 class Tier(Protocol):

@@ -2,17 +2,22 @@
 
 A small configured pool model grades how hard the request is (1-5); the grade is mapped onto the
 pool through each model's quality prior: the cheapest model able enough for that grade answers. The
-call is bounded by a timeout; on timeout or an unreadable grade, tier 2's choice stands.
+call goes through the dispatcher like any other (retries, breaker, attempts), is costed, and its
+attempts join the request's ledger row; it is bounded by a timeout; on timeout, failure or an
+unreadable grade, tier 2's choice stands (and the log says why).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 from pointsman.config.schema import JudgeTierConfig
+from pointsman.errors import GatewayError
+from pointsman.gateway.dispatch import Dispatcher
 from pointsman.gateway.pool import Pool
-from pointsman.providers import ProviderError
+from pointsman.ledger import Attempt
 from pointsman.routing.base import RouteContext, RouteDecision
 from pointsman.routing.priors import quality_prior
 
@@ -29,27 +34,42 @@ GRADER_PROMPT = (
 # grade -> the quality prior a model needs (routing/priors.py scale)
 GRADE_TO_PRIOR = {1: 0.2, 2: 0.4, 3: 0.55, 4: 0.7, 5: 0.85}
 _DIGIT = re.compile(r"[1-5]")
+log = logging.getLogger("pointsman.routing")
 
 
 class JudgeTier:
     name = "llm"
 
-    def __init__(self, config: JudgeTierConfig, pool: Pool) -> None:
+    def __init__(self, config: JudgeTierConfig, pool: Pool, dispatcher: Dispatcher) -> None:
         if config.model not in pool:
             raise ValueError(f"judge model {config.model!r} is not a pool model")
         self.config = config
         self.pool = pool
+        self.dispatcher = dispatcher
 
     async def grade(self, ctx: RouteContext) -> int | None:
-        entry = self.pool[self.config.model]
-        body = {"messages": [{"role": "user", "content": GRADER_PROMPT.format(request=ctx.routing_text[:2000])}],
-                "max_tokens": 3, "temperature": 0}
+        body = {"model": self.config.model, "max_tokens": 3, "temperature": 0,
+                "messages": [{"role": "user", "content": GRADER_PROMPT.format(request=ctx.routing_text[:2000])}]}
+        tried: list[Attempt] = []
         try:
-            answer = await asyncio.wait_for(entry.provider.complete(body), self.config.timeout_s)
-        except (ProviderError, asyncio.TimeoutError):
+            result = await asyncio.wait_for(self.dispatcher.run([self.config.model], body, False, attempts=tried),
+                                            self.config.timeout_s)
+        except (GatewayError, asyncio.TimeoutError) as exc:
+            log.warning("judge %s gave no grade: %s", self.config.model,
+                        getattr(exc, "message", None) or f"no answer within {self.config.timeout_s:g} s")
+            ctx.calls.extend(tried)
             return None
+        answer = result.answer or {}
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        last = tried[-1]
+        last.cost_usd, last.prompt_tokens, last.completion_tokens = round(result.entry.cost(prompt, completion), 10), prompt, completion
+        last.verdict = "judge"
+        ctx.calls.extend(tried)
         content = (answer.get("choices") or [{}])[0].get("message", {}).get("content") or ""
         match = _DIGIT.search(content)
+        if match is None:
+            log.warning("judge %s answered without a grade: %r", self.config.model, content[:40])
         return int(match.group()) if match else None
 
     async def decide(self, ctx: RouteContext, eligible: list[str], fallback: RouteDecision | None = None) -> RouteDecision | None:

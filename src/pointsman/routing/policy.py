@@ -15,6 +15,7 @@ from typing import Any
 from pointsman.cascade.runner import Cascade, needs_embedder
 from pointsman.config.schema import Config, Policy
 from pointsman.errors import GatewayError
+from pointsman.gateway.dispatch import Dispatcher
 from pointsman.gateway.pool import Pool
 from pointsman.routing.base import RouteContext, RouteDecision
 from pointsman.routing.judge import JudgeTier
@@ -49,6 +50,7 @@ class PolicyRouter:
     def __init__(self, config: Config, pool: Pool, embedders: Any = None) -> None:
         self.pool = pool
         self.embedders = embedders  # embed.registry.Embedders, or None when no stage embeds
+        self.dispatcher = Dispatcher(pool, config.server)  # the judge's calls: retries, breaker, attempts, cost
         self.default_policy = config.server.default_policy
         policies = dict(config.policies)
         policies.setdefault(self.default_policy, Policy())
@@ -69,7 +71,7 @@ class PolicyRouter:
             name=name,
             rules=RuleTier(policy.rules) if policy.rules else None,
             semantic=semantic,
-            judge=JudgeTier(policy.judge, self.pool) if policy.judge is not None else None,
+            judge=JudgeTier(policy.judge, self.pool, self.dispatcher) if policy.judge is not None else None,
             min_confidence=policy.semantic.min_confidence if policy.semantic else 0.0,
             sessions=SessionMemory(policy.sticky_s) if policy.sticky_s > 0 else None,
             default=policy.default,
@@ -131,7 +133,9 @@ class PolicyRouter:
         eligible = self.pool.eligible(ctx)
         if not eligible:
             raise GatewayError(400, self.pool.why_none_eligible(ctx), code="no_eligible_model")
-        return await self._run_policy(self.policies[policy_name], ctx, eligible, depth=0)
+        decision = await self._run_policy(self.policies[policy_name], ctx, eligible, depth=0)
+        decision.calls = ctx.calls
+        return decision
 
     async def _run_policy(self, policy: CompiledPolicy, ctx: RouteContext, eligible: list[str], depth: int) -> RouteDecision:
         decision = await policy.rules.decide(ctx, eligible) if policy.rules else None
