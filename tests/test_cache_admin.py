@@ -322,3 +322,73 @@ def test_an_answer_stored_before_its_embedding_reaches_the_other_replica_s_seman
     hit, text = ask(b, "How can I reverse a list in Python?")
     assert hit["x-pointsman-cache"] == "hit-semantic" and text == "echo: How do I reverse a list in Python?"
     assert calls(upstream, name) == 1
+
+
+# -- the shared store down or hanging (issue 15: each failed before the fix) --------------------------------------
+@pytest.fixture
+def redis_behind_a_proxy():
+    import redis
+
+    from tests.tcp_proxy import TcpProxy
+
+    try:
+        redis.Redis(socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        skip_unless_service("no Redis at 127.0.0.1:6379")
+    proxy = TcpProxy(6379).start()
+    yield proxy
+    proxy.stop()
+
+
+def _store_config(upstream, proxy) -> dict:
+    return cache_config(upstream, f"cache-{uuid.uuid4().hex[:8]}", store=f"redis://127.0.0.1:{proxy.port}/0",
+                        prefix=f"pointsman-test:{uuid.uuid4().hex[:8]}", semantic=False, store_timeout_s=0.5)
+
+
+def _timed(fn, *args):
+    started = time.monotonic()
+    return fn(*args), time.monotonic() - started
+
+
+def test_a_redis_outage_is_a_miss_and_a_503_on_the_controls(make_gateway, upstream, keys, redis_behind_a_proxy):
+    """A Redis outage made look-ups raise (a 500 on every cached request) and the controls answer a plain 500."""
+    proxy = redis_behind_a_proxy
+    gateway = make_gateway(_store_config(upstream, proxy))
+    ask(gateway, "What is the capital of France?")
+    assert ask(gateway, "What is the capital of France?")[0]["x-pointsman-cache"] == "hit-exact"
+    proxy.cut()
+    for text in ("Who wrote Hamlet?", "What is the capital of France?"):
+        (headers, answer), took = _timed(ask, gateway, text)
+        assert answer.startswith("echo:") and took < 3  # answered, with or without the cache
+    refused = admin(gateway, "invalidate", {"all": True})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "cache_unavailable"
+    assert admin(gateway, "metrics").json()["store_errors"] >= 1
+    proxy.restore()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and admin(gateway, "invalidate", {"all": True}).status_code != 200:
+        time.sleep(0.2)
+    assert admin(gateway, "invalidate", {"all": True}).status_code == 200  # back without a restart
+
+
+def test_a_hanging_redis_costs_a_request_at_most_the_store_timeout(make_gateway, upstream, keys, redis_behind_a_proxy):
+    proxy = redis_behind_a_proxy
+    gateway = make_gateway(_store_config(upstream, proxy))
+    ask(gateway, "What is 2 + 2?")
+    proxy.hang()
+    (headers, answer), took = _timed(ask, gateway, "What is the tallest mountain?")
+    assert answer.startswith("echo:") and took < 2.5  # was 5 s, then a 500
+
+
+def test_a_replica_starts_while_redis_is_down_and_uses_it_once_back(make_gateway, upstream, keys, redis_behind_a_proxy):
+    """A replica started while Redis was down exited."""
+    proxy = redis_behind_a_proxy
+    proxy.cut()
+    gateway = make_gateway(_store_config(upstream, proxy))
+    assert ask(gateway, "Name a prime number.")[1].startswith("echo:")
+    proxy.restore()
+    deadline, hit = time.monotonic() + 15, None
+    while time.monotonic() < deadline and hit != "hit-exact":
+        ask(gateway, "Name an even number.")
+        hit = ask(gateway, "Name an even number.")[0].get("x-pointsman-cache")
+        time.sleep(0.2)
+    assert hit == "hit-exact"

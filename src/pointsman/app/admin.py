@@ -18,6 +18,7 @@ cache stage and its two auth helpers, nothing else.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any, Literal
 
@@ -26,6 +27,8 @@ import msgspec
 from pointsman.app.caching import tenant_of
 from pointsman.app.http import Receive, Scope, Send, header_map, parse_json_object, read_body, send_json
 from pointsman.errors import GatewayError
+
+log = logging.getLogger("pointsman.cache")
 
 __all__ = ["PATHS", "handle", "MAX_ADMIN_BODY_BYTES"]
 
@@ -89,10 +92,22 @@ async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> No
     stage = gateway.caching
     if stage is None:
         raise GatewayError(404, "the cache is disabled (server.cache.enabled: false)", code="cache_disabled")
+    try:
+        await _serve(gateway, stage, path, receive, send, headers, key_id)
+    except GatewayError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the store (Redis) is down or hangs: an OpenAI-shaped 503, not a 500
+        log.warning("cache store unavailable for %s: %s", path, exc)
+        raise GatewayError(503, f"the cache store is unavailable ({type(exc).__name__}); try again shortly",
+                           code="cache_unavailable", headers={"retry-after": "5"}) from None
+
+
+async def _serve(gateway: Any, stage: Any, path: str, receive: Receive, send: Send, headers: dict[bytes, bytes],
+                 key_id: str | None) -> None:
     cache = stage.cache
     if path == "/admin/cache/metrics":
         await send_json(send, 200, {"object": "cache.metrics", "store": stage.config.store.split("://")[0],
-                                    **cache.stats()})
+                                    **cache.stats(), "store_errors": stage.store_errors})
     elif path == "/v1/cache/feedback":
         body = await _body(gateway, receive, headers, FeedbackBody)
         if (body.request_id is None) == (body.entry_id is None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,8 @@ class CacheStage:
         self.config = config
         self.cache = make_cache(config, vector_space)
         self._background = self.cache.background  # stores in flight, cancelled when the cache closes
+        self.store_errors = 0  # look-ups and stores given up because the store failed or hung (metrics)
+        self._warned_at = float("-inf")
         # namespace → entries stored without their embedding (in-process store): (entry id, prompt text)
         self._unembedded: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
         self._unembedded_count = 0
@@ -80,10 +83,19 @@ class CacheStage:
         batch), so a namespace that never sees a second request never pays for an embedding."""
         ttl = self.cache.policy.ttl_s
         control = CacheControl.from_headers(headers, float("inf") if ttl is None else ttl)
-        cache = self.cache
-        keys = cache.keys(ctx.body, tenant=tenant, route=route)
+        keys = self.cache.keys(ctx.body, tenant=tenant, route=route)
         if not keys.cacheable:
             return None
+        try:
+            async with asyncio.timeout(self.config.store_timeout_s):
+                return await self._lookup(control, keys, ctx, embedder, request_id)
+        except Exception as exc:  # noqa: BLE001 - the store is down or hangs: answer without the cache, say so
+            self._store_failed("look-up", exc)
+            return None
+
+    async def _lookup(self, control: CacheControl, keys: Any, ctx: RouteContext, embedder: Any,
+                      request_id: str | None) -> Hit | CacheTicket | None:
+        cache = self.cache
         semantic = keys.namespace is not None and embedder is not None and bool(keys.query_text)
         embedding = None
         if not control.bypass:
@@ -104,6 +116,16 @@ class CacheStage:
             return None
         later = (ctx, embedder) if semantic and embedding is None else None
         return CacheTicket(keys, control.ttl_s, embedding, request_id, later)
+
+    def _store_failed(self, what: str, exc: BaseException) -> None:
+        """Count a failed look-up or store; log it at most every ten seconds (an outage is one event, not one per
+        request)."""
+        self.store_errors += 1
+        now = time.monotonic()
+        if now - self._warned_at >= 10.0:
+            self._warned_at = now
+            log.warning("cache %s failed (%s): requests go on without the cache (%d failures so far)", what,
+                        "timed out" if isinstance(exc, TimeoutError) else exc, self.store_errors)
 
     async def _embed_with_waiting(self, namespace: str, ctx: RouteContext, embedder: Any, query_text: str) -> Any:
         """The query's embedding, computed with those of (up to 16 of) the namespace's entries still without
@@ -130,7 +152,8 @@ class CacheStage:
         if ticket is None:
             return
         try:
-            eid = await self._store(ticket, answer, model, pieces, deferred=ticket.later is not None)
+            async with asyncio.timeout(self.config.store_timeout_s):
+                eid = await self._store(ticket, answer, model, pieces, deferred=ticket.later is not None)
             if eid is None or ticket.later is None:
                 return
             if not isinstance(self.cache.backend, MemoryStore):
@@ -142,8 +165,8 @@ class CacheStage:
                 while self._unembedded_count > self.max_unembedded:
                     _, dropped = self._unembedded.popitem(last=False)
                     self._unembedded_count -= len(dropped)
-        except Exception:  # noqa: BLE001 - a cache failure must never fail an answered request
-            log.exception("storing an answer in the cache failed")
+        except Exception as exc:  # noqa: BLE001 - a cache failure must never fail an answered request
+            self._store_failed("store", exc)
 
     async def _store(self, ticket: CacheTicket, answer: dict[str, Any] | None, model: str, pieces: list[str] | None,
                      deferred: bool = False) -> int | None:

@@ -78,7 +78,10 @@ class RedisStore(CacheStore):
         if client is None:
             import redis.asyncio as aioredis
 
-            client = aioredis.Redis.from_url(url, decode_responses=False)
+            # bounded waits: a Redis that hangs fails a command in seconds instead of holding it for ever (the
+            # socket timeout outlasts the stream reader's blocking read)
+            client = aioredis.Redis.from_url(url, decode_responses=False, socket_connect_timeout=1.0,
+                                             socket_timeout=block_ms / 1000 + 2.0)
             self._own_client = True
         else:
             self._own_client = False
@@ -126,7 +129,10 @@ class RedisStore(CacheStore):
         if self._tasks:
             return
         self._closed = False
-        await self._resync()
+        try:
+            await self._resync()
+        except Exception as exc:  # noqa: BLE001 - Redis is down: start empty; the follower resyncs once it is back
+            log.warning("cache store unreachable at start (%s): serving without it until it is back", exc)
         self._tasks = [asyncio.create_task(self._follow(), name="pointsman-cache-follow"),
                        asyncio.create_task(self._flush_touches(), name="pointsman-cache-touch")]
 

@@ -184,8 +184,12 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     # the semantic layer's encoder: "minilm-dup" (MiniLM's first three layers fine-tuned on duplicate
     # questions: bench/cache/FINETUNE.md) or "minilm" (the stock six layers)
     encoder: str = "minilm-dup"
+    # a look-up (embedding included) or a store that takes longer is given up: the request goes on as a miss
+    store_timeout_s: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.store_timeout_s <= 0:
+            raise ValueError("cache.store_timeout_s must be > 0")
         if self.encoder not in ("minilm", "minilm-dup"):
             raise ValueError(f"cache.encoder must be 'minilm-dup' or 'minilm', not {self.encoder!r}")
         if not (self.store == "memory" or self.store.startswith(("redis://", "rediss://", "unix://"))):
