@@ -309,3 +309,27 @@ def test_upstream_answer_nested_too_deeply_is_a_502(make_gateway, upstream):
     assert row["status"] == 502
     # the upstream answered (and bills for it): its attempt and tokens stay in the ledger (they were dropped)
     assert [a[1] for a in json.loads(row["attempts"])] == ["ok"] and row["completion_tokens"] > 0
+
+
+def test_a_header_is_refused_while_it_arrives_not_after(gateway):
+    """The 64 KB limit was checked only once the headers were complete: one connection made the process buffer
+    97 MiB of a single header first."""
+    host, port = gateway.url.split("//")[1].split(":")
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-pointsman-user: ")
+        try:
+            for _ in range(640):  # up to 40 MiB, in 64 KiB pieces
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except OSError:  # the gateway closed the connection
+            pass
+        reply = b""
+        try:
+            while chunk := sock.recv(4096):
+                reply += chunk
+        except OSError:
+            pass
+    assert sent < 4 * 1024 * 1024  # refused after a few hundred KB, not after the whole header
+    assert reply.startswith(b"HTTP/1.1 431") and b"request_header_fields_too_large" in reply
+    assert httpx.get(f"{gateway.url}/health").status_code == 200

@@ -37,6 +37,7 @@ from pointsman.app.http import (
     sse_event,
 )
 from pointsman.app.openapi import build_openapi
+from pointsman.app.protocol import MAX_HEADER_BYTES, MAX_HEADER_COUNT
 from pointsman.app.secrets import Redactor, url_secrets
 from pointsman.app.protocol import configure as configure_protocol
 from pointsman.app.schema import validate_chat_request
@@ -64,8 +65,6 @@ METHODS_OF = {"/v1/models": "GET", "/models": "GET", "/openapi.json": "GET", "/h
 TAG_HEADERS = {b"x-pointsman-user": "user", b"x-pointsman-team": "team", b"x-pointsman-cohort": "cohort"}
 MAX_TAG_LENGTH = 128
 # Limits uvicorn (httptools) does not set: it takes any header size and waits for a body forever.
-MAX_HEADER_COUNT = 100
-MAX_HEADER_BYTES = 64 * 1024
 BODY_TIMEOUT_S = 30.0  # the whole request body must arrive within this (slowloris)
 
 
