@@ -64,3 +64,18 @@ def test_a_failing_store_keeps_the_records_for_the_next_flush():
     ledger.close()
     assert sorted(sink.rows, key=lambda r: int(r[1:])) == [f"r{i}" for i in range(100)]
     assert ledger.failed_batches >= 1
+
+
+def test_a_flush_hands_the_gil_back_between_slices(tmp_path, monkeypatch):
+    """A 512-record flush encoded and inserted everything while holding the GIL: the event loop stalled for
+    milliseconds (bench/gateway/LEDGER.md). It now yields between slices of SLICE records, in one transaction."""
+    from pointsman.ledger import sqlite as sqlite_sink
+
+    yields = []
+    monkeypatch.setattr(sqlite_sink.time, "sleep", lambda s: yields.append(s))
+    sink = sqlite_sink.SqliteSink(str(tmp_path / "l.db"))
+    sink.open()
+    sink.write([LedgerRecord(id=f"r{i}", ts=float(i), requested_model="m", status=200) for i in range(100)])
+    sink.close()
+    assert yields == [0] * -(-100 // sqlite_sink.SLICE)
+    assert sqlite3.connect(tmp_path / "l.db").execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 100
