@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from pointsman.config.schema import ServerConfig
 from tests.conftest import API_KEY_ENV, UPSTREAM_SECRET

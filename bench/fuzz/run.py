@@ -155,7 +155,7 @@ def main() -> int:
         f"| machine load (1-min average, before / after; 2 cores shared with other work) | {load_before[0]:.2f} / {load_after[0]:.2f} |",
         "",
         "Ledger statuses: " + ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items())) + ".",
-        f"Answered (200) by tier: " + ", ".join(f"{t}: {n}" for t, n in tiers.most_common()) + f"; of them streamed: {streams}.",
+        "Answered (200) by tier: " + ", ".join(f"{t}: {n}" for t, n in tiers.most_common()) + f"; of them streamed: {streams}.",
         "",
         "## What schemathesis reported",
         "",

@@ -54,7 +54,6 @@ class LinearPredictor(QualityPredictor):
     def _fit(self, X, F, Y01):
         Z = self._inputs(X, F).astype(np.float32)
         n, D = Z.shape
-        m = Y01.shape[1]
         rng = np.random.default_rng(self.seed)
         members = []
         for e in range(self.n_members):
