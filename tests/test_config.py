@@ -209,3 +209,17 @@ def test_multi_turn_features():
                                    {"role": "user", "content": [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "x"}}]}]})
     assert c.user_turns == 2 and c.last_user_text == "see" and c.has_images
     assert c.required_capabilities == {"vision"}
+
+
+def test_serve_says_what_several_workers_do_not_share():
+    """With --workers N and the in-memory store, cache feedback naming a request 404'd on another worker, and
+    sticky sessions and breakers were per worker, all silently; the limits are now stated at start."""
+    from pointsman.cli import per_worker_state
+
+    config = parse_config({"models": [{"name": "a", "provider": "openai"}], "policies": {"auto": {"sticky_s": 60}}})
+    notes = " ".join(per_worker_state(config, 2))
+    assert "breakers" in notes and "sticky sessions are per worker" in notes and "in-memory cache is per worker" in notes
+    assert per_worker_state(config, 1) == []
+    shared = parse_config({"models": [{"name": "a", "provider": "openai"}],
+                           "server": {"cache": {"store": "redis://127.0.0.1:6379/0"}}})
+    assert "cache" not in " ".join(per_worker_state(shared, 4))

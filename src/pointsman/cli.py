@@ -37,6 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
           f"router/{config.server.default_policy}); ledger: {config.server.ledger_url}", file=sys.stderr)
     print(f"  OpenAI base URL: http://{host}:{port}/v1" + (f" ({args.workers} workers)" if args.workers > 1 else ""),
           file=sys.stderr)
+    for line in per_worker_state(config, args.workers):
+        print(f"  note: {line}", file=sys.stderr)
     from pointsman.app.protocol import GuardedHttpToolsProtocol
 
     options = dict(host=host, port=port, loop="uvloop", http=GuardedHttpToolsProtocol,
@@ -49,6 +51,23 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(gateway, **options)
     return 0
+
+
+def per_worker_state(config: Any, workers: int) -> list[str]:
+    """What is not shared between `--workers` processes, said at start rather than found out later."""
+    if workers <= 1:
+        return []
+    lines = ["each worker keeps its own circuit breakers and retry state: a failing model is cooled down by each "
+             "worker as it sees the failures"]
+    if any(p.sticky_s > 0 for p in config.policies.values()):
+        lines.append("sticky sessions are per worker: a session's next request may reach another worker and be "
+                     "routed afresh")
+    cache = config.server.cache
+    if cache.enabled and cache.store == "memory":
+        lines.append("the in-memory cache is per worker: a worker serves only what it stored, and cache feedback that "
+                     "names a request works only on the worker that answered it; share it with "
+                     "server.cache.store: redis://...")
+    return lines
 
 
 def _anchors(pairs: list[str]) -> dict[str, float]:
