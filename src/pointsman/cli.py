@@ -338,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad data or arguments: a message, not a traceback
         print(f"pointsman {args.command}: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # a training-only dependency (scipy: the train extra)
+        print(f"pointsman {args.command}: needs the {exc.name} package: pip install 'pointsman[train]'", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `pointsman route ... | head`: the reader is done
         sys.stderr.close()
         return 0

@@ -191,8 +191,19 @@ def train(data: TrainingData, kind: str, anchors: dict[str, float], models: list
         "anchor_quality": anchors,
         "prices": {m: [p.input_per_mtok, p.output_per_mtok] for m, p in table.prices.items()},
         "mean_output_tokens": _mean_output_tokens(table),
+        "encoder_file_sha256": _encoder_file_sha256(),
     })
     return predictor
+
+
+def _encoder_file_sha256() -> str | None:
+    """The digest of the MiniLM file the embeddings (and the static table) were derived from."""
+    from pointsman.embed.encoder import file_sha256, find_model_files
+
+    try:
+        return file_sha256(find_model_files()[0])
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _mean_output_tokens(table: OutcomeTable) -> dict[str, float]:

