@@ -159,3 +159,18 @@ def test_a_missing_service_fails_under_ci_and_skips_elsewhere(monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         skip_unless_service("no Redis at 127.0.0.1:1")
+
+
+def test_a_refused_key_names_its_variable_and_a_missing_one_is_warned_at_start(make_gateway, upstream, monkeypatch):
+    """The client saw "provider rejected the gateway's credentials" with no hint of which variable to set, and a
+    pool whose key variables were unset started without a word."""
+    from pointsman.cli import missing_keys
+    from pointsman.config.loader import parse_config
+
+    monkeypatch.delenv("PM_UNSET_KEY", raising=False)
+    gw = make_gateway({"models": [{**model("keyless", upstream, "status:401", max_retries=0), "api_key_env": "PM_UNSET_KEY"}]})
+    refused = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "keyless", "messages": HELLO})
+    assert refused.status_code == 502 and "$PM_UNSET_KEY, which is not set" in refused.json()["error"]["message"]
+    config = parse_config({"models": [{"name": "keyless", "provider": "openai", "api_key_env": "PM_UNSET_KEY"}]})
+    assert missing_keys(config) == ["model 'keyless': $PM_UNSET_KEY is not set, so its provider will refuse the "
+                                    "gateway's requests"]

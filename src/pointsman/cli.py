@@ -39,6 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
           file=sys.stderr)
     for line in per_worker_state(config, args.workers):
         print(f"  note: {line}", file=sys.stderr)
+    for line in missing_keys(config):
+        print(f"  warning: {line}", file=sys.stderr)
     from pointsman.app.protocol import GuardedHttpToolsProtocol
 
     options = dict(host=host, port=port, loop="uvloop", http=GuardedHttpToolsProtocol,
@@ -51,6 +53,14 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(gateway, **options)
     return 0
+
+
+def missing_keys(config: Any) -> list[str]:
+    """Pool models whose key variable is not set: their upstream will refuse every request."""
+    import os
+
+    return [f"model {m.name!r}: ${m.api_key_env} is not set, so its provider will refuse the gateway's requests"
+            for m in config.models if m.api_key_env and not os.environ.get(m.api_key_env)]
 
 
 def per_worker_state(config: Any, workers: int) -> list[str]:

@@ -60,8 +60,12 @@ class HttpProvider(Provider):
         return ProviderError(f"{self.config.name}: upstream sent {what}", kind="bad_upstream_response")
 
     def _status_error(self, status: int, headers: Any, body: bytes) -> ProviderError:
-        return ProviderError.from_status(status, f"{self.config.name}: upstream {status}: {error_detail(body)}",
-                                         parse_retry_after(headers.get("retry-after")))
+        detail = f"{self.config.name}: upstream {status}: {error_detail(body)}"
+        if status in (401, 403):  # say where the key comes from: the fix is in the gateway's environment
+            env = self.config.api_key_env
+            detail += (f" (the key is read from ${env}, which is not set)" if env and not self.api_key else
+                       f" (the key is read from ${env})" if env else " (the model has no api_key_env in the config)")
+        return ProviderError.from_status(status, detail, parse_retry_after(headers.get("retry-after")))
 
     async def post_json(self, payload: bytes) -> dict[str, Any]:
         """POST and return the parsed JSON object; statuses and garbage come out as ProviderError."""
