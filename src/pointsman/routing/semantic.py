@@ -23,7 +23,8 @@ from pointsman.routing.base import RouteContext, RouteDecision
 from pointsman.routing.priors import blended_price, quality_prior
 
 DEFAULT_ROUTER = Path(__file__).with_name("default_router.npz")
-MIN_SLOPE = 2.0  # logit units per unit of prior: a weaker prior never predicts better answers
+MIN_SLOPE = 0.5  # logit units per unit of prior: a weaker prior never predicts better answers (low, so that
+# prompts where the trained models differ little keep their order on a pool of other models)
 _EPS = 0.02
 
 
