@@ -8,29 +8,14 @@ no error event, the client still there): :class:`StreamRecorder` collects it on 
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 import orjson
 
+from pointsman.text import is_refusal
+
 __all__ = ["is_refusal", "uncacheable_reason", "StreamRecorder", "replay_as_sse", "completion_body"]
-
-_REFUSAL = re.compile(
-    r"^\W*(?:i'?m\s+(?:really\s+|very\s+)?sorry,?\s+(?:but\s+)?(?:i|as an ai)|i\s+(?:cannot|can(?:'|no)t|won'?t|am\s+(?:not\s+able|unable))"
-    r"\s+(?:help|assist|provide|comply|do\s+that|fulfil|create|generate|answer|share|support|engage)"
-    r"|i\s+(?:must|have\s+to)\s+(?:decline|refuse)|as\s+an\s+ai(?:\s+language\s+model)?,?\s+i\s+(?:cannot|can'?t|am\s+not|don'?t)"
-    r"|(?:sorry|unfortunately),?\s+(?:but\s+)?i\s+(?:cannot|can'?t|won'?t|am\s+unable|'m\s+unable)"
-    r"|i\s+apologi[sz]e,?\s+but\s+i\s+(?:cannot|can'?t|won'?t|am\s+unable))",
-    re.IGNORECASE)
-
-
-def is_refusal(text: str | None) -> bool:
-    """A refusal opens the answer ("I'm sorry, but I can't help with that."); only the opening is read."""
-    if not text:
-        return False
-    return _REFUSAL.search(text[:200].replace("\u2019", "'")) is not None
-
 
 def uncacheable_reason(answer: Any, tools_side_effect_free: bool = False, status: int = 200) -> str | None:
     """None if the chat.completion ``answer`` may be cached, else why not."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pointsman.cascade.base import AnswerContext, Verdict, Verifier
-from pointsman.routing.base import _text_of
+from pointsman.text import text_of
 
 __all__ = ["AgreementVerifier", "answers_agree", "final_number"]
 
@@ -82,7 +82,7 @@ class AgreementVerifier(Verifier):
             return None
         choices = second.get("choices") or [{}]
         message = choices[0].get("message") if isinstance(choices[0], dict) else None
-        other = _text_of(message.get("content")) if isinstance(message, dict) else ""
+        other = text_of(message.get("content"), " ") if isinstance(message, dict) else ""
         agree = answers_agree(item.text, other)
         detail = "final answers"
         if agree is None:

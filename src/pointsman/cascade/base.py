@@ -16,7 +16,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from pointsman.routing.base import RouteContext, _text_of, lazy
+from pointsman.routing.base import RouteContext, lazy
+from pointsman.text import text_of
 
 __all__ = ["AnswerContext", "Verdict", "Verifier", "combine"]
 
@@ -51,7 +52,7 @@ class AnswerContext:
 
     @lazy
     def text(self) -> str:
-        return _text_of(self.message.get("content"))
+        return text_of(self.message.get("content"), " ")
 
     @lazy
     def finish_reason(self) -> str | None:

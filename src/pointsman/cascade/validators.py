@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from pointsman.cascade.base import AnswerContext, Verdict, Verifier
+from pointsman.text import is_refusal
 
 __all__ = ["JsonValidator", "ToolCallValidator", "FinishValidator", "RefusalValidator", "ArithmeticValidator",
            "arithmetic_errors", "is_refusal", "VALIDATORS"]
@@ -132,19 +133,6 @@ class FinishValidator(Verifier):
 
 
 # -- refusals ----------------------------------------------------------------------------------------------
-_REFUSAL = re.compile(
-    r"^\W*(?:i'?m sorry|i am sorry|sorry|i apologi[sz]e|unfortunately|as an ai(?: language model)?)?[,.!\s]*"
-    r"(?:but\s+)?(?:i|we)\s*(?:can(?:no|')?t|cannot|am unable to|'?m unable to|am not able to|'?m not able to|won'?t|"
-    r"must decline to|will not|do not feel comfortable)\s+"
-    r"(?:help|assist|provide|comply|answer|do that|fulfil|fulfill|create|write|generate|support|engage|share|discuss)",
-    re.IGNORECASE)
-
-
-def is_refusal(text: str) -> bool:
-    """Does the answer open by declining? (Only the opening counts: a caveat later is not a refusal.)"""
-    return bool(_REFUSAL.search(text[:300].replace("\u2019", "'")))
-
-
 class RefusalValidator(Verifier):
     name = "refusal"
 

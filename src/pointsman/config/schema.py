@@ -15,6 +15,10 @@ class Prices(msgspec.Struct, forbid_unknown_fields=True):
     input: float = 0.0
     output: float = 0.0
 
+    def blended(self) -> float:
+        """USD per million tokens for a typical 3:1 input:output mix: how models are ordered and compared by price."""
+        return 0.75 * self.input + 0.25 * self.output
+
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     """One model in the pool. `api_key_env` names an environment variable; keys never live in files."""

@@ -36,11 +36,8 @@ class Pool:
                                                  CircuitBreaker(server.cooldown_failures, server.cooldown_s),
                                                  frozenset(model.capabilities))
         # Cheapest first (by a typical 3:1 input:output mix): the order of defaults and fallbacks.
-        self.by_price = sorted(self.entries, key=lambda n: self._typical_price(self.entries[n].config))
+        self.by_price = sorted(self.entries, key=lambda n: self.entries[n].config.prices.blended())
 
-    @staticmethod
-    def _typical_price(model: ModelConfig) -> float:
-        return 0.75 * model.prices.input + 0.25 * model.prices.output
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries

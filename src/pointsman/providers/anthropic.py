@@ -15,6 +15,7 @@ import orjson
 
 from pointsman.providers.base import ProviderError
 from pointsman.providers.http import HttpProvider
+from pointsman.text import text_of
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -50,15 +51,6 @@ def _invalid(message: str) -> ProviderError:
 
 
 # --- request: OpenAI -> Anthropic -------------------------------------------------------------
-
-
-def _text_of(content: Any) -> str:
-    """The text of string content or of a list of OpenAI text parts (system, tool, developer)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text") or "" for part in content if isinstance(part, dict) and part.get("type") == "text")
 
 
 def _image_block(part: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +99,7 @@ def _tool_use_block(call: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool_result_block(message: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": _text_of(message.get("content"))}
+    return {"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": text_of(message.get("content"))}
 
 
 def _tool_choice(choice: Any) -> dict[str, Any] | None:
@@ -154,7 +146,7 @@ def to_anthropic_request(body: dict[str, Any], model: str, default_max_tokens: i
     for message in body.get("messages") or ():
         role = message.get("role")
         if role in ("system", "developer"):
-            text = _text_of(message.get("content"))
+            text = text_of(message.get("content"))
             if text:
                 system.append(text)
             continue

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pointsman.text import text_of
+
 
 class lazy:  # noqa: N801 - reads like functools.cached_property, which takes a lock on 3.11
     """Compute an attribute on first access and store it on the instance: later reads are plain."""
@@ -23,14 +25,6 @@ class lazy:  # noqa: N801 - reads like functools.cached_property, which takes a 
             return self
         value = instance.__dict__[self.name] = self.compute(instance)
         return value
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
 
 
 class RouteContext:
@@ -70,19 +64,19 @@ class RouteContext:
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
             if message.get("role") == "user":
-                return _text_of(message.get("content"))
+                return text_of(message.get("content"), " ")
         return ""
 
     @lazy
     def routing_text(self) -> str:
         """The conversation as routing reads it: the last user message first (the encoder truncates
         the end), then the earlier user turns, newest first."""
-        turns = [_text_of(m.get("content")) for m in reversed(self.messages) if m.get("role") == "user"]
+        turns = [text_of(m.get("content"), " ") for m in reversed(self.messages) if m.get("role") == "user"]
         return "\n\n".join(t for t in turns if t)[:8000]
 
     @lazy
     def total_chars(self) -> int:
-        return sum(len(_text_of(m.get("content"))) for m in self.messages)
+        return sum(len(text_of(m.get("content"), " ")) for m in self.messages)
 
     @lazy
     def user_turns(self) -> int:

@@ -15,8 +15,8 @@ TIER_PRIORS = {"local": 0.05, "tiny": 0.2, "small": 0.45, "medium": 0.6, "large"
 
 
 def blended_price(model: ModelConfig) -> float:
-    """USD per million tokens for a typical 3:1 input:output mix."""
-    return 0.75 * model.prices.input + 0.25 * model.prices.output
+    """USD per million tokens for a typical 3:1 input:output mix (:meth:`Prices.blended`)."""
+    return model.prices.blended()
 
 
 def quality_prior(model: ModelConfig) -> float:
