@@ -174,3 +174,21 @@ def test_a_refused_key_names_its_variable_and_a_missing_one_is_warned_at_start(m
     config = parse_config({"models": [{"name": "keyless", "provider": "openai", "api_key_env": "PM_UNSET_KEY"}]})
     assert missing_keys(config) == ["model 'keyless': $PM_UNSET_KEY is not set, so its provider will refuse the "
                                     "gateway's requests"]
+
+
+def test_first_hour_errors_say_what_to_do(make_gateway, upstream):
+    """Issue 17: validation errors name the field; a request no model can take says which models exist and
+    how to enable one; a too-large max_tokens names the largest window; tool_choice "none" is not refused."""
+    gw = make_gateway({"models": [model("small", upstream, context_window=4096),
+                                  model("big", upstream, context_window=8192, prices={"input": 2})]})
+    url = f"{gw.base_url}/chat/completions"
+    wrong_role = httpx.post(url, json={"model": "small", "messages": [{"role": "wizard", "content": "x"}]}).json()["error"]
+    assert wrong_role["param"] == "messages[0].role"
+    assert httpx.post(url, json={"model": "small", "messages": HELLO, "temperature": "hot"}).json()["error"]["param"] == "temperature"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    no_tools = httpx.post(url, json={"model": "auto", "messages": HELLO, "tools": tools}).json()["error"]
+    assert "small [no capabilities]" in no_tools["message"] and "capabilities: [tools]" in no_tools["message"]
+    allowed = httpx.post(url, json={"model": "auto", "messages": HELLO, "tools": tools, "tool_choice": "none"})
+    assert allowed.status_code == 200, allowed.text
+    too_long = httpx.post(url, json={"model": "auto", "messages": HELLO, "max_tokens": 100000}).json()["error"]
+    assert "8192 (big)" in too_long["message"] and "max_tokens" in too_long["message"]

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -94,6 +95,15 @@ def _add_routing_calls(record: LedgerRecord, calls: list[Attempt]) -> None:
     record.prompt_tokens += sum(a.prompt_tokens or 0 for a in calls)
     record.completion_tokens += sum(a.completion_tokens or 0 for a in calls)
     record.cost_usd += sum(a.cost_usd or 0.0 for a in calls)
+
+
+_PARAM = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def _param_of(error: Exception) -> str | None:
+    """The offending field of a validation error ("messages[0].role"), as OpenAI's `param` names it."""
+    match = _PARAM.search(str(error))
+    return match.group(1) or None if match else None
 
 
 def _estimated_tokens(chars: int) -> int:
@@ -406,7 +416,8 @@ class Gateway:
             await send_error(send, error, [(b"x-pointsman-request-id", record.id.encode())])
         except msgspec.ValidationError as error:
             record.status, record.error = 400, f"invalid request: {error}"
-            await send_error(send, GatewayError(400, f"invalid request: {error}", code="invalid_request"),
+            await send_error(send, GatewayError(400, f"invalid request: {error}", code="invalid_request",
+                                                param=_param_of(error)),
                              [(b"x-pointsman-request-id", record.id.encode())])
         except ClientDisconnected:
             record.status, record.error = 499, "client disconnected before the request was read"

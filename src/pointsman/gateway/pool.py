@@ -53,12 +53,19 @@ class Pool:
                 if needed <= self.entries[name].capabilities and self.entries[name].config.context_window >= tokens]
 
     def why_none_eligible(self, ctx: RouteContext) -> str:
+        """Why no pool model can take the request, and what would change that."""
         needed = ctx.required_capabilities
         capable = [n for n in self.by_price if needed <= self.entries[n].capabilities]
         if not capable:
-            return f"no model in the pool supports {', '.join(sorted(needed))}"
-        return (f"the request (about {ctx.estimated_tokens} tokens with the requested output) exceeds the "
-                f"context window of every capable model")
+            listed = ", ".join(f"{n} [{', '.join(sorted(self.entries[n].capabilities)) or 'no capabilities'}]"
+                               for n in self.by_price)
+            missing = ", ".join(sorted(needed))
+            return (f"no model in the pool supports {missing}; the pool: {listed}. A model that can takes "
+                    f"`capabilities: [{missing}]` in its config entry")
+        largest = max(capable, key=lambda n: self.entries[n].config.context_window)
+        return (f"the request needs about {ctx.estimated_tokens} tokens with the requested output (max_tokens "
+                f"included), more than the largest context window of a capable model: "
+                f"{self.entries[largest].config.context_window} ({largest}); lower max_tokens or shorten the messages")
 
     async def aclose(self) -> None:
         for entry in self.entries.values():

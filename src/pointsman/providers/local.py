@@ -334,7 +334,7 @@ class LocalProvider(Provider):
         if self._closed:
             raise ProviderError(f"{self.config.name}: provider is closed", status=503, retryable=True,
                                 kind="local_model_unavailable")
-        if body.get("tools") or body.get("functions"):
+        if (body.get("tools") and body.get("tool_choice") != "none") or body.get("functions"):
             raise ProviderError.unsupported(f"{self.config.name}: the local model cannot call tools; route tool "
                                             "requests to a model with the 'tools' capability")
         if (body.get("n") or 1) != 1:

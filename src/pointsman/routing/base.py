@@ -84,7 +84,8 @@ class RouteContext:
 
     @lazy
     def has_tools(self) -> bool:
-        return bool(self.body.get("tools"))
+        """Tools the model may call: with tool_choice "none" it may not, so any model can answer."""
+        return bool(self.body.get("tools")) and self.body.get("tool_choice") != "none"
 
     @lazy
     def json_mode(self) -> bool:
