@@ -68,3 +68,40 @@ def test_bad_data_is_a_message_not_a_traceback(tmp_path, capsys):
     bad.write_text('{"prompt": "x", "model": "m"}\n')
     assert main(["train", str(bad), "-o", str(tmp_path / "r.npz")]) == 2
     assert "needs prompt, model, score" in capsys.readouterr().err
+
+
+def test_calibrate_is_honest_about_a_small_perfect_sample(tmp_path, capsys):
+    """Issue 17: 24 prompts that all scored 1 gave a 95% lower bound of 1.000 (the normal approximation collapses);
+    an unreachable --strong-share was silent; in-sample calibration was not said."""
+    rows = []
+    for i in range(24):
+        rows += [{"prompt": f"question number {i} about apples", "model": "small", "score": 1, "output_tokens": 20},
+                 {"prompt": f"question number {i} about apples", "model": "big", "score": 1, "output_tokens": 20}]
+    data = tmp_path / "perfect.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    prices = tmp_path / "prices.csv"
+    prices.write_text("model,input_usd_per_mtok,output_usd_per_mtok\nsmall,0.2,0.6\nbig,5,15\n")
+    router = tmp_path / "r.npz"
+    assert main(["train", str(data), "-o", str(router), "--prices", str(prices)]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", str(data), "--router", str(router), "--quality-floor", "0.99", "--prices", str(prices)]) == 1
+    out = capsys.readouterr()
+    assert "the best is 0.883" in out.out and "in-sample" in out.err
+    assert main(["calibrate", str(data), "--router", str(router), "--strong-share", "0.5", "--prices", str(prices)]) == 0
+    assert "no knob setting sends 50.0%" in capsys.readouterr().err
+
+
+def test_train_refuses_outcomes_of_one_model(tmp_path, capsys):
+    data = tmp_path / "one.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"p{i}", "model": "solo", "score": 1}) for i in range(5)))
+    assert main(["train", str(data), "-o", str(tmp_path / "r.npz")]) == 2
+    assert "two or more" in capsys.readouterr().err
+
+
+def test_route_lines_carry_the_input_id(router, data, tmp_path):
+    prompts = tmp_path / "with-ids.jsonl"
+    prompts.write_text('{"id": "q-7", "prompt": "good evening"}\n{"prompt": "prove it"}\n')
+    done = subprocess.run([sys.executable, "-m", "pointsman.cli", "route", "--router", str(router), str(prompts)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    first, second = [json.loads(line) for line in done.stdout.splitlines()]
+    assert first["id"] == "q-7" and second["id"] == 1  # the line's own id, else its index

@@ -143,8 +143,8 @@ def _route(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("lambda", args.lambda_), ("floor", args.floor)) if v is not None}
 
     async def run() -> None:
-        for body in read_prompts(args.prompts):
-            line = await policy(body, overrides)
+        for prompt_id, body in read_prompts(args.prompts):
+            line = {"id": prompt_id, **await policy(body, overrides)}
             sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
 
     asyncio.run(run())
@@ -162,8 +162,16 @@ def _calibrate(args: argparse.Namespace) -> int:
                      encoder=encoder_kind(predictor.info.get("encoder")))
     points = knob_curve(data, predictor, args.confidence)
     n = int(data.table.complete_rows().sum())
+    trained_on = set(str(predictor.info.get("trained_on", "")).split("+"))
+    same = sorted(trained_on & set(data.table.name.split("+")))
+    if same:
+        print(f"note: the router was trained on {', '.join(same)}: these numbers are in-sample, calibrate on held-out "
+              "outcomes for honest ones", file=sys.stderr)
     if args.strong_share is not None:
         point = pick_for_share(points, args.strong_share)
+        if abs(point.top_share - args.strong_share) > 0.05:
+            print(f"warning: no knob setting sends {args.strong_share:.1%} of these prompts to the most expensive model; "
+                  f"the closest below it sends {point.top_share:.1%}", file=sys.stderr)
         print(f"lambda = {point.lambda_:.4g}: {point.top_share:.1%} of {n} calibration prompts go to the most expensive "
               f"model (target {args.strong_share:.1%}); quality {point.mean_quality:.3f}, cost {point.cost_share:.1%} of "
               f"always using it")

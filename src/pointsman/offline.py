@@ -18,17 +18,22 @@ from pointsman.routing.priors import quality_prior
 DEFAULT_OUTPUT_TOKENS = 256
 
 
-def read_prompts(path: str) -> Iterator[dict[str, Any]]:
+def read_prompts(path: str) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(id, chat body) per line: the line's `id` (or `prompt_id`) if it has one, else its 0-based index among the
+    prompts, so that results can be joined back to the input."""
+    index = 0
     for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
             continue
         row = orjson.loads(line)
         if isinstance(row, dict) and isinstance(row.get("messages"), list):
-            yield {"messages": row["messages"]}
+            body = {"messages": row["messages"]}
         elif isinstance(row, dict) and isinstance(row.get("prompt"), str):
-            yield {"messages": [{"role": "user", "content": row["prompt"]}]}
+            body = {"messages": [{"role": "user", "content": row["prompt"]}]}
         else:
             raise ValueError(f"{path}:{lineno}: each line needs \"prompt\" (a string) or \"messages\" (a list)")
+        yield row.get("id", row.get("prompt_id", index)), body
+        index += 1
 
 
 def _own_pool(router_path: str, prices_path: str | None) -> Config:

@@ -160,6 +160,10 @@ def train(data: TrainingData, kind: str, anchors: dict[str, float], models: list
     """A router of ``kind`` on ``data``; ``models``: predict only these (the others still shape the labels
     of a transfer router, and are dropped before training any other kind)."""
     table = data.table
+    if len(models or table.models) < 2:
+        raise ValueError(f"{table.name}: outcomes of {len(models or table.models)} model(s) "
+                         f"({', '.join(models or table.models)}); a router chooses between two or more, so it needs "
+                         "outcomes of each on the same prompts")
     unknown_models = sorted(set(models or ()) - set(table.models))
     if unknown_models:
         raise ValueError(f"--models names models the data does not have: {unknown_models}")
@@ -232,8 +236,6 @@ class KnobPoint:
 
 def knob_curve(data: TrainingData, predictor: Any, confidence: float = 0.95) -> list[KnobPoint]:
     """Realised quality and cost of the lambda rule over a grid, on prompts with every model's outcome."""
-    from statistics import NormalDist
-
     from pointsman.predictors.decide import sweep
 
     rows_kept = data.table.complete_rows()
@@ -255,15 +257,39 @@ def knob_curve(data: TrainingData, predictor: Any, confidence: float = 0.95) -> 
     mean_cost = cost.mean(axis=0)
     relative = mean_cost / mean_cost.max()
     top = int(np.argmax(mean_cost))
-    z = NormalDist().inv_cdf(confidence)
     rows = np.arange(len(complete))
+    binary = bool(np.isin(realised, (0.0, 1.0)).all())
     points = []
     for lam, choice in sweep(predicted, relative):
         got = realised[rows, choice]
-        spread = float(np.std(got, ddof=1)) if len(got) > 1 else 1.0
-        points.append(KnobPoint(lam, float(got.mean()), float(got.mean() - z * spread / math.sqrt(len(got))),
+        points.append(KnobPoint(lam, float(got.mean()), lower_bound(got, confidence, binary),
                                 float(cost[rows, choice].sum() / cost[:, top].sum()), float(np.mean(choice == top))))
     return points
+
+
+def lower_bound(scores: np.ndarray, confidence: float, binary: bool) -> float:
+    """A one-sided lower confidence bound on the mean of scores in 0..1 that stays honest when every score is the
+    same (where mean - z sd / sqrt(n) collapses onto the mean): Clopper-Pearson's exact bound for 0/1 outcomes,
+    Wilson's score bound, with the mean as the proportion, for graded ones."""
+    from statistics import NormalDist
+
+    n = len(scores)
+    if n == 0:
+        return 0.0
+    mean = float(np.mean(scores))
+    if binary:
+        k = int(round(mean * n))
+        if k == 0:
+            return 0.0
+        if k == n:
+            return float((1 - confidence) ** (1 / n))  # the exact bound in closed form
+        from scipy.stats import beta
+
+        return float(beta.ppf(1 - confidence, k, n - k + 1))
+    z = NormalDist().inv_cdf(confidence)
+    centre = mean + z * z / (2 * n)
+    margin = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - margin) / (1 + z * z / n))
 
 
 def pick_for_share(points: list[KnobPoint], share: float) -> KnobPoint:

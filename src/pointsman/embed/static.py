@@ -109,7 +109,7 @@ class StaticEncoder:
                 with exclusive(path):  # several workers starting at once: one distils, the others read it
                     table = self._read(path)
                     if table is None:
-                        log.warning("distilling the static routing table from MiniLM into %s (once per machine)", path)
+                        log.info("distilling the static routing table from MiniLM into %s (once per machine)", path)
                         table = distill_table(self.source)
                         tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
                         np.save(tmp, table)
