@@ -223,3 +223,20 @@ def test_serve_says_what_several_workers_do_not_share():
     shared = parse_config({"models": [{"name": "a", "provider": "openai"}],
                            "server": {"cache": {"store": "redis://127.0.0.1:6379/0"}}})
     assert "cache" not in " ".join(per_worker_state(shared, 4))
+
+
+def test_serve_says_a_port_is_taken_before_starting(tmp_path):
+    """Issue 17: a port already in use was reported by uvicorn after the banner had said where to connect."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        config = tmp_path / "pool.yaml"
+        config.write_text("models: [{name: m, provider: openai, base_url: 'http://127.0.0.1:9/v1'}]\n")
+        done = subprocess.run([sys.executable, "-m", "pointsman.cli", "serve", "--config", str(config), "--port", str(port),
+                               "--ledger", f"sqlite:///{tmp_path / 'l.db'}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--port" in done.stderr and "OpenAI base URL" not in done.stderr

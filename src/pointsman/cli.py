@@ -26,12 +26,21 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[LEDGER_ENV] = args.ledger
     try:
         config = config_from_env()
-        gateway = Gateway(config)
     except (ConfigError, ValueError) as exc:
         print(f"pointsman: {exc}", file=sys.stderr)
         return 2
     host = args.host or config.server.host
     port = args.port or config.server.port
+    taken = _port_taken(host, port)
+    if taken:  # before the models load and the banner says where to connect
+        print(f"pointsman: cannot listen on {host}:{port} ({taken}): is another server running there? "
+              f"Choose another port with --port", file=sys.stderr)
+        return 2
+    try:
+        gateway = Gateway(config)
+    except (ConfigError, ValueError) as exc:
+        print(f"pointsman: {exc}", file=sys.stderr)
+        return 2
     print(f"pointsman {__version__}: {len(config.models)} model(s): {', '.join(gateway.pool.by_price)}", file=sys.stderr)
     print(f"  policies: {', '.join('router/' + p for p in gateway.router.policies)} (model=\"auto\" = "
           f"router/{config.server.default_policy}); ledger: {config.server.ledger_url}", file=sys.stderr)
@@ -53,6 +62,19 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(gateway, **options)
     return 0
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why nothing can listen on host:port, or None (the probe binds as uvicorn will, with SO_REUSEADDR)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def missing_keys(config: Any) -> list[str]:
