@@ -192,3 +192,12 @@ def test_first_hour_errors_say_what_to_do(make_gateway, upstream):
     assert allowed.status_code == 200, allowed.text
     too_long = httpx.post(url, json={"model": "auto", "messages": HELLO, "max_tokens": 100000}).json()["error"]
     assert "8192 (big)" in too_long["message"] and "max_tokens" in too_long["message"]
+
+
+def test_log_requests_prints_one_line_per_request(make_gateway, upstream, capfd):
+    """Issue 17: nothing on the console said a request had been served."""
+    gw = make_gateway({"models": [model("m", upstream, prices={"input": 1, "output": 1})], "server": {"log_requests": True}})
+    httpx.post(f"{gw.base_url}/chat/completions", json={"model": "m", "messages": HELLO})
+    httpx.post(f"{gw.base_url}/chat/completions", json={"model": "nope", "messages": HELLO})
+    err = capfd.readouterr().err
+    assert " 200 m -> m (direct) " in err and " 404 nope -> - (-) " in err

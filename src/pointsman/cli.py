@@ -15,7 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from pointsman.app.factory import CONFIG_ENV, LEDGER_ENV, config_from_env
+    from pointsman.app.factory import CONFIG_ENV, LEDGER_ENV, LOG_REQUESTS_ENV, config_from_env
     from pointsman.app.server import Gateway
     from pointsman.config.loader import ConfigError
 
@@ -24,6 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     if args.ledger:
         os.environ[LEDGER_ENV] = args.ledger
+    if args.log_requests:
+        os.environ[LOG_REQUESTS_ENV] = "1"
     try:
         config = config_from_env()
     except (ConfigError, ValueError) as exc:
@@ -297,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--ledger", help="ledger URL, e.g. sqlite:///pointsman.db (overrides the config)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                       help="the gateway's log level (default warning)")
+    serve.add_argument("--log-requests", action="store_true",
+                       help="one console line per chat request: id, status, model asked -> model that answered (tier), "
+                            "latency, cost (also server.log_requests in the config)")
     serve.set_defaults(handler=_serve)
 
     data_help = ("outcome data: long-format .jsonl/.csv (prompt, model, score[, answer, input_tokens, output_tokens, cost]), "

@@ -11,6 +11,7 @@ from pointsman.config.schema import Config
 
 CONFIG_ENV = "POINTSMAN_CONFIG"
 LEDGER_ENV = "POINTSMAN_LEDGER_URL"
+LOG_REQUESTS_ENV = "POINTSMAN_LOG_REQUESTS"
 
 
 def config_from_env() -> Config:
@@ -18,6 +19,8 @@ def config_from_env() -> Config:
     config = load_config(path) if path else default_config()
     if os.environ.get(LEDGER_ENV):
         config.server.ledger_url = os.environ[LEDGER_ENV]
+    if os.environ.get(LOG_REQUESTS_ENV) == "1":
+        config.server.log_requests = True
     return config
 
 

@@ -59,6 +59,7 @@ from pointsman.routing.base import RouteContext, RouteDecision
 from pointsman.routing.policy import PolicyRouter, needs_embeddings
 
 log = logging.getLogger("pointsman")
+request_log = logging.getLogger("pointsman.requests")
 
 # The single-method paths, so another method gets a 405 with `allow` rather than a 404.
 METHODS_OF = {"/v1/models": "GET", "/models": "GET", "/openapi.json": "GET", "/health": "GET",
@@ -85,6 +86,17 @@ def _usage(usage: Any) -> tuple[int, int]:
     if not isinstance(usage, dict):
         return 0, 0
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def _request_lines_to_console() -> None:
+    """Request lines reach the console whatever the log level (once per process)."""
+    if request_log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    request_log.addHandler(handler)
+    request_log.setLevel(logging.INFO)
+    request_log.propagate = False
 
 
 def _add_routing_calls(record: LedgerRecord, calls: list[Attempt]) -> None:
@@ -227,6 +239,8 @@ class Gateway:
                                                         max_body_bytes=self.server.max_body_bytes))
         self.body_timeout_s = BODY_TIMEOUT_S
         self.unauthenticated = 0  # chat requests refused for a missing or wrong key (GET /admin/models)
+        if self.server.log_requests:
+            _request_lines_to_console()
         self._started = False
 
     @staticmethod
@@ -442,6 +456,10 @@ class Gateway:
                 self.unauthenticated += 1  # counted, not stored: rows before authentication would let anyone fill the disk
             else:
                 self.ledger.record(record)
+            if self.server.log_requests:
+                request_log.info("%s %d %s -> %s (%s) %.0f ms $%.6f%s", record.id, record.status, record.requested_model or "-",
+                                 record.chosen_model or "-", record.tier or "-", record.latency_ms, record.cost_usd,
+                                 f" {record.error[:120]}" if record.error else "")
 
     # -- cache -------------------------------------------------------------------------------------------
     async def _serve_hit(self, send: Send, hit: Any, request: Any, record: LedgerRecord, started: float,

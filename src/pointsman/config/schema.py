@@ -219,6 +219,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     retry_backoff_s: float = 0.25  # first retry waits up to this (full jitter), doubling per retry
     retry_backoff_cap_s: float = 4.0
     default_policy: str = "auto"
+    log_requests: bool = False  # one console line per chat request (time, model, tier, status, latency, cost)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
 
 
