@@ -240,3 +240,41 @@ def test_serve_says_a_port_is_taken_before_starting(tmp_path):
         done = subprocess.run([sys.executable, "-m", "pointsman.cli", "serve", "--config", str(config), "--port", str(port),
                                "--ledger", f"sqlite:///{tmp_path / 'l.db'}"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--port" in done.stderr and "OpenAI base URL" not in done.stderr
+
+
+def test_check_validates_a_config_and_probes_each_model(tmp_path, upstream, monkeypatch, capsys):
+    """Issue 17: `pointsman check --config FILE` validates the config, the key variables and each model's
+    reachability without serving."""
+    from pointsman.cli import main
+    from tests.conftest import API_KEY_ENV, UPSTREAM_SECRET
+
+    monkeypatch.setenv(API_KEY_ENV, UPSTREAM_SECRET)
+    monkeypatch.delenv("PM_CHECK_UNSET", raising=False)
+    good = tmp_path / "good.yaml"
+    good.write_text(f"models:\n  - {{name: up, provider: openai, base_url: '{upstream.url}/v1', model: echo, "
+                    f"api_key_env: {API_KEY_ENV}}}\n")
+    assert main(["check", "--config", str(good)]) == 0
+    assert "up: ok" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"models:\n  - {{name: up, provider: openai, base_url: '{upstream.url}/v1', model: echo, "
+                   f"api_key_env: {API_KEY_ENV}}}\n  - {{name: refused, provider: openai, base_url: '{upstream.url}/v1', "
+                   "model: 'status:401', api_key_env: PM_CHECK_UNSET}\n")
+    assert main(["check", "--config", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "$PM_CHECK_UNSET is not set" in out and "refused: upstream_auth_error" in out and "2 problem(s)" in out
+    assert main(["check", "--config", str(bad), "--offline"]) == 1  # the unset key alone
+
+
+def test_health_with_models_probes_each_model_for_the_admin(make_gateway, upstream, monkeypatch):
+    import httpx
+
+    from tests.conftest import model
+
+    monkeypatch.setenv("PM_HEALTH_ADMIN", "sk-health-admin")
+    gw = make_gateway({"models": [model("up", upstream), model("down", upstream, "status:503")],
+                       "server": {"admin_key_env": "PM_HEALTH_ADMIN"}})
+    assert httpx.get(f"{gw.url}/health").json()["status"] == "ok"
+    assert httpx.get(f"{gw.url}/health?models=1").status_code == 401
+    report = httpx.get(f"{gw.url}/health?models=1", headers={"authorization": "Bearer sk-health-admin"}).json()
+    assert report["status"] == "degraded"
+    assert {row["id"]: row["ok"] for row in report["models"]} == {"up": True, "down": False}

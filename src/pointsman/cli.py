@@ -104,6 +104,41 @@ def per_worker_state(config: Any, workers: int) -> list[str]:
     return lines
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Validate a config without serving: its schema and policies, the key variables, and (unless --offline)
+    one tiny request to every model. Exit 0 when all is well, 1 when something needs fixing."""
+    import asyncio
+
+    from pointsman.config.defaults import default_config
+    from pointsman.config.loader import load_config
+    from pointsman.embed.registry import Embedders
+    from pointsman.gateway.health import probe_models
+    from pointsman.gateway.pool import Pool
+    from pointsman.providers.transport import ReqwestTransport
+    from pointsman.routing.policy import PolicyRouter
+
+    config = load_config(args.config) if args.config else default_config()
+    pool = Pool(config, ReqwestTransport())
+    router = PolicyRouter(config, pool, Embedders(batch=False))  # names, delegations, router files: checked here
+    print(f"config: {args.config or 'the built-in default'}: {len(config.models)} model(s), policies "
+          f"{', '.join('router/' + p for p in router.policies)}")
+    problems = missing_keys(config)
+    for line in problems:
+        print(f"  key: {line}")
+    if not args.offline:
+        async def probe() -> list[dict[str, Any]]:
+            try:
+                return await probe_models(pool, args.timeout)
+            finally:
+                await pool.aclose()
+
+        for row in asyncio.run(probe()):
+            print(f"  {row['id']}: " + (f"ok ({row['latency_ms']:.0f} ms)" if row["ok"] else f"{row['error']}: {row['message']}"))
+            problems += [] if row["ok"] else [row["id"]]
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
 def _anchors(pairs: list[str]) -> dict[str, float]:
     anchors = {}
     for pair in pairs:
@@ -305,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="one console line per chat request: id, status, model asked -> model that answered (tier), "
                             "latency, cost (also server.log_requests in the config)")
     serve.set_defaults(handler=_serve)
+
+    check = commands.add_parser("check", help="validate a config (schema, policies, key variables) and probe every "
+                                             "model with one tiny request, without serving")
+    check.add_argument("--config", help="the pool config (default: the built-in default pool)")
+    check.add_argument("--offline", action="store_true", help="do not contact the models")
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each model (default 10)")
+    check.set_defaults(handler=_check)
 
     data_help = ("outcome data: long-format .jsonl/.csv (prompt, model, score[, answer, input_tokens, output_tokens, cost]), "
                  "a RouteLLM mmlu/ folder or gsm8k_responses.csv, or an arena-bench folder; several are stacked")

@@ -317,7 +317,17 @@ class Gateway:
                 self._authenticate(header_map(scope))  # it lists the pool's models: as closed as /v1/models
                 await send_bytes(send, 200, self._openapi_body)
             elif path == "/health" and method == "GET":
-                await send_json(send, 200, {"status": "ok", "version": __version__, "models": len(self.pool.entries)})
+                if b"models=1" in scope.get("query_string", b""):  # probe every model: the admin key's call
+                    self._authenticate_admin(header_map(scope))
+                    from pointsman.gateway.health import probe_models
+
+                    probes = await probe_models(self.pool)
+                    for row in probes:
+                        row["message"] = self._redact(row.get("message"))
+                    await send_json(send, 200, {"status": "ok" if all(p["ok"] for p in probes) else "degraded",
+                                                "version": __version__, "models": probes})
+                else:
+                    await send_json(send, 200, {"status": "ok", "version": __version__, "models": len(self.pool.entries)})
             elif path == "/admin/router/reload" and method == "POST":
                 self._authenticate_admin(header_map(scope))
                 try:
