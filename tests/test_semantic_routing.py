@@ -230,3 +230,41 @@ def test_the_judge_calls_through_the_dispatcher_and_is_costed(make_gateway, upst
     assert [(a[0], a[1]) for a in json.loads(ledger_rows(gw)[-1]["attempts"])][:2] == [
         ("judge", "upstream_error"), ("judge", "cooldown")]
     assert gw.gateway.pool["judge"].breaker.state == "open"  # the judge's model is health-checked like any other
+
+
+def test_a_routing_tier_from_outside_the_package_is_one_file_and_one_config_line(make_gateway, upstream):
+    """Issue 15: routing tiers are an extension point: a registry keyed by kind, a policy as an ordered list."""
+    import openai
+
+    import tests.example_tier  # noqa: F401 - registers the "urgent" kind
+    from tests.conftest import model
+
+    tiers = ["rules", {"kind": "urgent", "model": "big"}, "sticky"]
+    gw = make_gateway({"models": [model("small", upstream), model("big", upstream, prices={"input": 9})],
+                       "policies": {"auto": {"rules": [{"when": {"keywords": ["physics"]}, "route": "small"}],
+                                             "tiers": tiers, "sticky_s": 60, "default": "small"},
+                                    "by-path": {"tiers": [{"kind": "tests.example_tier:UrgentTier", "model": "big",
+                                                           "word": "asap"}]}}})
+    client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
+
+    def routed(text: str, policy: str = "auto") -> tuple[str, str]:
+        raw = client.chat.completions.with_raw_response.create(model=policy, messages=[{"role": "user", "content": text}])
+        return raw.headers["x-pointsman-model"], raw.headers["x-pointsman-tier"]
+
+    assert routed("urgent: my physics homework") == ("small", "rules")  # rules come first in this policy
+    assert routed("urgent: the server is down") == ("big", "urgent")
+    assert routed("hello there") == ("small", "default")
+    assert routed("do it asap", "router/by-path") == ("big", "urgent")  # an import path works without registering
+
+
+def test_unknown_or_misconfigured_tiers_are_refused_at_start():
+    from pointsman.config.loader import parse_config
+    from pointsman.gateway.pool import Pool
+    from pointsman.providers.transport import ReqwestTransport
+    from pointsman.routing.policy import PolicyRouter
+
+    for tiers, needle in ([{"kind": "nope"}], "unknown tier kind 'nope'"), ([{"kind": "rules"}], "list it by name"), \
+                         (["judge"], "needs `judge:"), ([{"kind": "no.such.module:Tier"}], "cannot be imported"):
+        config = parse_config({"models": [{"name": "a", "provider": "openai"}], "policies": {"auto": {"tiers": tiers}}})
+        with pytest.raises(ValueError, match=needle):
+            PolicyRouter(config, Pool(config, ReqwestTransport()))

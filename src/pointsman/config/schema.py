@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 CAPABILITIES = frozenset({"tools", "vision", "json"})
@@ -170,6 +172,9 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     sticky_s: float = 0.0  # > 0: a session (x-pointsman-session) keeps its model this long
     default: str | None = None  # a pool model; None = the cheapest eligible model
     fallbacks: list[str] | None = None  # None = every other eligible model, cheapest first
+    # the tiers in order (routing/tiers.py): built-ins by name (rules, sticky, semantic, judge), others as
+    # {kind: <registered name or package.module:Class>, ...settings}; None = the built-ins this policy configures
+    tiers: list[str | dict[str, Any]] | None = None
 
 
 class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):

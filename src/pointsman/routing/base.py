@@ -129,8 +129,14 @@ class RouteDecision:
 
 
 class Tier(Protocol):
-    name: str
+    """One routing tier (routing/tiers.py registers them). ``revises``: whether it runs after an earlier tier has
+    decided (the judge, which may overrule an unsure tier 2); other tiers run only while nothing is decided."""
 
-    async def decide(self, ctx: RouteContext, eligible: list[str]) -> RouteDecision | None:
-        """Pick among `eligible` pool models (already filtered for capabilities and context), or None."""
+    name: str
+    revises: bool
+
+    async def decide(self, ctx: RouteContext, eligible: list[str], tentative: RouteDecision | None = None
+                     ) -> RouteDecision | None:
+        """Pick among `eligible` pool models (already filtered for capabilities and context), or None to defer.
+        ``tentative``: what earlier tiers decided (None if nothing), for a tier that revises."""
         ...

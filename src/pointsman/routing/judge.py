@@ -38,14 +38,19 @@ log = logging.getLogger("pointsman.routing")
 
 
 class JudgeTier:
-    name = "llm"
+    """Grades a request nothing has decided, or overrules a decision whose confidence is below
+    ``min_confidence`` (tier 2's, when it is unsure); a decision without a confidence (a rule's) stands."""
 
-    def __init__(self, config: JudgeTierConfig, pool: Pool, dispatcher: Dispatcher) -> None:
+    name = "llm"
+    revises = True
+
+    def __init__(self, config: JudgeTierConfig, pool: Pool, dispatcher: Dispatcher, min_confidence: float = 0.0) -> None:
         if config.model not in pool:
             raise ValueError(f"judge model {config.model!r} is not a pool model")
         self.config = config
         self.pool = pool
         self.dispatcher = dispatcher
+        self.min_confidence = min_confidence
 
     async def grade(self, ctx: RouteContext) -> int | None:
         body = {"model": self.config.model, "max_tokens": 3, "temperature": 0,
@@ -72,7 +77,11 @@ class JudgeTier:
             log.warning("judge %s answered without a grade: %r", self.config.model, content[:40])
         return int(match.group()) if match else None
 
-    async def decide(self, ctx: RouteContext, eligible: list[str], fallback: RouteDecision | None = None) -> RouteDecision | None:
+    async def decide(self, ctx: RouteContext, eligible: list[str], tentative: RouteDecision | None = None
+                     ) -> RouteDecision | None:
+        if tentative is not None and (tentative.confidence is None or tentative.confidence >= self.min_confidence):
+            return tentative
+        fallback = tentative
         grade = await self.grade(ctx)
         if grade is None:
             if fallback is not None:

@@ -17,11 +17,11 @@ from pointsman.config.schema import Config, Policy
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher
 from pointsman.gateway.pool import Pool
-from pointsman.routing.base import RouteContext, RouteDecision
-from pointsman.routing.judge import JudgeTier
+from pointsman.routing.base import RouteContext, RouteDecision, Tier
 from pointsman.routing.rules import RuleTier
 from pointsman.routing.semantic import SemanticTier
 from pointsman.routing.sticky import SessionMemory
+from pointsman.routing.tiers import TierBuild, build_tiers
 
 POLICY_PREFIX = "router/"
 MAX_POLICY_DEPTH = 4
@@ -31,19 +31,24 @@ log = logging.getLogger("pointsman.routing")
 @dataclass(slots=True)
 class CompiledPolicy:
     name: str
-    rules: RuleTier | None
-    semantic: SemanticTier | None
-    judge: JudgeTier | None
-    min_confidence: float
+    tiers: list[Tier]  # in order (routing/tiers.py)
     sessions: SessionMemory | None
     default: str | None
     fallbacks: list[str] | None
     cascade: Cascade | None = None
 
+    @property
+    def rules(self) -> RuleTier | None:
+        return next((t for t in self.tiers if isinstance(t, RuleTier)), None)
+
+    @property
+    def semantic(self) -> SemanticTier | None:
+        return next((t for t in self.tiers if isinstance(t, SemanticTier)), None)
+
 
 def needs_embeddings(config: Config) -> bool:
-    return any(policy.semantic is not None or (policy.cascade is not None and needs_embedder(policy.cascade))
-               for policy in config.policies.values())
+    return any(policy.semantic is not None or "semantic" in (policy.tiers or ())
+               or (policy.cascade is not None and needs_embedder(policy.cascade)) for policy in config.policies.values())
 
 
 class PolicyRouter:
@@ -62,18 +67,11 @@ class PolicyRouter:
         for target in targets:
             if target is not None and not target.startswith(POLICY_PREFIX) and target not in self.pool:
                 raise ValueError(f"policy {name!r} names {target!r}, which is not a pool model")
-        semantic = None
-        if policy.semantic is not None:
-            if self.embedders is None:
-                raise ValueError(f"policy {name!r}: the semantic tier needs the embedding model")
-            semantic = SemanticTier(policy.semantic, [e.config for e in self.pool.entries.values()], self.embedders)
+        sessions = SessionMemory(policy.sticky_s) if policy.sticky_s > 0 else None
         return CompiledPolicy(
             name=name,
-            rules=RuleTier(policy.rules) if policy.rules else None,
-            semantic=semantic,
-            judge=JudgeTier(policy.judge, self.pool, self.dispatcher) if policy.judge is not None else None,
-            min_confidence=policy.semantic.min_confidence if policy.semantic else 0.0,
-            sessions=SessionMemory(policy.sticky_s) if policy.sticky_s > 0 else None,
+            tiers=build_tiers(TierBuild(name, policy, self.pool, self.dispatcher, self.embedders, sessions)),
+            sessions=sessions,
             default=policy.default,
             fallbacks=policy.fallbacks,
             cascade=Cascade(policy.cascade, self.pool, self.embedders,
@@ -138,29 +136,24 @@ class PolicyRouter:
         return decision
 
     async def _run_policy(self, policy: CompiledPolicy, ctx: RouteContext, eligible: list[str], depth: int) -> RouteDecision:
-        decision = await policy.rules.decide(ctx, eligible) if policy.rules else None
-        if decision is not None and decision.model.startswith(POLICY_PREFIX):
-            if depth >= MAX_POLICY_DEPTH:
-                raise GatewayError(500, f"policy {policy.name!r}: routing loops through more than {MAX_POLICY_DEPTH} policies",
-                                   code="policy_loop")
-            inner = self.policies[decision.model[len(POLICY_PREFIX):]]
-            nested = await self._run_policy(inner, ctx, eligible, depth + 1)
-            nested.reason = f"{decision.reason} -> {POLICY_PREFIX}{inner.name}: {nested.reason}"
-            return nested
-        if decision is None and policy.sessions is not None and ctx.session:
-            model = policy.sessions.get(ctx.session, ctx.tenant)
-            if model in eligible:
-                decision = RouteDecision(model=model, tier="sticky", reason=f"session {ctx.session[:32]} keeps its model")
-        if decision is None and policy.semantic is not None:
+        decision: RouteDecision | None = None
+        for tier in policy.tiers:
+            if decision is not None and not tier.revises:
+                continue  # decided: only a tier that revises (the judge) still runs
             try:
-                decision = await policy.semantic.decide(ctx, eligible)
+                decision = await tier.decide(ctx, eligible, decision) or decision
+            except GatewayError:
+                raise
             except Exception:  # the request can still be served: fail open to the next tier, say so in the log
-                log.exception("policy %s: the semantic tier failed; the request goes on to the next tier", policy.name)
-                decision = None
-            if policy.judge is not None and decision is not None and (decision.confidence or 0) < policy.min_confidence:
-                decision = await policy.judge.decide(ctx, eligible, fallback=decision)
-        if decision is None and policy.judge is not None and policy.semantic is None:
-            decision = await policy.judge.decide(ctx, eligible)
+                log.exception("policy %s: the %s tier failed; the request goes on to the next tier", policy.name, tier.name)
+            if decision is not None and decision.model.startswith(POLICY_PREFIX):  # a rule hands over to a policy
+                if depth >= MAX_POLICY_DEPTH:
+                    raise GatewayError(500, f"policy {policy.name!r}: routing loops through more than {MAX_POLICY_DEPTH} "
+                                       "policies", code="policy_loop")
+                inner = self.policies[decision.model[len(POLICY_PREFIX):]]
+                nested = await self._run_policy(inner, ctx, eligible, depth + 1)
+                nested.reason = f"{decision.reason} -> {POLICY_PREFIX}{inner.name}: {nested.reason}"
+                return nested
         if decision is None:
             if policy.default in eligible:
                 decision = RouteDecision(model=policy.default, tier="default", reason=f"policy {policy.name} default")

@@ -57,11 +57,13 @@ class RuleTier:
     """First matching rule wins. Its target is a pool model or another policy ("router/<name>")."""
 
     name = "rules"
+    revises = False
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = [CompiledRule.compile(rule, i) for i, rule in enumerate(rules)]
 
-    async def decide(self, ctx: RouteContext, eligible: list[str]) -> RouteDecision | None:
+    async def decide(self, ctx: RouteContext, eligible: list[str], tentative: RouteDecision | None = None
+                     ) -> RouteDecision | None:
         # A rule whose model cannot serve this request (say, no tools) is passed over, not obeyed.
         for rule in self.rules:
             if (rule.route.startswith("router/") or rule.route in eligible) and rule.matches(ctx):

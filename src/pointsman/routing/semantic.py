@@ -107,6 +107,7 @@ class SemanticTier:
     """Tier 2 of one policy. The predictor file may be swapped on disk: `reload()` picks it up."""
 
     name = "semantic"
+    revises = False
 
     def __init__(self, config: SemanticTierConfig, pool: list[ModelConfig], embedders: Any) -> None:
         self.config = config
@@ -155,7 +156,8 @@ class SemanticTier:
         scale = (high - low) or 1.0
         return quality_map.map((quality[0] - low) / scale, sd[0] / scale)
 
-    async def decide(self, ctx: RouteContext, eligible: list[str]) -> RouteDecision | None:
+    async def decide(self, ctx: RouteContext, eligible: list[str], tentative: RouteDecision | None = None
+                     ) -> RouteDecision | None:
         quality, sd = await self.predict(ctx)
         names = self.quality_map.pool_names
         index = [names.index(m) for m in eligible]
