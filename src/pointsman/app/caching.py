@@ -17,14 +17,34 @@ from pointsman.routing.base import RouteContext
 log = logging.getLogger("pointsman.cache")
 
 
+def _redis_store(url: str, config: CacheConfig) -> Any:
+    from pointsman.cache.redis import RedisStore
+
+    return RedisStore(url, config.prefix, max_entries=config.max_entries)
+
+
+# Shared stores by URL scheme: `server.cache.store: <scheme>://...`. A new store is one file with a CacheStore
+# (cache/base.py) and a factory registered here under its scheme.
+STORES: dict[str, Any] = {"redis": _redis_store, "rediss": _redis_store, "unix": _redis_store}
+
+
+def register_store(scheme: str) -> Any:
+    """Decorator: ``factory(url, cache_config) -> CacheStore`` serves `server.cache.store: <scheme>://...`."""
+    def add(factory: Any) -> Any:
+        STORES[scheme] = factory
+        return factory
+    return add
+
+
 def make_cache(config: CacheConfig, vector_space: str = "") -> SemanticCache:
     """``vector_space``: the cache encoder's model id (see `SemanticCache`)."""
     if config.store == "memory":
         store: Any = MemoryStore(max_entries=config.max_entries)
     else:
-        from pointsman.cache.redis import RedisStore
-
-        store = RedisStore(config.store, config.prefix, max_entries=config.max_entries)
+        scheme = config.store.split("://", 1)[0]
+        if scheme not in STORES:
+            raise ValueError(f"cache.store: no store for {scheme}:// (known: memory, {', '.join(f'{s}://' for s in STORES)})")
+        store = STORES[scheme](config.store, config)
     policy = CachePolicy(allow_sampled=config.allow_sampled, default_temperature=config.default_temperature,
                          tools_side_effect_free=config.tools_side_effect_free, semantic=config.semantic, ttl_s=config.ttl_s)
     cache = SemanticCache(store, policy, delta=config.delta, vector_space=vector_space, encoder=config.encoder)

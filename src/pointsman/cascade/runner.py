@@ -26,7 +26,7 @@ from pointsman.cascade.agreement import AgreementVerifier
 from pointsman.cascade.base import AnswerContext, Verdict, Verifier, combine
 from pointsman.cascade.decide import DEFAULT_KAPPA, plan as plan_cascade, should_escalate
 from pointsman.cascade.logprobs import LogprobVerifier
-from pointsman.cascade.validators import VALIDATORS
+from pointsman.cascade.validators import VALIDATORS, verifier_class
 from pointsman.config.schema import DEFAULT_LAMBDA, CascadeConfig
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
@@ -97,7 +97,13 @@ class Cascade:
         for name in config.models or []:
             if name not in pool:
                 raise ValueError(f"cascade.models names {name!r}, which is not a pool model")
-        self.validators: list[Verifier] = [VALIDATORS[name]() for name in config.verifiers if name in VALIDATORS]
+        special = {"logprobs", "agreement", "learned"}  # built with what they need, below
+        unknown = [name for name in config.verifiers if name not in special and verifier_class(name) is None]
+        if unknown:
+            raise ValueError(f"cascade.verifiers: unknown {unknown}; known: {sorted({*VALIDATORS, *special})}, or "
+                             "package.module:Class")
+        self.validators: list[Verifier] = [verifier_class(name)() for name in config.verifiers  # type: ignore[misc]
+                                           if name not in special]
         if "logprobs" in config.verifiers:
             self.validators.append(LogprobVerifier())
         self.learned: Verifier | None = None

@@ -237,3 +237,27 @@ VALIDATORS: dict[str, type[Verifier]] = {
     "json": JsonValidator, "tools": ToolCallValidator, "finish": FinishValidator,
     "refusal": RefusalValidator, "arithmetic": ArithmeticValidator,
 }
+
+
+def register_verifier(name: str) -> Any:
+    """Class decorator: a verifier (a `Verifier` with a no-argument constructor) cascades can name in
+    `cascade.verifiers`. Without registering, a policy can name it by import path, `package.module:Class`."""
+    def add(cls: type[Verifier]) -> type[Verifier]:
+        VALIDATORS[name] = cls
+        return cls
+    return add
+
+
+def verifier_class(name: str) -> type[Verifier] | None:
+    """A registered verifier, or one named by import path; None if `name` is neither."""
+    if name in VALIDATORS:
+        return VALIDATORS[name]
+    if ":" in name:
+        import importlib
+
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cascade.verifiers: {name!r} cannot be imported: {exc}") from None
+    return None
