@@ -201,3 +201,28 @@ def test_log_requests_prints_one_line_per_request(make_gateway, upstream, capfd)
     httpx.post(f"{gw.base_url}/chat/completions", json={"model": "nope", "messages": HELLO})
     err = capfd.readouterr().err
     assert " 200 m -> m (direct) " in err and " 404 nope -> - (-) " in err
+
+
+def test_a_new_concern_is_one_stage_in_the_request_path(make_gateway, upstream):
+    """Issue 15: the request path is a list of stages (app/pipeline.py); a guard is one more, and the one failure
+    policy (an OpenAI-shaped error, a ledger row) covers it like the others."""
+    from pointsman.app.pipeline import Exchange
+    from pointsman.errors import GatewayError
+
+    gw = make_gateway({"models": [model("m", upstream)]})
+    seen = []
+
+    async def no_secrets(ex: Exchange) -> bool:  # runs after the body is read, before the cache and routing
+        seen.append(ex.request.model)
+        if "password" in ex.ctx.last_user_text:
+            raise GatewayError(400, "the request carries a password", code="blocked_by_guard")
+        return False
+
+    names = [stage.__name__ for stage in gw.gateway.stages]
+    assert names == ["_authenticate_stage", "_read_stage", "_cache_stage", "_route_stage", "_answer_stage"]
+    gw.gateway.stages.insert(2, no_secrets)
+    url = f"{gw.base_url}/chat/completions"
+    blocked = httpx.post(url, json={"model": "m", "messages": [{"role": "user", "content": "my password is hunter2"}]})
+    assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "blocked_by_guard"
+    assert httpx.post(url, json={"model": "m", "messages": HELLO}).status_code == 200
+    assert seen == ["m", "m"] and [r["status"] for r in ledger_rows(gw)] == [400, 200]

@@ -38,6 +38,7 @@ from pointsman.app.http import (
     sse_event,
 )
 from pointsman.app.openapi import build_openapi
+from pointsman.app.pipeline import Exchange, Stage
 from pointsman.app.protocol import MAX_HEADER_BYTES, MAX_HEADER_COUNT
 from pointsman.app.secrets import Redactor, url_secrets
 from pointsman.app.protocol import configure as configure_protocol
@@ -239,6 +240,9 @@ class Gateway:
                                                         max_body_bytes=self.server.max_body_bytes))
         self.body_timeout_s = BODY_TIMEOUT_S
         self.unauthenticated = 0  # chat requests refused for a missing or wrong key (GET /admin/models)
+        # the request path (app/pipeline.py): a new concern is one more stage in this list
+        self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, self._cache_stage, self._route_stage,
+                                    self._answer_stage]
         if self.server.log_requests:
             _request_lines_to_console()
         self._started = False
@@ -388,50 +392,15 @@ class Gateway:
 
     # -- chat completions --------------------------------------------------------------------------------
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        record = LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0)
-        decision: RouteDecision | None = None
+        """Run the stages (app/pipeline.py) under one failure policy: errors become OpenAI-shaped answers and
+        every request, answered or not, becomes a ledger row."""
+        ex = Exchange(scope, receive, send, time.perf_counter(),
+                      LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0))
+        record, started = ex.record, ex.started
         try:
-            headers = header_map(scope)
-            record.key_id = self._authenticate(headers)
-            for header, field in TAG_HEADERS.items():
-                value = headers.get(header)
-                if value is not None:
-                    setattr(record, field, value.decode("latin-1")[:MAX_TAG_LENGTH])
-            try:
-                async with asyncio.timeout(self.body_timeout_s):
-                    body = await read_body(receive, headers, self.server.max_body_bytes)
-            except TimeoutError:
-                raise GatewayError(408, f"the request body did not arrive within {self.body_timeout_s:g} s", code="request_timeout",
-                                   type="invalid_request_error", headers={"connection": "close"}) from None
-            raw = parse_json_object(body)
-            request = validate_chat_request(raw)
-            record.requested_model = request.model
-            record.stream = bool(request.stream)
-            if record.user is None and request.user:
-                record.user = request.user[:MAX_TAG_LENGTH]
-            ctx = RouteContext(raw, _knob_overrides(headers), _session(headers), _cascade_mode(headers),
-                               tenant=tenant_of(record.key_id, record.team))
-            include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            ticket = None
-            if self.caching is not None and self.caching.may_cache(raw):
-                # Tenants never share answers: the key's hash, and within it the team.
-                found = await self.caching.lookup(headers, ctx, tenant_of(record.key_id, record.team),
-                                                  request.model, self.cache_embedder, record.id)
-                if isinstance(found, CacheTicket):
-                    ticket = found
-                elif found is not None:
-                    await self._serve_hit(send, found, request, record, started, include_usage)
-                    return
-            decision = await self.router.route(request.model, ctx)
-            record.tier, record.reason = decision.tier, decision.reason
-            plan = [decision.model, *decision.fallbacks]
-            if decision.cascade is not None:
-                await self._cascade(send, receive, raw, ctx, decision, record, started, include_usage, ticket)
-            elif request.stream:
-                await self._stream(send, receive, raw, plan, decision, record, started, include_usage, ticket)
-            else:
-                await self._complete(send, receive, raw, plan, decision, record, started, ticket)
+            for stage in self.stages:
+                if await stage(ex):
+                    break
         except GatewayError as error:
             error.message = self._redact(error.message)
             record.status, record.error = error.status, error.message
@@ -460,8 +429,8 @@ class Gateway:
                 record.error = self._redact(record.error)
                 for attempt in record.attempts:
                     attempt.error = self._redact(attempt.error)
-            if decision is not None and decision.calls:  # an error after deciding: the judge's calls still count
-                _add_routing_calls(record, decision.calls)
+            if ex.decision is not None and ex.decision.calls:  # an error after deciding: the judge's calls still count
+                _add_routing_calls(record, ex.decision.calls)
             if record.status == 401 and record.key_id is None:
                 self.unauthenticated += 1  # counted, not stored: rows before authentication would let anyone fill the disk
             else:
@@ -470,6 +439,73 @@ class Gateway:
                 request_log.info("%s %d %s -> %s (%s) %.0f ms $%.6f%s", record.id, record.status, record.requested_model or "-",
                                  record.chosen_model or "-", record.tier or "-", record.latency_ms, record.cost_usd,
                                  f" {record.error[:120]}" if record.error else "")
+
+    # -- the stages ----------------------------------------------------------------------------------------
+    async def _authenticate_stage(self, ex: Exchange) -> bool:
+        """The client's key, and the accounting tags it sent."""
+        ex.headers = header_map(ex.scope)
+        ex.record.key_id = self._authenticate(ex.headers)
+        for header, field in TAG_HEADERS.items():
+            value = ex.headers.get(header)
+            if value is not None:
+                setattr(ex.record, field, value.decode("latin-1")[:MAX_TAG_LENGTH])
+        return False
+
+    async def _read_stage(self, ex: Exchange) -> bool:
+        """The body, within its time and size limits, parsed once and validated; the route context."""
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                body = await read_body(ex.receive, ex.headers, self.server.max_body_bytes)
+        except TimeoutError:
+            raise GatewayError(408, f"the request body did not arrive within {self.body_timeout_s:g} s", code="request_timeout",
+                               type="invalid_request_error", headers={"connection": "close"}) from None
+        ex.raw = raw = parse_json_object(body)
+        ex.request = request = validate_chat_request(raw)
+        record = ex.record
+        record.requested_model = request.model
+        record.stream = bool(request.stream)
+        if record.user is None and request.user:
+            record.user = request.user[:MAX_TAG_LENGTH]
+        ex.ctx = RouteContext(raw, _knob_overrides(ex.headers), _session(ex.headers), _cascade_mode(ex.headers),
+                              tenant=tenant_of(record.key_id, record.team))
+        ex.include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return False
+
+    async def _cache_stage(self, ex: Exchange) -> bool:
+        """An earlier answer, when the cache has one; else where this answer will be stored."""
+        if self.caching is None or not self.caching.may_cache(ex.raw):
+            return False
+        assert ex.ctx is not None
+        # Tenants never share answers: the key's hash, and within it the team.
+        found = await self.caching.lookup(ex.headers, ex.ctx, tenant_of(ex.record.key_id, ex.record.team),
+                                          ex.request.model, self.cache_embedder, ex.record.id)
+        if isinstance(found, CacheTicket):
+            ex.ticket = found
+            return False
+        if found is None:
+            return False
+        await self._serve_hit(ex.send, found, ex.request, ex.record, ex.started, ex.include_usage)
+        return True
+
+    async def _route_stage(self, ex: Exchange) -> bool:
+        """Which model answers (routing/policy.py), and why."""
+        assert ex.ctx is not None
+        ex.decision = decision = await self.router.route(ex.request.model, ex.ctx)
+        ex.record.tier, ex.record.reason = decision.tier, decision.reason
+        return False
+
+    async def _answer_stage(self, ex: Exchange) -> bool:
+        """The upstream call: a cascade, a stream, or a plain answer."""
+        decision, raw = ex.decision, ex.raw
+        assert decision is not None and raw is not None and ex.ctx is not None
+        plan = [decision.model, *decision.fallbacks]
+        if decision.cascade is not None:
+            await self._cascade(ex.send, ex.receive, raw, ex.ctx, decision, ex.record, ex.started, ex.include_usage, ex.ticket)
+        elif ex.request.stream:
+            await self._stream(ex.send, ex.receive, raw, plan, decision, ex.record, ex.started, ex.include_usage, ex.ticket)
+        else:
+            await self._complete(ex.send, ex.receive, raw, plan, decision, ex.record, ex.started, ex.ticket)
+        return True
 
     # -- cache -------------------------------------------------------------------------------------------
     async def _serve_hit(self, send: Send, hit: Any, request: Any, record: LedgerRecord, started: float,

@@ -1,0 +1,40 @@
+"""The request path as a list of stages: what a chat request goes through, in order.
+
+Each stage is ``async stage(exchange) -> bool``: it reads and fills the :class:`Exchange` (the request, its
+route context, the decision, the ledger row) and returns True once the request has been answered, after which
+no later stage runs. The gateway's stages are authenticate -> read -> cache -> route -> answer
+(`Gateway.stages`); a new concern (a guard, a budget check, a metric) is one more stage in that list, and
+the one failure policy (errors as OpenAI-shaped answers, every request in the ledger) wraps them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pointsman.ledger import LedgerRecord
+from pointsman.routing.base import RouteContext, RouteDecision
+
+__all__ = ["Exchange", "Stage"]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One chat request on its way through the stages."""
+
+    scope: dict[str, Any]
+    receive: Any
+    send: Any
+    started: float  # perf_counter() when it arrived
+    record: LedgerRecord  # the ledger row, filled as the request goes
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    raw: dict[str, Any] | None = None  # the parsed body
+    request: Any = None  # the validated request (app/schema.py)
+    ctx: RouteContext | None = None
+    include_usage: bool = False
+    ticket: Any = None  # where the cache stores the answer (app/caching.py: CacheTicket), if anywhere
+    decision: RouteDecision | None = None
+
+
+Stage = Callable[[Exchange], Awaitable[bool]]
