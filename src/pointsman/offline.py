@@ -11,9 +11,9 @@ import orjson
 from pointsman.config.loader import load_config
 from pointsman.config.schema import Config, ModelConfig, Policy, Prices, SemanticTierConfig
 from pointsman.gateway.pool import Pool
-from pointsman.routing.base import RouteContext
+from pointsman.core import RouteContext
 from pointsman.routing.policy import PolicyRouter
-from pointsman.routing.priors import quality_prior
+from pointsman.config.priors import quality_prior
 
 DEFAULT_OUTPUT_TOKENS = 256
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pointsman.cache import CacheControl, CachePolicy, Hit, MemoryStore, SemanticCache
 from pointsman.config.schema import CacheConfig
-from pointsman.routing.base import RouteContext
+from pointsman.core import RouteContext
 
 log = logging.getLogger("pointsman.cache")
 

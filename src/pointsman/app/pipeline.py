@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pointsman.ledger import LedgerRecord
-from pointsman.routing.base import RouteContext, RouteDecision
+from pointsman.core import RouteContext, RouteDecision
 
 __all__ = ["Exchange", "Stage"]
 

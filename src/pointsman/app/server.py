@@ -56,7 +56,7 @@ from pointsman.gateway.pool import Pool
 from pointsman.ledger import Attempt, BatchLedger, LedgerRecord, sink_from_url
 from pointsman.providers import ProviderError
 from pointsman.providers.transport import ReqwestTransport, Transport
-from pointsman.routing.base import RouteContext, RouteDecision
+from pointsman.core import RouteContext, RouteDecision
 from pointsman.routing.policy import PolicyRouter, needs_embeddings
 
 log = logging.getLogger("pointsman")

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from pointsman.routing.base import RouteContext, lazy
+from pointsman.core import RouteContext, lazy
 from pointsman.text import text_of
 
 __all__ = ["AnswerContext", "Verdict", "Verifier", "combine"]

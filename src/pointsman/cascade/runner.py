@@ -32,8 +32,8 @@ from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
 from pointsman.ledger import Attempt
-from pointsman.routing.base import RouteContext, RouteDecision
-from pointsman.routing.priors import blended_price, quality_prior
+from pointsman.core import RouteContext, RouteDecision
+from pointsman.config.priors import blended_price, quality_prior
 
 __all__ = ["Cascade", "CascadePlan", "CascadeOutcome", "needs_embedder"]
 

@@ -8,7 +8,7 @@ from pointsman.config.schema import Config, ModelConfig
 from pointsman.gateway.resilience import CircuitBreaker
 from pointsman.providers import Provider, build_provider
 from pointsman.providers.transport import Transport
-from pointsman.routing.base import RouteContext
+from pointsman.core import RouteContext
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from pointsman.gateway.dispatch import Dispatcher
 from pointsman.gateway.pool import Pool
 from pointsman.ledger import Attempt
 from pointsman.routing.base import RouteContext, RouteDecision
-from pointsman.routing.priors import quality_prior
+from pointsman.config.priors import quality_prior
 
 GRADER_PROMPT = (
     "You decide how capable an AI assistant must be to answer a user's request well.\n"
@@ -31,7 +31,7 @@ GRADER_PROMPT = (
     "5 = very hard (research-level reasoning, long rigorous proofs)\n"
     "Answer with the single digit only.\n\nRequest:\n{request}\n\nGrade:"
 )
-# grade -> the quality prior a model needs (routing/priors.py scale)
+# grade -> the quality prior a model needs (config/priors.py scale)
 GRADE_TO_PRIOR = {1: 0.2, 2: 0.4, 3: 0.55, 4: 0.7, 5: 0.85}
 _DIGIT = re.compile(r"[1-5]")
 log = logging.getLogger("pointsman.routing")

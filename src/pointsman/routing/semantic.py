@@ -1,7 +1,7 @@
 """Tier 2: a trained router predicts each pool model's quality on the prompt; the knob decides.
 
 A router artefact (`pointsman train`) predicts quality for the models it was trained on. Pool models it
-has seen are read directly; the others are placed through their quality prior (routing/priors.py) with
+has seen are read directly; the others are placed through their quality prior (config/priors.py) with
 a one-parameter item-response model fitted per prompt to the trained models' predictions:
 logit P(good | model m, prompt x) = logit P(good | anchor) + a(x) * (prior_m - prior_anchor). So a router
 trained on GPT-4 vs Mixtral outcomes routes any pool on a fresh install, and training on your own traffic
@@ -20,7 +20,7 @@ import numpy as np
 
 from pointsman.config.schema import ModelConfig, SemanticTierConfig
 from pointsman.routing.base import RouteContext, RouteDecision
-from pointsman.routing.priors import blended_price, quality_prior
+from pointsman.config.priors import blended_price, quality_prior
 
 DEFAULT_ROUTER = Path(__file__).with_name("default_router.npz")
 MIN_SLOPE = 0.5  # logit units per unit of prior: a weaker prior never predicts better answers (low, so that
