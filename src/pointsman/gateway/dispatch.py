@@ -94,7 +94,7 @@ class Dispatcher:
                         entry.breaker.release()
                         if isinstance(error, asyncio.CancelledError):
                             attempts.append(Attempt(name, "cancelled", (time.perf_counter() - started) * 1000,
-                                                    "the call was cancelled (the client left)"))
+                                                    "cancelled: the client left, or a deadline around the call passed"))
                         raise
                     attempts.append(Attempt(name, error.kind, (time.perf_counter() - started) * 1000, error.message))
                     last_error = error
