@@ -15,6 +15,7 @@ import os
 import re
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 import orjson
@@ -321,7 +322,7 @@ class Gateway:
                 self._authenticate(header_map(scope))  # it lists the pool's models: as closed as /v1/models
                 await send_bytes(send, 200, self._openapi_body)
             elif path == "/health" and method == "GET":
-                if b"models=1" in scope.get("query_string", b""):  # probe every model: the admin key's call
+                if parse_qs(scope.get("query_string", b"").decode("latin-1")).get("models") == ["1"]:  # the admin's probe
                     self._authenticate_admin(header_map(scope))
                     from pointsman.gateway.health import probe_models
 
@@ -502,7 +503,7 @@ class Gateway:
         if decision.cascade is not None:
             await self._cascade(ex.send, ex.receive, raw, ex.ctx, decision, ex.record, ex.started, ex.include_usage, ex.ticket)
         elif ex.request.stream:
-            await self._stream(ex.send, ex.receive, raw, plan, decision, ex.record, ex.started, ex.include_usage, ex.ticket)
+            await self._stream(ex.send, ex.receive, ex.ctx, plan, decision, ex.record, ex.started, ex.include_usage, ex.ticket)
         else:
             await self._complete(ex.send, ex.receive, raw, plan, decision, ex.record, ex.started, ex.ticket)
         return True
@@ -550,7 +551,8 @@ class Gateway:
                         record: LedgerRecord, started: float, ticket: CacheTicket | None = None) -> None:
         tried: list[Attempt] = []
         try:
-            result = await _unless_client_leaves(receive, self._dispatch(plan, raw, stream=False, attempts=tried))
+            async with WatchClient(receive):
+                result = await self._dispatch(plan, raw, stream=False, attempts=tried)
         except ClientLeft:
             record.attempts = tried
             raise
@@ -603,7 +605,7 @@ class Gateway:
         record.reason = f"{decision.reason}; {plan.describe()}, {plan.reason}: {outcome.header() or 'no verified answer'}"
         if outcome.result is None:  # escalated: the last rung streams live
             record.attempts = outcome.attempts
-            await self._stream(send, receive, raw, outcome.stream_plan or [], decision, record, started, include_usage,
+            await self._stream(send, receive, ctx, outcome.stream_plan or [], decision, record, started, include_usage,
                                ticket, prior=outcome)
             return
         result = outcome.result
@@ -628,11 +630,11 @@ class Gateway:
         if ticket is not None and self.caching is not None:
             await self.caching.store(ticket, answer, result.entry.name)
 
-    async def _stream(self, send: Send, receive: Receive, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
+    async def _stream(self, send: Send, receive: Receive, ctx: RouteContext, plan: list[str], decision: RouteDecision,
                       record: LedgerRecord, started: float, include_usage: bool, ticket: CacheTicket | None = None,
                       prior: CascadeOutcome | None = None) -> None:
         try:
-            result = await self._dispatch(plan, raw, stream=True)
+            result = await self._dispatch(plan, ctx.body, stream=True)
         except GatewayError as error:
             if prior is not None:
                 error.attempts = [*prior.attempts, *error.attempts]
@@ -646,58 +648,43 @@ class Gateway:
         record.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *_decision_headers(
             record.id, decision, result.entry.name, None, record.overhead_ms, len(record.attempts), prior)]})
-        # If the client leaves, stop at once, even while waiting on a slow upstream: the upstream
-        # connection is closed and no more tokens are paid for.
-        relay = asyncio.current_task()
-        client_gone = False
-
-        def on_disconnect(watcher: asyncio.Future[None]) -> None:
-            nonlocal client_gone
-            if not watcher.cancelled() and relay is not None:
-                client_gone = True
-                relay.cancel()
-
-        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
-        disconnected.add_done_callback(on_disconnect)
         usage: Any = None
         sent_chars = 0  # answer text relayed: what a stream cut short is billed for, when no usage came
         recorder = StreamRecorder() if ticket is not None else None
         try:
-            chunk: dict[str, Any] | None = result.first_chunk
-            while chunk is not None:
-                if recorder is not None:
-                    recorder.feed(chunk)
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                    if not include_usage:  # asked upstream for our accounting only: not the client's
-                        if not chunk.get("choices"):
-                            chunk = await anext(chunks, None)
-                            continue
-                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                event = sse_event(chunk)
-                sent_chars += _delta_chars(chunk)
-                await send({"type": "http.response.body", "body": self.redactor.body(event) if self.redactor else event,
-                            "more_body": True})
-                chunk = await anext(chunks, None)
-            disconnected.remove_done_callback(on_disconnect)
+            # If the client leaves, stop at once, even while waiting on a slow upstream: the upstream
+            # connection is closed and no more tokens are paid for.
+            async with WatchClient(receive):
+                chunk: dict[str, Any] | None = result.first_chunk
+                while chunk is not None:
+                    if recorder is not None:
+                        recorder.feed(chunk)
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                        if not include_usage:  # asked upstream for our accounting only: not the client's
+                            if not chunk.get("choices"):
+                                chunk = await anext(chunks, None)
+                                continue
+                            chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    event = sse_event(chunk)
+                    sent_chars += _delta_chars(chunk)
+                    await send({"type": "http.response.body", "body": self.redactor.body(event) if self.redactor else event,
+                                "more_body": True})
+                    chunk = await anext(chunks, None)
             self._account(record, result, usage, prior, decision.calls)
             comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
             await send({"type": "http.response.body", "body": comment + SSE_DONE, "more_body": False})
             if recorder is not None and self.caching is not None:
                 await self.caching.store(ticket, recorder.answer(), result.entry.name, recorder.pieces)
-        except asyncio.CancelledError:
-            if not client_gone:
-                raise
-            relay.uncancel()  # type: ignore[union-attr] - the cancellation was ours, and is handled
+        except ClientLeft:
             record.status, record.error = 499, "client disconnected during the stream"
             if not usage:  # the upstream's usage comes last: estimate what was generated and sent (chars / 4)
-                usage = {"prompt_tokens": _estimated_tokens(len(orjson.dumps(raw.get("messages") or []))),
+                usage = {"prompt_tokens": _estimated_tokens(ctx.total_chars),
                          "completion_tokens": _estimated_tokens(sent_chars)}
                 record.error += " (tokens estimated from the text, no usage came)"
             self._account(record, result, usage, prior, decision.calls)
         except ProviderError as error:
             # Part of the answer is already with the client: end the stream with an error event.
-            disconnected.remove_done_callback(on_disconnect)
             message = self._redact(error.message)
             record.status, record.error = error.status, f"stream broke after the first chunk: {message}"
             result.attempts.append(Attempt(result.entry.name, error.kind, 0.0, message))
@@ -706,8 +693,6 @@ class Gateway:
                                      "param": None, "code": error.kind}}
             await send({"type": "http.response.body", "body": sse_event(error_event), "more_body": False})
         finally:
-            disconnected.remove_done_callback(on_disconnect)
-            disconnected.cancel()
             await chunks.aclose()
 
 
@@ -720,26 +705,29 @@ class ClientLeft(Exception):
     """The client disconnected while the gateway was waiting on the upstream for it."""
 
 
-async def _unless_client_leaves(receive: Receive, work: Any) -> Any:
-    """Await ``work`` (a coroutine); if the client disconnects first, cancel it and raise :class:`ClientLeft`."""
-    task = asyncio.current_task()
-    gone = False
+class WatchClient:
+    """``async with WatchClient(receive):`` runs its body until the client disconnects, then cancels it and raises
+    :class:`ClientLeft` (an upstream call in flight is abandoned: no more tokens are paid for)."""
 
-    def on_disconnect(watcher: asyncio.Future[None]) -> None:
-        nonlocal gone
-        if not watcher.cancelled() and watcher.exception() is None and task is not None:
-            gone = True
-            task.cancel()
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._gone = False
 
-    watcher = asyncio.ensure_future(_wait_disconnect(receive))
-    watcher.add_done_callback(on_disconnect)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()  # type: ignore[union-attr] - the cancellation was ours, and is handled
-        raise ClientLeft from None
-    finally:
-        watcher.remove_done_callback(on_disconnect)
-        watcher.cancel()
+    def _on_disconnect(self, watcher: asyncio.Future[None]) -> None:
+        if not watcher.cancelled() and watcher.exception() is None and self._task is not None:
+            self._gone = True
+            self._task.cancel()
+
+    async def __aenter__(self) -> "WatchClient":
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.ensure_future(_wait_disconnect(self._receive))
+        self._watcher.add_done_callback(self._on_disconnect)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self._watcher.remove_done_callback(self._on_disconnect)
+        self._watcher.cancel()
+        if exc_type is asyncio.CancelledError and self._gone:
+            self._task.uncancel()  # type: ignore[union-attr] - the cancellation was ours, and is handled
+            raise ClientLeft from None
+        return False
