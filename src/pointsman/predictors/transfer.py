@@ -74,7 +74,10 @@ class TransferPredictor(QualityPredictor):
         if features is None:
             raise ValueError("a transfer predictor needs the prompt features")
         self._labels = (np.asarray(gain, dtype=np.float64), np.asarray(sources))
-        return super().fit(X, features, scores, model_names=model_names, score_range=score_range)  # type: ignore[return-value]
+        try:
+            return super().fit(X, features, scores, model_names=model_names, score_range=score_range)  # type: ignore[return-value]
+        finally:
+            self._labels = None  # the training labels are not part of the router
 
     def _fit(self, X, F, Y01):
         assert self._labels is not None
@@ -95,8 +98,7 @@ class TransferPredictor(QualityPredictor):
         penalty[-1, -1] = 0.0  # the intercept is not shrunk
         Dw = D[labelled] * weight[labelled, None]
         beta = np.linalg.solve(Dw.T @ D[labelled] + penalty, Dw.T @ gain[labelled])
-        transfer = D @ beta
-        residual = (gain - transfer)[labelled]
+        residual = gain[labelled] - D[labelled] @ beta
         centres, assign = _kmeans(X[labelled], self.n_centres)
         count = np.bincount(assign, minlength=len(centres)).astype(np.float64)
         total = np.bincount(assign, weights=residual, minlength=len(centres))
