@@ -30,7 +30,7 @@ from pointsman.errors import GatewayError
 
 log = logging.getLogger("pointsman.cache")
 
-__all__ = ["PATHS", "handle", "MAX_ADMIN_BODY_BYTES"]
+__all__ = ["PATHS", "handle", "read_struct", "MAX_ADMIN_BODY_BYTES"]
 
 PATHS = {"/v1/cache/feedback": "POST", "/admin/cache/invalidate": "POST", "/admin/cache/metrics": "GET"}
 MAX_ADMIN_BODY_BYTES = 64 * 1024
@@ -59,7 +59,8 @@ def _entry_id(value: str) -> int:
     return int(value, 16)
 
 
-async def _body(gateway: Any, receive: Receive, headers: dict[bytes, bytes], struct: type) -> Any:
+async def read_struct(gateway: Any, receive: Receive, headers: dict[bytes, bytes], struct: type) -> Any:
+    """A small JSON body read within the gateway's time limit and converted to `struct` (400 naming the field)."""
     try:
         async with asyncio.timeout(gateway.body_timeout_s):
             raw = await read_body(receive, headers, MAX_ADMIN_BODY_BYTES)
@@ -109,7 +110,7 @@ async def _serve(gateway: Any, stage: Any, path: str, receive: Receive, send: Se
         await send_json(send, 200, {"object": "cache.metrics", "store": stage.config.store.split("://")[0],
                                     **cache.stats(), "store_errors": stage.store_errors})
     elif path == "/v1/cache/feedback":
-        body = await _body(gateway, receive, headers, FeedbackBody)
+        body = await read_struct(gateway, receive, headers, FeedbackBody)
         if (body.request_id is None) == (body.entry_id is None):
             raise GatewayError(400, "give either request_id (the x-pointsman-request-id of the answer) or entry_id "
                                "(its x-pointsman-cache-entry)", code="invalid_request", param="request_id")
@@ -126,7 +127,7 @@ async def _serve(gateway: Any, stage: Any, path: str, receive: Receive, send: Se
         await send_json(send, 200, {"object": "cache.feedback", "entry_id": f"{eid:x}", "verdict": body.verdict,
                                     "action": action})
     else:  # /admin/cache/invalidate
-        body = await _body(gateway, receive, headers, InvalidateBody)
+        body = await read_struct(gateway, receive, headers, InvalidateBody)
         filters = {"tenant_key": body.key_id, "team": body.team, "model": body.model}
         given = [name for name, value in (("entry_id", body.entry_id), ("key_id", body.key_id), ("team", body.team),
                                           ("model", body.model)) if value is not None]

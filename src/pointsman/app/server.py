@@ -45,6 +45,7 @@ from pointsman.app.secrets import Redactor, url_secrets
 from pointsman.app.protocol import configure as configure_protocol
 from pointsman.app.schema import validate_chat_request
 from pointsman.app import admin as cache_admin
+from pointsman.app import feedback as learning_api
 from pointsman.app.caching import CacheStage, CacheTicket, tenant_of
 from pointsman.cache import StreamRecorder
 from pointsman.cache.answers import replay_as_sse
@@ -54,6 +55,7 @@ from pointsman.embed.registry import Embedders
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
+from pointsman.learning.store import OutcomeStore, outcome_store_from_url
 from pointsman.ledger import Attempt, BatchLedger, LedgerRecord, sink_from_url
 from pointsman.providers import ProviderError
 from pointsman.providers.transport import ReqwestTransport, Transport
@@ -240,6 +242,10 @@ class Gateway:
                                                         client_auth=bool(self.client_keys or self.admin_key),
                                                         max_body_bytes=self.server.max_body_bytes))
         self.body_timeout_s = BODY_TIMEOUT_S
+        self.learning = config.learning
+        self.id_prefix = _ID_PREFIX  # request ids this process gave out start with it
+        self.outcomes: OutcomeStore | None = None  # feedback and shadow rows (learning/store.py), opened at start
+        self._background: list[asyncio.Task[None]] = []
         self.unauthenticated = 0  # chat requests refused for a missing or wrong key (GET /admin/models)
         # the request path (app/pipeline.py): a new concern is one more stage in this list
         self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, self._cache_stage, self._route_stage,
@@ -262,6 +268,10 @@ class Gateway:
     async def startup(self) -> None:
         if not self._started:
             self.ledger.start()
+            self.outcomes = outcome_store_from_url(self.server.ledger_url)
+            self._background = [asyncio.create_task(self._purge_old_outcomes(), name="pointsman-purge")]
+            if self.learning.reload_check_s > 0 and self.router.routes_deployed():
+                self._background.append(asyncio.create_task(self._watch_deployed(), name="pointsman-router-watch"))
             if self.caching is not None:
                 await self.caching.cache.start()
             if self.embedders is not None:
@@ -270,6 +280,9 @@ class Gateway:
 
     async def shutdown(self) -> None:
         if self._started:
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
             await self.pool.aclose()
             await self.transport.aclose()
             if self.embedders is not None:
@@ -277,6 +290,8 @@ class Gateway:
             if self.caching is not None:
                 await self.caching.cache.close()
             self.ledger.close()  # flushes: a clean shutdown loses no record
+            if self.outcomes is not None:
+                self.outcomes.close()
             self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -342,6 +357,8 @@ class Gateway:
                 if self.embedders is not None:
                     await self.embedders.warmup()  # a router trained on another encoder: load it off the loop now
                 await send_json(send, 200, {"reloaded": reloaded})
+            elif path in learning_api.PATHS:  # /v1/feedback, /admin/drift
+                await learning_api.handle(self, scope, receive, send)
             elif path in cache_admin.PATHS:  # /v1/cache/feedback, /admin/cache/invalidate, /admin/cache/metrics
                 await cache_admin.handle(self, scope, receive, send)
             elif path == "/admin/models" and method == "GET":
@@ -360,6 +377,50 @@ class Gateway:
             await send_error(send, error)
         except ClientDisconnected:
             pass
+
+    # -- the learning loop's upkeep ------------------------------------------------------------------------
+    async def _watch_deployed(self) -> None:
+        """Swap in a router `pointsman promote` or `rollback` deployed (no restart; every worker and replica
+        sharing the routers directory notices)."""
+        seen = self.router.deployed_stamp()
+        while True:
+            await asyncio.sleep(self.learning.reload_check_s)
+            stamp = self.router.deployed_stamp()
+            if stamp == seen:
+                continue
+            seen = stamp
+            try:
+                reloaded = await asyncio.to_thread(self.router.reload)
+                if self.embedders is not None:
+                    await self.embedders.warmup()
+                log.info("deployed router changed: reloaded policies %s", ", ".join(reloaded))
+            except (ValueError, OSError) as exc:
+                log.error("the newly deployed router could not be loaded, the previous one stays: %s", exc)
+
+    async def _purge_old_outcomes(self) -> None:
+        """Stored prompts, feedback and shadow rows older than learning.retention_days are deleted (hourly)."""
+        while True:
+            assert self.outcomes is not None
+            try:
+                await asyncio.to_thread(self.outcomes.purge, time.time() - self.learning.retention_days * 86400)
+            except Exception as exc:  # noqa: BLE001 - retried in an hour; serving goes on
+                log.warning("purging old learning rows failed: %s", exc)
+            await asyncio.sleep(3600)
+
+    def drift(self, days: float) -> Any:
+        """Recent traffic against the deployed router of the default policy (GET /admin/drift); blocking."""
+        from pointsman.learning.drift import traffic_drift
+
+        predictor = self.router.default_predictor()
+        if predictor is None:
+            raise GatewayError(404, "no policy routes with a trained router (semantic tier): nothing to drift from",
+                               code="no_router")
+        try:
+            return traffic_drift(self.server.ledger_url, predictor, since=time.time() - days * 86400,
+                                 unseen_share_limit=self.learning.drift_unseen_share,
+                                 task_shift_limit=self.learning.drift_task_shift)
+        except ValueError as exc:
+            raise GatewayError(409, str(exc), code="no_training_summary") from None
 
     # -- auth ------------------------------------------------------------------------------------------
     @staticmethod
@@ -493,6 +554,8 @@ class Gateway:
         assert ex.ctx is not None
         ex.decision = decision = await self.router.route(ex.request.model, ex.ctx)
         ex.record.tier, ex.record.reason = decision.tier, decision.reason
+        if self.learning.store_prompts:  # what `pointsman train --from-ledger` learns from, with the feedback
+            ex.record.prompt = ex.ctx.routing_text
         return False
 
     async def _answer_stage(self, ex: Exchange) -> bool:

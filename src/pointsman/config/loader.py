@@ -175,6 +175,10 @@ def parse_config(data: Any, source: str = "config") -> Config:
         unknown = [f for f in m.fallbacks or () if f not in names or f == m.name]
         if unknown:
             raise ConfigError(f"{source}: model {m.name!r}: fallbacks {unknown} are not other pool models")
+    shadow = config.learning.shadow
+    for name in [*([shadow.judge] if shadow.judge else []), *(shadow.models or [])]:
+        if name not in names:
+            raise ConfigError(f"{source}: learning.shadow names {name!r}, which is not a pool model")
     return config
 
 

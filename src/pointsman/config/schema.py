@@ -203,6 +203,48 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("cache.delta must be within 0..1")
 
 
+class ShadowConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Shadow sampling: a share of routed requests is also answered, after the client has its answer, by
+    another pool model; a judge model scores both answers, giving outcomes for the model not chosen."""
+
+    share: float = 0.0  # of routed requests (0 = off)
+    judge: str | None = None  # the pool model that scores both answers; None = the rows wait for feedback
+    models: list[str] | None = None  # the shadow answers come from these; None = any other eligible pool model
+    budget_usd_per_day: float = 1.0  # shadow and judge calls stop for the day once they cost this much
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.share <= 1:
+            raise ValueError("learning.shadow.share must be within 0..1")
+        if self.budget_usd_per_day < 0:
+            raise ValueError("learning.shadow.budget_usd_per_day must be >= 0")
+
+
+class LearningConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The learning loop (README, "Learning from your traffic"): feedback, shadow answers, promoted routers."""
+
+    # store the routing text of each routed request with its ledger row, so that feedback and shadow answers can
+    # train a router (`pointsman train --from-ledger`); off by default: it keeps prompt text on disk
+    store_prompts: bool = False
+    retention_days: float = 30.0  # stored prompts, feedback and shadow rows older than this are deleted
+    # where `pointsman promote` puts the deployed router and its history; a policy's `router: deployed` reads it
+    routers_dir: str = "pointsman-routers"
+    reload_check_s: float = 5.0  # how often the gateway looks for a newly promoted router (0 = never)
+    shadow: ShadowConfig = msgspec.field(default_factory=ShadowConfig)
+    # `pointsman drift` says "retrain" past either: the share of recent prompts unlike any training prompt,
+    # or the total-variation distance between the recent and the training task mix
+    drift_unseen_share: float = 0.3
+    drift_task_shift: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.retention_days <= 0:
+            raise ValueError("learning.retention_days must be > 0")
+        if self.reload_check_s < 0:
+            raise ValueError("learning.reload_check_s must be >= 0")
+        for name in ("drift_unseen_share", "drift_task_shift"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"learning.{name} must be within 0..1")
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 4000
@@ -228,3 +270,4 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     models: list[ModelConfig]
     policies: dict[str, Policy] = msgspec.field(default_factory=dict)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    learning: LearningConfig = msgspec.field(default_factory=LearningConfig)

@@ -5,13 +5,18 @@ from __future__ import annotations
 from pointsman.ledger.base import Attempt, BatchLedger, LedgerRecord, LedgerSink
 
 
+def sqlite_path(url: str) -> str:
+    """The file of a sqlite:/// URL (three slashes: relative, four: absolute)."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"unsupported ledger_url {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db")
+    path = url[len("sqlite://"):]
+    return path[1:] if path.startswith("/") else path
+
+
 def sink_from_url(url: str) -> LedgerSink:
-    if url.startswith("sqlite://"):
-        from pointsman.ledger.sqlite import SqliteSink
+    from pointsman.ledger.sqlite import SqliteSink
 
-        path = url[len("sqlite://"):]
-        return SqliteSink(path[1:] if path.startswith("/") else path)
-    raise ValueError(f"unsupported ledger_url {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db")
+    return SqliteSink(sqlite_path(url))
 
 
-__all__ = ["Attempt", "BatchLedger", "LedgerRecord", "LedgerSink", "sink_from_url"]
+__all__ = ["Attempt", "BatchLedger", "LedgerRecord", "LedgerSink", "sink_from_url", "sqlite_path"]

@@ -57,6 +57,7 @@ class LedgerRecord(msgspec.Struct):
     cache_hit: bool = False
     error: str | None = None
     attempts: list[Attempt] = msgspec.field(default_factory=list)
+    prompt: str | None = None  # the routing text, kept (in its own table) only with learning.store_prompts
 
 
 class LedgerSink(ABC):

@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS requests (
     error TEXT, attempts TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE TABLE IF NOT EXISTS prompts (id TEXT PRIMARY KEY, ts REAL NOT NULL, text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS prompts_ts ON prompts (ts);
 """
 
 _encode = msgspec.json.Encoder().encode
@@ -42,6 +44,7 @@ class SqliteSink(LedgerSink):
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._insert = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        self._insert_prompt = "INSERT OR REPLACE INTO prompts (id, ts, text) VALUES (?, ?, ?)"
 
     def open(self) -> None:
         # Opened in the starting thread, used only by the writer thread afterwards.
@@ -55,7 +58,11 @@ class SqliteSink(LedgerSink):
         with self._db:  # one transaction: a batch lands whole or not at all
             self._db.execute("BEGIN")
             for start in range(0, len(records), SLICE):
-                self._db.executemany(self._insert, [record_row(r) for r in records[start:start + SLICE]])
+                chunk = records[start:start + SLICE]
+                self._db.executemany(self._insert, [record_row(r) for r in chunk])
+                prompts = [(r.id, r.ts, r.prompt) for r in chunk if r.prompt is not None]
+                if prompts:  # learning.store_prompts: the routing text, for training on this traffic
+                    self._db.executemany(self._insert_prompt, prompts)
                 time.sleep(0)  # hand the GIL to the event loop between slices: a flush never holds it for long
 
     def close(self) -> None:

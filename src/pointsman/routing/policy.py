@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pointsman.cascade.runner import Cascade, needs_embedder
@@ -55,6 +56,7 @@ class PolicyRouter:
     def __init__(self, config: Config, pool: Pool, embedders: Any = None) -> None:
         self.pool = pool
         self.embedders = embedders  # embed.registry.Embedders, or None when no stage embeds
+        self.routers_dir = config.learning.routers_dir
         self.dispatcher = Dispatcher(pool, config.server)  # the judge's calls: retries, breaker, attempts, cost
         self.default_policy = config.server.default_policy
         policies = dict(config.policies)
@@ -70,7 +72,8 @@ class PolicyRouter:
         sessions = SessionMemory(policy.sticky_s) if policy.sticky_s > 0 else None
         return CompiledPolicy(
             name=name,
-            tiers=build_tiers(TierBuild(name, policy, self.pool, self.dispatcher, self.embedders, sessions)),
+            tiers=build_tiers(TierBuild(name, policy, self.pool, self.dispatcher, self.embedders, sessions,
+                                        self.routers_dir)),
             sessions=sessions,
             default=policy.default,
             fallbacks=policy.fallbacks,
@@ -103,6 +106,29 @@ class PolicyRouter:
                 policy.semantic.reload()
                 reloaded.append(policy.name)
         return reloaded
+
+    def _semantic_tiers(self) -> list[SemanticTier]:
+        return [p.semantic for p in self.policies.values() if p.semantic is not None]
+
+    def routes_deployed(self) -> bool:
+        """Whether any policy routes with `router: deployed` (the router `pointsman promote` deploys)."""
+        return any(str(t.config.router) == "deployed" for t in self._semantic_tiers())
+
+    def deployed_stamp(self) -> tuple[int, int] | None:
+        """The deployed router file's (mtime, size), None while there is none: a change means a promotion."""
+        from pointsman.routing.semantic import DEPLOYED
+
+        try:
+            stat = (Path(self.routers_dir) / DEPLOYED).stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def default_predictor(self) -> Any:
+        """The trained router of the default policy (else of the first policy that has one), or None."""
+        first = self.policies.get(self.default_policy)
+        tiers = ([first.semantic] if first is not None and first.semantic is not None else []) + self._semantic_tiers()
+        return tiers[0].predictor if tiers else None
 
     def model_ids(self) -> list[str]:
         """What /v1/models lists: the pool's models, then "auto" and every policy."""

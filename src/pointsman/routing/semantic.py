@@ -28,8 +28,15 @@ MIN_SLOPE = 0.5  # logit units per unit of prior: a weaker prior never predicts 
 _EPS = 0.02
 
 
-def router_file(router: str | Path) -> Path:
-    """The artefact a policy's `router:` names: "default" is the one shipped in the package."""
+DEPLOYED = "deployed.npz"  # in learning.routers_dir: what `pointsman promote` put there
+
+
+def router_file(router: str | Path, routers_dir: str | Path = "pointsman-routers") -> Path:
+    """The artefact a policy's `router:` names: "default" is the one shipped in the package, "deployed" the
+    last one `pointsman promote` deployed into ``routers_dir`` (the shipped one until a router is promoted)."""
+    if str(router) == "deployed":
+        deployed = Path(routers_dir) / DEPLOYED
+        return deployed if deployed.exists() else DEFAULT_ROUTER
     return DEFAULT_ROUTER if str(router) == "default" else Path(router)
 
 
@@ -109,17 +116,20 @@ class SemanticTier:
     name = "semantic"
     revises = False
 
-    def __init__(self, config: SemanticTierConfig, pool: list[ModelConfig], embedders: Any) -> None:
+    def __init__(self, config: SemanticTierConfig, pool: list[ModelConfig], embedders: Any,
+                 routers_dir: str | Path = "pointsman-routers") -> None:
         self.config = config
         self.pool = {m.name: m for m in pool}
         self.embedders = embedders  # embed.registry.Embedders: the artefact names its encoder
-        self.path = router_file(config.router)
+        self.routers_dir = routers_dir
+        self.path = router_file(config.router, routers_dir)
         self._lock = threading.Lock()
         self.reload()
 
     def reload(self) -> None:
         from pointsman.predictors import load_predictor  # numpy-only inference; loaded once per artefact
 
+        self.path = router_file(self.config.router, self.routers_dir)  # "deployed" may have appeared or gone
         if not self.path.exists():
             raise ValueError(f"router artefact {self.path} does not exist (train one with `pointsman train`)")
         predictor = load_predictor(self.path)

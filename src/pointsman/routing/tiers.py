@@ -52,6 +52,7 @@ class TierBuild:
     dispatcher: Any
     embedders: Any
     sessions: SessionMemory | None = None
+    routers_dir: str = "pointsman-routers"  # learning.routers_dir: where a promoted router is deployed
 
 
 class StickyTier:
@@ -87,7 +88,7 @@ def _built_in(kind: str, build: TierBuild) -> Any:
         if build.embedders is None:
             raise ValueError(f"policy {build.policy_name!r}: the semantic tier needs the embedding model")
         return SemanticTier(policy.semantic or SemanticTierConfig(), [e.config for e in build.pool.entries.values()],
-                            build.embedders)
+                            build.embedders, build.routers_dir)
     judge: JudgeTierConfig | None = policy.judge
     if judge is None:
         raise ValueError(f"policy {build.policy_name!r}: the judge tier needs `judge: {{model: ...}}`")

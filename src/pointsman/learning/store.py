@@ -1,0 +1,206 @@
+"""Where the learning loop keeps its outcomes: client feedback and shadow answers, beside the ledger.
+
+The tables live in the ledger's own database, so a request's row (its owner, its model), its stored
+routing text (``prompts``, written by the ledger when ``learning.store_prompts`` is on) and its outcomes
+join on the request id:
+
+* ``feedback``: one row per (request, client key), the latest score wins: feedback is idempotent;
+* ``shadow``: one row per (request, model), the judge's score of each answer it compared.
+
+A feedback write commits before the client is told it is stored, so an acknowledged row survives the
+process being killed (WAL: the commit is in the log file before ``add_feedback`` returns).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from pointsman.ledger.sqlite import SCHEMA as LEDGER_SCHEMA
+
+__all__ = ["OutcomeRow", "OutcomeStore", "RequestOwner", "SqliteOutcomeStore", "outcome_store_from_url"]
+
+# the ledger's tables (ledger/sqlite.py: requests, prompts) and the outcomes'
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL, key_id TEXT NOT NULL, score REAL NOT NULL, comment TEXT, ts REAL NOT NULL,
+    PRIMARY KEY (request_id, key_id)
+);
+CREATE TABLE IF NOT EXISTS shadow (
+    request_id TEXT NOT NULL, model TEXT NOT NULL, score REAL NOT NULL, judge TEXT NOT NULL, ts REAL NOT NULL,
+    PRIMARY KEY (request_id, model)
+);
+"""
+OPEN_GATEWAY = ""  # the key id stored for feedback on a gateway without keys
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOwner:
+    """Who made a request, and what answered it: what feedback on it is checked against."""
+
+    key_id: str | None
+    model: str | None
+    status: int
+    tier: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """One known outcome of live traffic: a model's answer to a prompt, scored 0..1."""
+
+    request_id: str
+    ts: float
+    prompt: str
+    model: str
+    score: float
+    signal: str  # "feedback" (the client's) or "shadow" (a judge's)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def long_format(self) -> dict[str, Any]:
+        """The row as `pointsman train` reads outcome files (README, "Training data")."""
+        row: dict[str, Any] = {"prompt_id": self.request_id, "prompt": self.prompt, "model": self.model,
+                               "score": self.score, "source": "traffic", "label_kind": "judge_score",
+                               "signal": self.signal, "ts": self.ts}
+        if self.prompt_tokens:
+            row["input_tokens"] = self.prompt_tokens
+        if self.completion_tokens:
+            row["output_tokens"] = self.completion_tokens
+        return row
+
+
+class OutcomeStore(ABC):
+    """The contract: feedback and shadow rows in, training rows and recent prompts out."""
+
+    @abstractmethod
+    def owner(self, request_id: str) -> RequestOwner | None:
+        """The request's owner and model, None when the ledger has no such request (yet)."""
+
+    @abstractmethod
+    def add_feedback(self, request_id: str, key_id: str | None, score: float, comment: str | None) -> bool:
+        """Store (or replace) this key's feedback on the request, committed; True if it is new."""
+
+    @abstractmethod
+    def add_shadow(self, request_id: str, scores: dict[str, float], judge: str) -> None: ...
+
+    @abstractmethod
+    def outcomes(self, since: float = 0.0, until: float | None = None) -> list[OutcomeRow]:
+        """Training rows: each scored answer of a request whose routing text was stored, oldest first."""
+
+    @abstractmethod
+    def recent_prompts(self, since: float, limit: int = 5000) -> list[str]:
+        """Routing texts of requests since ``since``, newest first (drift)."""
+
+    @abstractmethod
+    def purge(self, before: float) -> int:
+        """Delete stored prompts, feedback and shadow rows older than ``before``; how many."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SqliteOutcomeStore(OutcomeStore):
+    """The store in the ledger's SQLite file. One connection per thread: the gateway calls it from worker threads."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._conn.executescript(LEDGER_SCHEMA + SCHEMA)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a commit is in the WAL file: it survives the process dying
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def owner(self, request_id: str) -> RequestOwner | None:
+        found = self._conn.execute("SELECT key_id, chosen_model, status, tier FROM requests WHERE id = ?",
+                                   (request_id,)).fetchone()
+        return RequestOwner(*found) if found else None
+
+    def add_feedback(self, request_id: str, key_id: str | None, score: float, comment: str | None) -> bool:
+        db = self._conn
+        key = key_id or OPEN_GATEWAY
+        with _transaction(db):
+            existed = db.execute("SELECT 1 FROM feedback WHERE request_id = ? AND key_id = ?", (request_id, key)).fetchone()
+            db.execute("INSERT INTO feedback (request_id, key_id, score, comment, ts) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT (request_id, key_id) DO UPDATE SET score = excluded.score, "
+                       "comment = excluded.comment, ts = excluded.ts", (request_id, key, score, comment, time.time()))
+        return existed is None
+
+    def add_shadow(self, request_id: str, scores: dict[str, float], judge: str) -> None:
+        now = time.time()
+        db = self._conn
+        with _transaction(db):
+            db.executemany("INSERT OR REPLACE INTO shadow (request_id, model, score, judge, ts) VALUES (?, ?, ?, ?, ?)",
+                           [(request_id, model, score, judge, now) for model, score in scores.items()])
+
+    def outcomes(self, since: float = 0.0, until: float | None = None) -> list[OutcomeRow]:
+        until = float("inf") if until is None else until
+        # the client's word first: a judge's score of the same answer is used only where there is no feedback
+        rows = self._conn.execute(
+            """
+            SELECT r.id, r.ts, p.text, r.chosen_model, AVG(f.score), 'feedback', r.prompt_tokens, r.completion_tokens
+              FROM feedback f JOIN requests r ON r.id = f.request_id JOIN prompts p ON p.id = r.id
+             WHERE r.ts >= ? AND r.ts < ? AND r.status = 200 AND r.cache_hit = 0 AND r.chosen_model IS NOT NULL
+             GROUP BY r.id
+            UNION ALL
+            SELECT r.id, r.ts, p.text, s.model, s.score, 'shadow', 0, 0
+              FROM shadow s JOIN requests r ON r.id = s.request_id JOIN prompts p ON p.id = r.id
+             WHERE r.ts >= ? AND r.ts < ? AND NOT (s.model = r.chosen_model
+                   AND EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = r.id))
+            ORDER BY 2, 1
+            """, (since, until, since, until)).fetchall()
+        return [OutcomeRow(*row) for row in rows]
+
+    def recent_prompts(self, since: float, limit: int = 5000) -> list[str]:
+        return [text for (text,) in self._conn.execute(
+            "SELECT text FROM prompts WHERE ts >= ? ORDER BY ts DESC LIMIT ?", (since, limit))]
+
+    def purge(self, before: float) -> int:
+        db = self._conn
+        with _transaction(db):
+            deleted = 0
+            for table in ("prompts", "feedback", "shadow"):
+                deleted += db.execute(f"DELETE FROM {table} WHERE ts < ?", (before,)).rowcount
+        return deleted
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def outcome_store_from_url(url: str) -> OutcomeStore:
+    """The store for a ledger URL (the same database as the ledger)."""
+    from pointsman.ledger import sqlite_path
+
+    return SqliteOutcomeStore(sqlite_path(url))
