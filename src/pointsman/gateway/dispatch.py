@@ -31,13 +31,13 @@ class DispatchResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _as_gateway_error(error: ProviderError | None, attempts: list[Attempt]) -> GatewayError:
-    gateway_error = _translate(error, attempts)
+def _as_gateway_error(error: ProviderError | None, attempts: list[Attempt], ours: int = 0) -> GatewayError:
+    gateway_error = _translate(error, attempts, ours)
     gateway_error.attempts = attempts
     return gateway_error
 
 
-def _translate(error: ProviderError | None, attempts: list[Attempt]) -> GatewayError:
+def _translate(error: ProviderError | None, attempts: list[Attempt], ours: int = 0) -> GatewayError:
     if error is None:
         names = ", ".join(sorted({a.model for a in attempts})) or "none"
         return GatewayError(503, f"every eligible model is cooling down after repeated failures ({names}); try again shortly",
@@ -46,8 +46,22 @@ def _translate(error: ProviderError | None, attempts: list[Attempt]) -> GatewayE
     if error.status == 429 and error.retry_after is not None:
         headers["retry-after"] = str(int(error.retry_after + 0.999))
     tried = len(attempts)
-    return GatewayError(error.status, f"{error.message} (after {tried} attempt{'s' if tried != 1 else ''})",
+    return GatewayError(error.status, f"{_what_failed(attempts[ours:], error)} (after {tried} attempt{'s' if tried != 1 else ''})",
                         code=error.kind, headers=headers)
+
+
+def _what_failed(attempts: list[Attempt], error: ProviderError) -> str:
+    """Each model tried, in order, with its last error: with no network every model fails alike, and naming only
+    one (or only its URL) hid that the whole plan had been tried."""
+    last_of: dict[str, str] = {}  # a dict keeps the order in which models were first tried
+    for attempt in attempts:
+        if attempt.status != "ok":
+            message = attempt.error or attempt.status
+            last_of[attempt.model] = message.removeprefix(f"{attempt.model}: ")  # some provider errors name it already
+    if not last_of:
+        return error.message
+    named = "; ".join(f"{model}: {message}" for model, message in last_of.items())
+    return named if len(last_of) == 1 else f"every model tried failed, in order: {named}"
 
 
 class Dispatcher:
@@ -62,6 +76,7 @@ class Dispatcher:
         """Call the plan. ``attempts``: a list of the caller's that every attempt is added to as it ends, so that a
         caller that cancels the call (its client left) still knows what was tried."""
         attempts = [] if attempts is None else attempts
+        ours = len(attempts)  # the caller's list may hold earlier calls (a judge's, a cascade's): errors name this run's
         last_error: ProviderError | None = None
         upstream_start = time.perf_counter()
         needs_window = 0  # a model refused the request as too long: only larger windows are worth a try
@@ -109,7 +124,7 @@ class Dispatcher:
                     else:  # the request's own fault (a 4xx), or this request already counted against the model
                         entry.breaker.release()
                     if not error.retryable:
-                        raise _as_gateway_error(error, attempts) from None
+                        raise _as_gateway_error(error, attempts, ours) from None
                     if retry >= entry.config.max_retries:
                         break
                     delay = backoff_delay(retry, error.retry_after, base=self.backoff_base, cap=self.backoff_cap,
@@ -122,4 +137,4 @@ class Dispatcher:
                 attempts.append(Attempt(name, "ok", (time.perf_counter() - started) * 1000))
                 result.upstream_ms = (time.perf_counter() - upstream_start) * 1000
                 return result
-        raise _as_gateway_error(last_error, attempts)
+        raise _as_gateway_error(last_error, attempts, ours)
