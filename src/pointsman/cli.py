@@ -308,10 +308,11 @@ def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pointsman.evaluation.report import evaluate, plot, tables
-    from pointsman.training import load_data
+    from pointsman.training import load_data, require_costs
 
     data = load_data(args.data, args.prices, progress=True, encoder=args.encoder)
     table = data.table
+    require_costs(table)  # as calibrate does: say what is missing rather than average NaNs into `no points`
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = evaluate(table, data.embeddings, data.features, folds=args.folds, quick=args.quick, log=lambda line: print(line, file=sys.stderr))

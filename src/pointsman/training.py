@@ -234,6 +234,16 @@ class KnobPoint:
     top_share: float  # share of prompts sent to the most expensive model
 
 
+def require_costs(table: OutcomeTable) -> None:
+    """Routing trades quality against cost, so `calibrate` and `eval` need a cost for every model on every prompt
+    they score: name the models without one and where costs come from (else NaN means and `no points`)."""
+    cost = table.cost[table.complete_rows()]
+    unpriced = [m for j, m in enumerate(table.models) if np.isnan(cost[:, j]).any()]
+    if unpriced:
+        raise ValueError(f"no cost for {', '.join(unpriced)} on some prompts: give costs in the data (a cost column) "
+                         "or prices with --prices (a CSV: model,input_usd_per_mtok,output_usd_per_mtok)")
+
+
 def knob_curve(data: TrainingData, predictor: Any, confidence: float = 0.95) -> list[KnobPoint]:
     """Realised quality and cost of the lambda rule over a grid, on prompts with every model's outcome."""
     from pointsman.predictors.decide import sweep
@@ -250,10 +260,8 @@ def knob_curve(data: TrainingData, predictor: Any, confidence: float = 0.95) -> 
     low, high = predictor.score_range
     predicted = (predictor.predict(X, F)[:, columns] - low) / ((high - low) or 1.0)
     realised = complete.normalised_scores()
+    require_costs(complete)
     cost = complete.cost
-    unpriced = [m for j, m in enumerate(complete.models) if np.isnan(cost[:, j]).any()]
-    if unpriced:
-        raise ValueError(f"no cost for {unpriced} on some prompts: give costs in the data or prices with --prices")
     mean_cost = cost.mean(axis=0)
     relative = mean_cost / mean_cost.max()
     top = int(np.argmax(mean_cost))

@@ -82,7 +82,10 @@ def predicted_costs(t: OutcomeTable, train_idx: np.ndarray, idx: np.ndarray) -> 
         if p is None:
             out[:, j] = np.nanmean(t.cost[train_idx, j])
             continue
-        mean_out = np.nanmean(t.output_tokens[train_idx, j]) if t.output_tokens is not None else 0.0
+        outs = t.output_tokens[train_idx, j] if t.output_tokens is not None else np.empty(0)
+        known = outs[~np.isnan(outs)]
+        # no output tokens known: the prompt's cost alone, as the loader costs such rows (NaN would route on nothing)
+        mean_out = float(known.mean()) if known.size else 0.0
         out[:, j] = p.cost(t.input_tokens[idx], mean_out)
     return out
 
