@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 from pointsman import __version__
+from pointsman.learning.commands import add_commands as add_learning_commands
+from pointsman.learning.commands import add_train_options
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -15,7 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from pointsman.app.factory import CONFIG_ENV, LEDGER_ENV, LOG_REQUESTS_ENV, config_from_env
+    from pointsman.app.factory import ADMIN_KEY_ENV, CONFIG_ENV, LEDGER_ENV, LOG_REQUESTS_ENV, config_from_env
     from pointsman.app.server import Gateway
     from pointsman.config.loader import ConfigError
 
@@ -26,6 +28,8 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[LEDGER_ENV] = args.ledger
     if args.log_requests:
         os.environ[LOG_REQUESTS_ENV] = "1"
+    if args.admin_key_env:
+        os.environ[ADMIN_KEY_ENV] = args.admin_key_env
     try:
         config = config_from_env()
     except (ConfigError, ValueError) as exc:
@@ -48,6 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
           f"router/{config.server.default_policy}); ledger: {config.server.ledger_url}", file=sys.stderr)
     print(f"  OpenAI base URL: http://{host}:{port}/v1" + (f" ({args.workers} workers)" if args.workers > 1 else ""),
           file=sys.stderr)
+    print(f"  {what_is_on(config)}", file=sys.stderr)
     for line in per_worker_state(config, args.workers):
         print(f"  note: {line}", file=sys.stderr)
     for line in missing_keys(config):
@@ -85,6 +90,16 @@ def missing_keys(config: Any) -> list[str]:
 
     return [f"model {m.name!r}: ${m.api_key_env} is not set, so its provider will refuse the gateway's requests"
             for m in config.models if m.api_key_env and not os.environ.get(m.api_key_env)]
+
+
+def what_is_on(config: Any) -> str:
+    """The settings a newcomer finds out about the hard way, said at start: the cache, who may call, the admin API."""
+    server = config.server
+    clients = (f"client keys from ${', $'.join(server.api_keys_env)}" if server.api_keys_env
+               else f"clients need the admin key (${server.admin_key_env})" if server.admin_key_env
+               else "open: no client keys (server.api_keys_env)")
+    admin = f"on (${server.admin_key_env})" if server.admin_key_env else "off (enable with --admin-key-env NAME)"
+    return f"cache: {'on' if server.cache.enabled else 'off'}; gateway {clients}; admin API {admin}"
 
 
 def per_worker_state(config: Any, workers: int) -> list[str]:
@@ -177,6 +192,14 @@ def _train_verifier(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.from_ledger:
+        if args.data or args.verifier:
+            raise ValueError("--from-ledger learns from the ledger: give no DATA and no --verifier with it")
+        from pointsman.learning.commands import train_from_ledger
+
+        return train_from_ledger(args)
+    if not args.data:
+        raise ValueError("give outcome DATA to train on, or --from-ledger URL to learn from the gateway's traffic")
     if args.verifier:
         return _train_verifier(args)
     from pointsman.training import load_data, train
@@ -324,19 +347,43 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows every option's default; an option whose default is absent (None, off, empty) says in its help
+    what happens without it, so "(default: None)" would only be noise."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The `pointsman` parser; its subcommands' parsers are of the same class (argparse's default), so a subcommand
+    added anywhere shows its defaults too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pointsman", description="An OpenAI-compatible LLM routing gateway.")
+    parser = _Parser(prog="pointsman", description="An OpenAI-compatible LLM routing gateway.")
     parser.add_argument("--version", action="version", version=f"pointsman {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="one of these; `pointsman COMMAND --help` lists its options")
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="pool config (YAML: Pointsman's format or LiteLLM's model_list); "
                                          "default: the local model plus cloud models whose keys are set")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--ledger", help="ledger URL, e.g. sqlite:///pointsman.db (overrides the config)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--host", help="address to listen on (default: server.host in the config, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port in the config, 4000)")
+    serve.add_argument("--ledger", help="ledger URL (default: server.ledger_url in the config, sqlite:///pointsman.db: "
+                                         "a file in the current directory)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
-                       help="the gateway's log level (default warning)")
+                       help="the gateway's log level")
+    serve.add_argument("--admin-key-env", metavar="NAME",
+                       help="enable the admin API (/admin/*, /health?models=1) with the key held in the environment "
+                            "variable NAME (overrides server.admin_key_env; default: the config's, else disabled)")
     serve.add_argument("--log-requests", action="store_true",
                        help="one console line per chat request: id, status, model asked -> model that answered (tier), "
                             "latency, cost (also server.log_requests in the config)")
@@ -346,13 +393,13 @@ def main(argv: list[str] | None = None) -> int:
                                              "model with one tiny request, without serving")
     check.add_argument("--config", help="the pool config (default: the built-in default pool)")
     check.add_argument("--offline", action="store_true", help="do not contact the models")
-    check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each model (default 10)")
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each model")
     check.set_defaults(handler=_check)
 
     data_help = ("outcome data: long-format .jsonl/.csv (prompt, model, score[, answer, input_tokens, output_tokens, cost]), "
                  "a RouteLLM mmlu/ folder or gsm8k_responses.csv, or an arena-bench folder; several are stacked")
     train = commands.add_parser("train", help="train a router on per-prompt outcomes")
-    train.add_argument("data", nargs="+", help=data_help)
+    train.add_argument("data", nargs="*", help=data_help)
     train.add_argument("-o", "--output", required=True, help="the router artefact to write (.npz)")
     train.add_argument("--predictor", default="knn", choices=["knn", "linear", "mlp", "mf", "transfer"],
                        help="knn; linear (logistic head); mlp (one hidden layer, 3 members; the best single head on "
@@ -378,36 +425,42 @@ def main(argv: list[str] | None = None) -> int:
                        help="train a cascade verifier instead: DATA must hold answers (gsm8k_responses.csv, an "
                             "arena-bench folder, or long-format rows with prompt, model, answer, score)")
     train.add_argument("--tail-chars", type=int, default=0,
-                       help="verifier: embed the answer's last N characters too (default 0: answer features only; "
+                       help="verifier: embed the answer's last N characters too (0: answer features only; "
                             "each 4 characters cost about 0.4 ms of encoder time per check)")
     train.add_argument("--alpha", type=float, default=3e-3, help="verifier: L2 strength of its logistic head")
+    add_train_options(train)  # --from-ledger and its options (learning/commands.py)
     train.set_defaults(handler=_train)
 
     route = commands.add_parser("route", help="route prompts offline: predicted quality and cost per model, the choice")
     route.add_argument("prompts", help='JSONL of {"prompt": ...} or {"messages": [...]}')
-    route.add_argument("--router", required=True)
+    route.add_argument("--router", required=True, help="a trained router (.npz), or default: the shipped one")
     route.add_argument("--config", help="pool config: route onto this pool with its policy (default: the router's own models)")
     route.add_argument("--prices", help="prices CSV for the router's own models (without --config)")
-    route.add_argument("--lambda", dest="lambda_", type=float)
-    route.add_argument("--floor", type=float)
+    route.add_argument("--lambda", dest="lambda_", type=float, metavar="LAMBDA",
+                       help="the knob: predicted quality - lambda x relative price (default: the policy's, else 0.25)")
+    route.add_argument("--floor", type=float,
+                       help="instead of lambda: the cheapest model whose predicted quality clears this (0..1)")
     route.set_defaults(handler=_route)
 
     calibrate = commands.add_parser("calibrate", help="set the knob from a calibration set")
     calibrate.add_argument("data", nargs="+", help=data_help)
-    calibrate.add_argument("--router", required=True)
+    calibrate.add_argument("--router", required=True, help="the trained router (.npz) whose knob to set")
     target = calibrate.add_mutually_exclusive_group(required=True)
     target.add_argument("--strong-share", type=float, help="target share of calls to the most expensive model")
     target.add_argument("--quality-floor", type=float, help="mean quality (0..1) to guarantee")
-    calibrate.add_argument("--confidence", type=float, default=0.95)
-    calibrate.add_argument("--prices")
+    calibrate.add_argument("--confidence", type=float, default=0.95,
+                           help="confidence of the quality floor's lower bound")
+    calibrate.add_argument("--prices", help="prices CSV: model,input_usd_per_mtok,output_usd_per_mtok (needed unless "
+                                            "the data has costs)")
     calibrate.set_defaults(handler=_calibrate)
 
     evaluate = commands.add_parser("eval", help="cross-validated router evaluation with baselines; writes a report")
     evaluate.add_argument("data", nargs="+", help=data_help)
-    evaluate.add_argument("--folds", type=int, default=5)
-    evaluate.add_argument("--out", default="router-eval")
+    evaluate.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    evaluate.add_argument("--out", default="router-eval", help="folder for the report (markdown, JSON, the curve PNG)")
     evaluate.add_argument("--quick", action="store_true", help="fewer methods, no nested model selection")
-    evaluate.add_argument("--prices")
+    evaluate.add_argument("--prices", help="prices CSV: model,input_usd_per_mtok,output_usd_per_mtok (needed unless "
+                                           "the data has costs)")
     evaluate.add_argument("--encoder", default="static", choices=["static", "minilm"],
                           help="the router's prompt embedding, as for train (with --cascade the verifier reads MiniLM)")
     evaluate.add_argument("--cascade", action="store_true",
@@ -420,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--router", action="append", default=[], metavar="NPZ",
                           help="with --cross-source: a trained router file to add as a row (e.g. the shipped default)")
     evaluate.set_defaults(handler=_eval)
+    add_learning_commands(commands)  # promote, rollback, drift (learning/commands.py)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING) if hasattr(args, "log_level") else logging.WARNING)
     try:

@@ -188,6 +188,9 @@ def train(data: TrainingData, kind: str, anchors: dict[str, float], models: list
     unknown = sorted(set(anchors) - set(table.models))
     if unknown:
         raise ValueError(f"--anchor names models the data does not have: {unknown}")
+    from pointsman.learning.drift import reference_of
+
+    predictor.reference = reference_of(data.embeddings, data.features)  # what `pointsman drift` compares traffic with
     predictor.info.update({
         "trained_on": table.name, "prompts": len(table),
         # the gateway embeds with the same window (routing/semantic.py reads it)

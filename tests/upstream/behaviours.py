@@ -17,6 +17,9 @@ truncated          echo, but finish_reason "length"
 json / badjson     a JSON object / JSON cut off mid-object
 arith:good|bad     "2 + 2 = 4 ..." / "2 + 2 = 5 ..."
 conf:P             echo with token log-probabilities, every token at probability P
+say:TEXT           answer TEXT (a judge's verdict, say)
+weak:WORD          echo, but "I do not know." to a prompt containing WORD (a model weak on one kind of prompt)
+judge              grade the two answers of a shadow judge's prompt: A=<2|9> B=<2|9> (2 for "I do not know.")
 """
 
 from __future__ import annotations
@@ -84,6 +87,26 @@ def _logprobs(text: str, p: float) -> dict[str, Any]:
                                           {"token": "~", "logprob": runner_up, "bytes": None}]} for w in text.split(" ")]}
 
 
+WEAK_ANSWER = "I do not know."
+
+
+def _judge(request: str) -> str:
+    """A judge that reads the two answers it is shown: 2 for an answer that gives up, 9 for any other."""
+    _, _, answers = request.partition("Answer A:\n")
+    first, _, second = answers.partition("\n\nAnswer B:\n")
+    return " ".join(f"{side}={2 if WEAK_ANSWER in answer else 9}" for side, answer in (("A", first), ("B", second)))
+
+
+def _text_for(behaviour: Behaviour | None, user_text: str) -> str:
+    if behaviour is not None and behaviour.kind == "say":
+        return ":".join(behaviour.args)
+    if behaviour is not None and behaviour.kind == "weak" and behaviour.args and behaviour.args[0] in user_text:
+        return WEAK_ANSWER
+    if behaviour is not None and behaviour.kind == "judge":
+        return _judge(user_text)
+    return "echo: " + user_text
+
+
 def chat_completion(body: dict[str, Any], behaviour: Behaviour | None = None) -> dict[str, Any]:
     messages = body.get("messages") or []
     created = int(time.time())
@@ -99,7 +122,7 @@ def chat_completion(body: dict[str, Any], behaviour: Behaviour | None = None) ->
             {"id": "call_test_1", "type": "function", "function": {"name": tool, "arguments": '{"city": "Paris"}'}}]}
         finish, completion_tokens = "tool_calls", 5
     else:
-        text = "echo: " + last_user_text(messages)
+        text = _text_for(behaviour, last_user_text(messages))
         message = {"role": "assistant", "content": text}
         finish, completion_tokens = "stop", count_words(text)
         if behaviour is not None and behaviour.kind == "truncated":

@@ -35,6 +35,7 @@ class Exchange:
     include_usage: bool = False
     ticket: Any = None  # where the cache stores the answer (app/caching.py: CacheTicket), if anywhere
     decision: RouteDecision | None = None
+    answer_parts: list[str] | None = None  # the answer's text, kept when a stage after the answer needs it (shadow)
 
 
 Stage = Callable[[Exchange], Awaitable[bool]]

@@ -55,12 +55,14 @@ from pointsman.embed.registry import Embedders
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
+from pointsman.learning.shadow import ShadowSampler
 from pointsman.learning.store import OutcomeStore, outcome_store_from_url
 from pointsman.ledger import Attempt, BatchLedger, LedgerRecord, sink_from_url
 from pointsman.providers import ProviderError
 from pointsman.providers.transport import ReqwestTransport, Transport
 from pointsman.core import RouteContext, RouteDecision
 from pointsman.routing.policy import PolicyRouter, needs_embeddings
+from pointsman.text import text_of
 
 log = logging.getLogger("pointsman")
 request_log = logging.getLogger("pointsman.requests")
@@ -120,6 +122,24 @@ def _param_of(error: Exception) -> str | None:
     """The offending field of a validation error ("messages[0].role"), as OpenAI's `param` names it."""
     match = _PARAM.search(str(error))
     return match.group(1) or None if match else None
+
+
+def _answer_text(answer: dict[str, Any]) -> str:
+    choices = answer.get("choices") or [{}]
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    return text_of(message.get("content"), "") if isinstance(message, dict) else ""
+
+
+def _delta_text(chunk: dict[str, Any]) -> str:
+    choices = chunk.get("choices") or ()
+    delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+ADMIN_DISABLED = ("the admin API is disabled: no admin key is configured. Enable it with `server.admin_key_env: NAME` "
+                  "in the config or `pointsman serve --admin-key-env NAME`, NAME being an environment variable that "
+                  "holds the key, then send `Authorization: Bearer <that key>`")
 
 
 def _estimated_tokens(chars: int) -> int:
@@ -246,6 +266,8 @@ class Gateway:
         self.id_prefix = _ID_PREFIX  # request ids this process gave out start with it
         self.outcomes: OutcomeStore | None = None  # feedback and shadow rows (learning/store.py), opened at start
         self._background: list[asyncio.Task[None]] = []
+        self.shadow = (ShadowSampler(config.learning.shadow, self.pool, self.dispatcher, self.ledger, lambda: self.outcomes)
+                       if config.learning.shadow.share > 0 else None)
         self.unauthenticated = 0  # chat requests refused for a missing or wrong key (GET /admin/models)
         # the request path (app/pipeline.py): a new concern is one more stage in this list
         self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, self._cache_stage, self._route_stage,
@@ -283,6 +305,8 @@ class Gateway:
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
+            if self.shadow is not None:
+                await self.shadow.close()
             await self.pool.aclose()
             await self.transport.aclose()
             if self.embedders is not None:
@@ -445,12 +469,14 @@ class Gateway:
 
     def _authenticate_admin(self, headers: dict[bytes, bytes]) -> None:
         key = self._bearer(headers)
+        if not self.admin_key:  # said with or without a key sent: asking for a key that cannot exist misleads
+            raise GatewayError(401 if key is None else 403, ADMIN_DISABLED, code="admin_disabled")
         if key is None:
-            raise GatewayError(401, "missing admin key: send `Authorization: Bearer <admin key>`", code="missing_api_key")
-        if not self.admin_key:
-            raise GatewayError(403, "the admin API is disabled: set server.admin_key_env", code="admin_disabled")
+            raise GatewayError(401, "missing admin key: send `Authorization: Bearer <admin key>`, the value of the "
+                                    "variable server.admin_key_env names", code="missing_api_key")
         if key not in self.admin_key:
-            raise GatewayError(403, "this key may not use the admin API", code="forbidden")
+            raise GatewayError(403, "this key is not the admin key (the value of the variable server.admin_key_env "
+                                    "names): it may not use the admin API", code="forbidden")
 
     # -- chat completions --------------------------------------------------------------------------------
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -497,6 +523,8 @@ class Gateway:
                 self.unauthenticated += 1  # counted, not stored: rows before authentication would let anyone fill the disk
             else:
                 self.ledger.record(record)
+            if ex.answer_parts and record.status == 200 and self.shadow is not None and ex.ctx is not None:
+                self.shadow.schedule(ex.raw or {}, ex.ctx, record, "".join(ex.answer_parts))
             if self.server.log_requests:
                 request_log.info("%s %d %s -> %s (%s) %.0f ms $%.6f%s", record.id, record.status, record.requested_model or "-",
                                  record.chosen_model or "-", record.tier or "-", record.latency_ms, record.cost_usd,
@@ -556,6 +584,8 @@ class Gateway:
         ex.record.tier, ex.record.reason = decision.tier, decision.reason
         if self.learning.store_prompts:  # what `pointsman train --from-ledger` learns from, with the feedback
             ex.record.prompt = ex.ctx.routing_text
+        if self.shadow is not None and self.shadow.wants(ex.ctx, decision.tier):
+            ex.answer_parts = []  # the answer's text is kept for the judge
         return False
 
     async def _answer_stage(self, ex: Exchange) -> bool:
@@ -564,11 +594,13 @@ class Gateway:
         assert decision is not None and raw is not None and ex.ctx is not None
         plan = [decision.model, *decision.fallbacks]
         if decision.cascade is not None:
-            await self._cascade(ex.send, ex.receive, raw, ex.ctx, decision, ex.record, ex.started, ex.include_usage, ex.ticket)
+            await self._cascade(ex.send, ex.receive, raw, ex.ctx, decision, ex.record, ex.started, ex.include_usage, ex.ticket,
+                                ex.answer_parts)
         elif ex.request.stream:
-            await self._stream(ex.send, ex.receive, ex.ctx, plan, decision, ex.record, ex.started, ex.include_usage, ex.ticket)
+            await self._stream(ex.send, ex.receive, ex.ctx, plan, decision, ex.record, ex.started, ex.include_usage, ex.ticket,
+                               capture=ex.answer_parts)
         else:
-            await self._complete(ex.send, ex.receive, raw, plan, decision, ex.record, ex.started, ex.ticket)
+            await self._complete(ex.send, ex.receive, raw, plan, decision, ex.record, ex.started, ex.ticket, ex.answer_parts)
         return True
 
     # -- cache -------------------------------------------------------------------------------------------
@@ -611,7 +643,8 @@ class Gateway:
                                code="invalid_json") from None
 
     async def _complete(self, send: Send, receive: Receive, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
-                        record: LedgerRecord, started: float, ticket: CacheTicket | None = None) -> None:
+                        record: LedgerRecord, started: float, ticket: CacheTicket | None = None,
+                        capture: list[str] | None = None) -> None:
         tried: list[Attempt] = []
         try:
             async with WatchClient(receive):
@@ -629,6 +662,8 @@ class Gateway:
             record.id, decision, result.entry.name, record.cost_usd, record.overhead_ms, len(result.attempts))])
         if ticket is not None and self.caching is not None:  # after the answer is sent: off its latency
             await self.caching.store(ticket, answer, result.entry.name)
+        if capture is not None:
+            capture.append(_answer_text(answer))
 
     @staticmethod
     def _account(record: LedgerRecord, result: DispatchResult, usage: Any, prior: CascadeOutcome | None = None,
@@ -654,7 +689,8 @@ class Gateway:
             _add_routing_calls(record, routing)
 
     async def _cascade(self, send: Send, receive: Receive, raw: dict[str, Any], ctx: RouteContext, decision: RouteDecision,
-                       record: LedgerRecord, started: float, include_usage: bool, ticket: CacheTicket | None) -> None:
+                       record: LedgerRecord, started: float, include_usage: bool, ticket: CacheTicket | None,
+                       capture: list[str] | None = None) -> None:
         """Cheap model first, verified, escalated (cascade/runner.py). A streamed request gets the accepted
         answer as an SSE stream once it is checked, or the escalated model's answer streamed live."""
         plan = decision.cascade
@@ -669,7 +705,7 @@ class Gateway:
         if outcome.result is None:  # escalated: the last rung streams live
             record.attempts = outcome.attempts
             await self._stream(send, receive, ctx, outcome.stream_plan or [], decision, record, started, include_usage,
-                               ticket, prior=outcome)
+                               ticket, prior=outcome, capture=capture)
             return
         result = outcome.result
         assert result.answer is not None
@@ -692,10 +728,12 @@ class Gateway:
             await send_bytes(send, 200, payload, [*JSON_HEADERS, *headers])
         if ticket is not None and self.caching is not None:
             await self.caching.store(ticket, answer, result.entry.name)
+        if capture is not None:
+            capture.append(_answer_text(answer))
 
     async def _stream(self, send: Send, receive: Receive, ctx: RouteContext, plan: list[str], decision: RouteDecision,
                       record: LedgerRecord, started: float, include_usage: bool, ticket: CacheTicket | None = None,
-                      prior: CascadeOutcome | None = None) -> None:
+                      prior: CascadeOutcome | None = None, capture: list[str] | None = None) -> None:
         try:
             result = await self._dispatch(plan, ctx.body, stream=True)
         except GatewayError as error:
@@ -731,6 +769,8 @@ class Gateway:
                             chunk = {k: v for k, v in chunk.items() if k != "usage"}
                     event = sse_event(chunk)
                     sent_chars += _delta_chars(chunk)
+                    if capture is not None:
+                        capture.append(_delta_text(chunk))
                     await send({"type": "http.response.body", "body": self.redactor.body(event) if self.redactor else event,
                                 "more_body": True})
                     chunk = await anext(chunks, None)

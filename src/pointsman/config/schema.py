@@ -208,13 +208,15 @@ class ShadowConfig(msgspec.Struct, forbid_unknown_fields=True):
     another pool model; a judge model scores both answers, giving outcomes for the model not chosen."""
 
     share: float = 0.0  # of routed requests (0 = off)
-    judge: str | None = None  # the pool model that scores both answers; None = the rows wait for feedback
+    judge: str | None = None  # the pool model that scores both answers (required when share > 0)
     models: list[str] | None = None  # the shadow answers come from these; None = any other eligible pool model
     budget_usd_per_day: float = 1.0  # shadow and judge calls stop for the day once they cost this much
 
     def __post_init__(self) -> None:
         if not 0 <= self.share <= 1:
             raise ValueError("learning.shadow.share must be within 0..1")
+        if self.share > 0 and not self.judge:
+            raise ValueError("learning.shadow.share > 0 needs learning.shadow.judge: the pool model that scores both answers")
         if self.budget_usd_per_day < 0:
             raise ValueError("learning.shadow.budget_usd_per_day must be >= 0")
 

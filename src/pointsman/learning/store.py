@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE TABLE IF NOT EXISTS shadow (
     request_id TEXT NOT NULL, model TEXT NOT NULL, score REAL NOT NULL, judge TEXT NOT NULL, ts REAL NOT NULL,
-    PRIMARY KEY (request_id, model)
+    propensity REAL NOT NULL, PRIMARY KEY (request_id, model)
 );
 """
 OPEN_GATEWAY = ""  # the key id stored for feedback on a gateway without keys
@@ -58,6 +58,9 @@ class OutcomeRow:
     model: str
     score: float
     signal: str  # "feedback" (the client's) or "shadow" (a judge's)
+    # the probability that this model's answer to this prompt was scored at all: 1 for the routed model, the
+    # shadow share over the models a shadow could have come from for a shadow answer (unbiased comparisons)
+    propensity: float = 1.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -65,7 +68,7 @@ class OutcomeRow:
         """The row as `pointsman train` reads outcome files (README, "Training data")."""
         row: dict[str, Any] = {"prompt_id": self.request_id, "prompt": self.prompt, "model": self.model,
                                "score": self.score, "source": "traffic", "label_kind": "judge_score",
-                               "signal": self.signal, "ts": self.ts}
+                               "signal": self.signal, "propensity": self.propensity, "ts": self.ts}
         if self.prompt_tokens:
             row["input_tokens"] = self.prompt_tokens
         if self.completion_tokens:
@@ -85,7 +88,8 @@ class OutcomeStore(ABC):
         """Store (or replace) this key's feedback on the request, committed; True if it is new."""
 
     @abstractmethod
-    def add_shadow(self, request_id: str, scores: dict[str, float], judge: str) -> None: ...
+    def add_shadow(self, request_id: str, scores: dict[str, float], judge: str, propensity: dict[str, float]) -> None:
+        """A judge's scores of the answers of several models to one request, with each one's propensity."""
 
     @abstractmethod
     def outcomes(self, since: float = 0.0, until: float | None = None) -> list[OutcomeRow]:
@@ -140,24 +144,25 @@ class SqliteOutcomeStore(OutcomeStore):
                        "comment = excluded.comment, ts = excluded.ts", (request_id, key, score, comment, time.time()))
         return existed is None
 
-    def add_shadow(self, request_id: str, scores: dict[str, float], judge: str) -> None:
+    def add_shadow(self, request_id: str, scores: dict[str, float], judge: str, propensity: dict[str, float]) -> None:
         now = time.time()
         db = self._conn
         with _transaction(db):
-            db.executemany("INSERT OR REPLACE INTO shadow (request_id, model, score, judge, ts) VALUES (?, ?, ?, ?, ?)",
-                           [(request_id, model, score, judge, now) for model, score in scores.items()])
+            db.executemany("INSERT OR REPLACE INTO shadow (request_id, model, score, judge, ts, propensity) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", [(request_id, model, score, judge, now, propensity.get(model, 1.0))
+                                                         for model, score in scores.items()])
 
     def outcomes(self, since: float = 0.0, until: float | None = None) -> list[OutcomeRow]:
         until = float("inf") if until is None else until
         # the client's word first: a judge's score of the same answer is used only where there is no feedback
         rows = self._conn.execute(
             """
-            SELECT r.id, r.ts, p.text, r.chosen_model, AVG(f.score), 'feedback', r.prompt_tokens, r.completion_tokens
+            SELECT r.id, r.ts, p.text, r.chosen_model, AVG(f.score), 'feedback', 1.0, r.prompt_tokens, r.completion_tokens
               FROM feedback f JOIN requests r ON r.id = f.request_id JOIN prompts p ON p.id = r.id
              WHERE r.ts >= ? AND r.ts < ? AND r.status = 200 AND r.cache_hit = 0 AND r.chosen_model IS NOT NULL
              GROUP BY r.id
             UNION ALL
-            SELECT r.id, r.ts, p.text, s.model, s.score, 'shadow', 0, 0
+            SELECT r.id, r.ts, p.text, s.model, s.score, 'shadow', s.propensity, 0, 0
               FROM shadow s JOIN requests r ON r.id = s.request_id JOIN prompts p ON p.id = r.id
              WHERE r.ts >= ? AND r.ts < ? AND NOT (s.model = r.chosen_model
                    AND EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = r.id))

@@ -67,6 +67,15 @@ class FeatureScaler:
         F = np.asarray(F, dtype=np.float32)[:, :len(self.mean)]  # an older artefact reads its leading columns
         return np.clip((F - self.mean) / self.std, -6.0, 6.0)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The learned state as an artefact stores it (nothing when trained without features)."""
+        if self.mean is None or self.std is None:
+            return {}
+        return {"_feat_mean": self.mean, "_feat_std": self.std}
+
+
+REFERENCE_PREFIX = "_ref_"  # arrays of QualityPredictor.reference in an artefact
+
 
 class QualityPredictor(ABC):
     """Base class; subclasses implement ``_fit``, ``_predict`` and the array/param hooks."""
@@ -79,6 +88,7 @@ class QualityPredictor(ABC):
         self.scaler = FeatureScaler()
         self.embed_dim: int | None = None
         self.info: dict[str, Any] = {}
+        self.reference: dict[str, np.ndarray] = {}  # a summary of the training prompts (learning/drift.py)
 
     # ---------------------------------------------------------------- public API
     def fit(self, X: np.ndarray, features: np.ndarray | None, scores: np.ndarray,
@@ -127,9 +137,8 @@ class QualityPredictor(ABC):
             "info": self.info,
         }
         arrays = dict(self._arrays())
-        if self.scaler.mean is not None:
-            arrays["_feat_mean"] = self.scaler.mean
-            arrays["_feat_std"] = self.scaler.std
+        arrays.update(self.scaler.arrays())
+        arrays.update({REFERENCE_PREFIX + name: value for name, value in self.reference.items()})
         write_artefact(path, arrays, meta)
 
     @classmethod
@@ -149,7 +158,8 @@ class QualityPredictor(ABC):
         if "_feat_mean" in arrays:
             feature_width(meta["feature_names"], int(meta.get("features_version") or 0))
             obj.scaler = FeatureScaler(arrays["_feat_mean"], arrays["_feat_std"])
-        obj._load_arrays(arrays)
+        obj.reference = {k[len(REFERENCE_PREFIX):]: v for k, v in arrays.items() if k.startswith(REFERENCE_PREFIX)}
+        obj._load_arrays({k: v for k, v in arrays.items() if not k.startswith(REFERENCE_PREFIX)})
         return obj
 
     # ---------------------------------------------------------------- subclass hooks
@@ -184,7 +194,8 @@ def write_artefact(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        (np.savez_compressed if compress else np.savez)(fh, **payload)
+        # numpy's stubs type **kwds as if a key could be savez's own allow_pickle (bool)
+        (np.savez_compressed if compress else np.savez)(fh, **payload)  # type: ignore[arg-type]
     os.replace(tmp, path)
 
 

@@ -110,6 +110,20 @@ class Knob:
         return f"floor={self.floor:g}" if self.floor is not None else f"lambda={self.lambda_:g}"
 
 
+def pool_quality_map(predictor: Any, pool: list[ModelConfig], path: str | Path = "router") -> PoolQualityMap:
+    """How a router's predictions for the models it was trained on carry over to ``pool``'s models (anchors)."""
+    by_name = {m.name: m for m in pool}
+    anchors = dict(predictor.info.get("anchor_quality") or {})
+    for name in predictor.model_names:  # a trained pool model's prior anchors it too
+        if name in by_name and name not in anchors:
+            anchors[name] = quality_prior(by_name[name])
+    quality_map = PoolQualityMap(list(predictor.model_names), anchors, pool)
+    if not quality_map.usable_anchors.any() and (quality_map.direct < 0).any():
+        raise ValueError(f"router {path}: its models {predictor.model_names} are not in the pool and it carries "
+                         "no anchor_quality to place other models; retrain with pool model names")
+    return quality_map
+
+
 class SemanticTier:
     """Tier 2 of one policy. The predictor file may be swapped on disk: `reload()` picks it up."""
 
@@ -133,15 +147,7 @@ class SemanticTier:
         if not self.path.exists():
             raise ValueError(f"router artefact {self.path} does not exist (train one with `pointsman train`)")
         predictor = load_predictor(self.path)
-        anchors = dict(predictor.info.get("anchor_quality") or {})
-        for name in predictor.model_names:  # a trained pool model's prior anchors it too
-            if name in self.pool and name not in anchors:
-                anchors[name] = quality_prior(self.pool[name])
-        models = list(self.pool.values())
-        quality_map = PoolQualityMap(list(predictor.model_names), anchors, models)
-        if not quality_map.usable_anchors.any() and (quality_map.direct < 0).any():
-            raise ValueError(f"router {self.path}: its models {predictor.model_names} are not in the pool and it carries "
-                             "no anchor_quality to place other models; retrain with pool model names")
+        quality_map = pool_quality_map(predictor, list(self.pool.values()), self.path)
         # the encoder window the router was trained with (artefacts from before windows were recorded: 256)
         window = int(predictor.info.get("max_seq_length") or 256)
         # An artefact that switches encoder gets its embedder now; a new one loads on first use.
