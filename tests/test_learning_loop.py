@@ -50,10 +50,10 @@ def pointsman(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, API_KEY_ENV: UPSTREAM_SECRET})
 
 
-def routed(url: str, prompts: list[str]) -> list[tuple[str, str, str]]:
+def routed(url: str, prompts: list[str], key: str | None = None) -> list[tuple[str, str, str]]:
     """(request id, model that answered, its answer) per prompt."""
     out = []
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=30, headers={"authorization": f"Bearer {key}"} if key else None) as client:
         for text in prompts:
             response = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": text}]})
             assert response.status_code == 200, response.text
@@ -179,3 +179,25 @@ def test_shadow_answers_are_judged_costed_and_stored(make_gateway, upstream, tmp
     assert all(sorted(scores.values()) == pytest.approx([2 / 9, 8 / 9]) for scores in by_request.values())
     assert sorted({(tier, name) for tier, name, _, _ in calls}) == [("shadow", "big"), ("shadow-judge", "judge")]
     assert all(cost > 0 and key is None for _, _, cost, key in calls)
+
+
+def test_admin_drift_reports_recent_traffic_against_the_deployed_router(make_gateway, upstream, monkeypatch):
+    monkeypatch.setenv("PM_DRIFT_ADMIN", "sk-drift-admin")
+    config = {"models": pool(upstream, weak_on="nothing")[:2],
+              "policies": {"auto": {"semantic": {"router": "default"}, "default": "small"}},
+              "server": {"admin_key_env": "PM_DRIFT_ADMIN"}, "learning": {"store_prompts": True}}
+    gateway = make_gateway(config)
+    admin = {"authorization": "Bearer sk-drift-admin"}
+    few = httpx.get(f"{gateway.url}/admin/drift", headers=admin)
+    assert few.status_code == 200 and few.json()["retrain"] is False and "too few" in few.json()["reasons"][0]
+    routed(gateway.url, MIXED, key="sk-drift-admin")
+    gateway.gateway.ledger.flush()
+    report = httpx.get(f"{gateway.url}/admin/drift?days=1", headers=admin)
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["object"] == "drift" and body["prompts"] == len(MIXED)
+    # arithmetic and greetings, half and half: a task mix unlike the benchmarks the shipped router was trained on
+    assert body["recent_mix"]["math"] >= 0.4 and body["task_shift"] > 0.2 and body["retrain"] is True
+    assert httpx.get(f"{gateway.url}/admin/drift?days=-1", headers=admin).status_code == 400
+    assert httpx.get(f"{gateway.url}/admin/drift").status_code == 401
+    assert httpx.post(f"{gateway.url}/admin/drift", headers=admin).status_code == 405
