@@ -12,6 +12,7 @@ import sys
 import httpx
 import pytest
 
+from tests.servers import free_port
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -46,6 +47,54 @@ def test_a_single_model_error_names_it(make_gateway):
     message = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "nowhere", "messages": HELLO},
                          timeout=30).json()["error"]["message"]
     assert message.startswith("nowhere: cannot connect to upstream") and message.endswith("(after 2 attempts)")
+
+
+def test_admin_api_errors_agree_and_say_how_to_enable_it(make_gateway, upstream, monkeypatch):
+    """The 401 asked for an admin key when none was configured, while the 403 said the admin API was disabled."""
+    from tests.conftest import model
+
+    off = make_gateway({"models": [model("m", upstream)]})
+    for headers, status in [({}, 401), ({"authorization": "Bearer anything"}, 403)]:
+        error = httpx.get(f"{off.url}/admin/models", headers=headers).json()["error"]
+        assert error["code"] == "admin_disabled", error
+        assert "disabled" in error["message"] and "server.admin_key_env" in error["message"]
+        assert "pointsman serve --admin-key-env" in error["message"]
+    monkeypatch.setenv("PM_FIRST_HOUR_ADMIN", "sk-first-hour-admin")
+    on = make_gateway({"models": [model("m", upstream)], "server": {"admin_key_env": "PM_FIRST_HOUR_ADMIN"}})
+    missing = httpx.get(f"{on.url}/admin/models").json()["error"]
+    wrong = httpx.get(f"{on.url}/admin/models", headers={"authorization": "Bearer sk-nope"}).json()["error"]
+    assert "disabled" not in missing["message"] + wrong["message"]
+    assert "admin key" in missing["message"] and "admin key" in wrong["message"]
+
+
+def test_serve_admin_key_env_enables_the_admin_api(tmp_path):
+    config = tmp_path / "pool.yaml"
+    config.write_text("models: [{name: m, provider: openai, base_url: 'http://127.0.0.1:9/v1'}]\n"
+                      "server: {cache: {enabled: false}}\n")
+    unset = pointsman("serve", "--config", str(config), "--port", str(free_port()), "--admin-key-env", "PM_FIRST_HOUR_UNSET",
+                      "--ledger", f"sqlite:///{tmp_path / 'l.db'}", env={"PM_FIRST_HOUR_UNSET": ""})
+    assert unset.returncode == 2 and "PM_FIRST_HOUR_UNSET" in unset.stderr
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pointsman.cli", "serve", "--config", str(config), "--port", str(port),
+                               "--admin-key-env", "PM_FIRST_HOUR_ADMIN", "--ledger", f"sqlite:///{tmp_path / 'l.db'}"],
+                              env={**os.environ, "PM_FIRST_HOUR_ADMIN": "sk-first-hour"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        status = None
+        for _ in range(600):
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/admin/models", headers={"authorization": "Bearer sk-first-hour"})
+                break
+            except httpx.TransportError:
+                if server.poll() is not None:
+                    break
+                import time
+
+                time.sleep(0.1)
+        assert status is not None and status.status_code == 200 and status.json()["data"][0]["id"] == "m"
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def test_eval_without_prices_says_what_is_missing(tmp_path):
@@ -87,3 +136,36 @@ def cli_parsers(monkeypatch) -> dict[str, argparse.ArgumentParser]:
         if isinstance(action, argparse._SubParsersAction):
             parsers.update(action.choices)
     return parsers
+
+
+def test_every_option_has_help_and_shows_its_default(monkeypatch):
+    """`--help` said nothing about half the flags (--host, --port, --router, --lambda...) nor their defaults."""
+    parsers = cli_parsers(monkeypatch)
+    assert {"serve", "check", "train", "route", "calibrate", "eval"} <= set(parsers)
+    for name, parser in parsers.items():
+        text = parser.format_help()
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, f"pointsman {name}: {action.option_strings or action.dest} has no help"
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and action.default != []:
+                assert f"(default: {action.default})" in " ".join(text.split()), \
+                    f"pointsman {name} --help does not show the default of {action.option_strings[0]}"
+
+
+def test_help_from_the_entry_point_shows_defaults():
+    done = pointsman("serve", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "(default: 1)" in text and "(default: warning)" in text and "--admin-key-env" in text
+
+
+def test_serve_says_what_is_on_at_start():
+    from pointsman.cli import what_is_on
+    from pointsman.config.loader import parse_config
+
+    pool = [{"name": "m", "provider": "openai", "base_url": "http://127.0.0.1:9/v1"}]
+    assert what_is_on(parse_config({"models": pool})) == ("cache: on; gateway open: no client keys (server.api_keys_env); "
+                                                          "admin API off (enable with --admin-key-env NAME)")
+    keyed = parse_config({"models": pool, "server": {"admin_key_env": "PM_A", "cache": {"enabled": False}}})
+    assert what_is_on(keyed) == "cache: off; gateway clients need the admin key ($PM_A); admin API on ($PM_A)"

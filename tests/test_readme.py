@@ -37,6 +37,41 @@ def test_each_yaml_block_is_a_valid_config(index):
     PolicyRouter(config, Pool(config, ReqwestTransport()), Embedders(batch=False))
 
 
+def section(title: str) -> str:
+    """A README section's text, from its heading to the next heading of any level."""
+    match = re.search(rf"^#+ {re.escape(title)}\n(.*?)(?=^#)", README, flags=re.DOTALL | re.MULTILINE)
+    assert match, f"the README has no section {title!r}"
+    return " ".join(match.group(1).split())
+
+
+def test_the_readme_says_what_is_on_by_default():
+    """Issue 17: a newcomer found out about the cache, the ledger file and the open gateway by accident."""
+    from pointsman.config.schema import ServerConfig
+
+    defaults, text = ServerConfig(), section("On by default")
+    assert f"`{defaults.host}:{defaults.port}`" in text and f"`{defaults.ledger_url}`" in text
+    assert defaults.api_keys_env == [] and "open gateway" in text and "every caller" in text
+    assert defaults.cache.enabled and defaults.cache.store == "memory" and "**The cache.** Exact and semantic, in memory" in text
+    assert defaults.admin_key_env is None and "the admin API" in text.split("Off until you turn them on")[1]
+
+
+def test_the_admin_api_section_says_how_to_enable_it():
+    from pointsman.app.server import ADMIN_DISABLED
+
+    text = section("The admin API")
+    assert "server.admin_key_env" in text and "pointsman serve --admin-key-env" in text
+    assert "server.admin_key_env" in ADMIN_DISABLED and "--admin-key-env" in ADMIN_DISABLED  # the error says the same
+
+
+def test_the_routing_tiers_start_short_and_the_local_model_is_not_oversold():
+    """Issue 17: the tiers were one 15-line sentence with ONNX details; the 135M model's answers surprised users."""
+    intro = section("Routing tiers and the knob").split("```")[0]
+    assert len(intro.split()) < 120 and "ONNX" not in intro and "onnx" not in intro
+    assert "ONNX" in section("Inside the semantic tier and the judge")
+    setup = section("Set-up on a fresh machine")
+    assert "SmolLM2-135M is a real model" in setup and "not for answers you would use" in setup
+
+
 def test_the_quick_start_runs(make_gateway, upstream):
     from tests.conftest import model
 

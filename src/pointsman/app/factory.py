@@ -12,6 +12,7 @@ from pointsman.config.schema import Config
 CONFIG_ENV = "POINTSMAN_CONFIG"
 LEDGER_ENV = "POINTSMAN_LEDGER_URL"
 LOG_REQUESTS_ENV = "POINTSMAN_LOG_REQUESTS"
+ADMIN_KEY_ENV = "POINTSMAN_ADMIN_KEY_ENV"  # `serve --admin-key-env NAME`: the variable holding the admin key
 
 
 def config_from_env() -> Config:
@@ -21,6 +22,8 @@ def config_from_env() -> Config:
         config.server.ledger_url = os.environ[LEDGER_ENV]
     if os.environ.get(LOG_REQUESTS_ENV) == "1":
         config.server.log_requests = True
+    if os.environ.get(ADMIN_KEY_ENV):
+        config.server.admin_key_env = os.environ[ADMIN_KEY_ENV]
     return config
 
 
