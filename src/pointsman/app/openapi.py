@@ -205,7 +205,7 @@ def build_openapi(*, model_ids: list[str], version: str, client_auth: bool, max_
                       "responses": {"200": {"description": "The model list",
                                             "content": {"application/json": {"schema": {"$ref": REF.format(name="ModelList")}}}},
                                     **_errors(*common)}}}
-    public = {"security": []}
+    public: dict[str, Any] = {"security": []}
     health = {"get": {"operationId": "health", "summary": "Liveness", **public,
                       "responses": {"200": {"description": "Up", "content": {"application/json": {
                           "schema": {"$ref": REF.format(name="Health")}}}}, **_errors("431")}}}
@@ -216,7 +216,7 @@ def build_openapi(*, model_ids: list[str], version: str, client_auth: bool, max_
                                     "properties": {"data": {"type": "array", "items": {"type": "object"}}}}}}},
                          **_errors("401", "403", "431")}}}
     components.update(_cache_components())
-    admin_key = [{"bearer": []}]
+    admin_key: list[dict[str, list[str]]] = [{"bearer": []}]
     cache_paths = {
         "/v1/cache/feedback": {"post": {
             "operationId": "cacheFeedback", "summary": "Reject (or accept) an answer: a rejected cached answer is "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ class DispatchResult:
     upstream_ms: float  # time spent waiting on upstreams (incl. backoff): not the gateway's overhead
     answer: dict[str, Any] | None = None  # non-streaming
     first_chunk: dict[str, Any] | None = None  # streaming
-    chunks: AsyncIterator[dict[str, Any]] | None = None
+    chunks: AsyncGenerator[dict[str, Any], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -8,7 +8,7 @@ Messages stream events into `chat.completion.chunk`s. All three are pure; the pr
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -319,8 +319,8 @@ class StreamTranslator:
             return []
         if kind == "message_stop":
             self.done = True
-            usage_chunk = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                           "model": self._model, "choices": [], "usage": openai_usage(self._usage)}
+            usage_chunk: dict[str, Any] = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                                           "model": self._model, "choices": [], "usage": openai_usage(self._usage)}
             return [self._chunk({}, self._finish_reason), usage_chunk]
         if kind == "error":
             raise stream_error(event.get("error"), self._label)
@@ -350,7 +350,7 @@ class AnthropicProvider(HttpProvider):
         except (KeyError, TypeError, AttributeError) as exc:
             raise self.bad_answer(f"a malformed message ({type(exc).__name__}: {exc})") from exc
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         translator = StreamTranslator(self.config.name)
         events = self.post_events(self._payload(body, stream=True))
         try:

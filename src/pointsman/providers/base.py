@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from pointsman.config.schema import ModelConfig
@@ -106,9 +106,10 @@ class Provider(ABC):
         """Answer a non-streaming request. `body` is the client's OpenAI request; do not mutate it."""
 
     @abstractmethod
-    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Yield OpenAI chunk dicts; the last one carries `usage`. Errors before the first chunk let
-        the gateway fall back; errors after it end the client's stream with an error event."""
+        the gateway fall back; errors after it end the client's stream with an error event. An async generator:
+        the gateway closes it (`aclose`) when it stops reading early."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections or loaded weights."""

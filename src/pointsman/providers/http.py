@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -80,7 +80,7 @@ class HttpProvider(Provider):
             raise self.bad_answer("an answer that is not a JSON object")
         return answer
 
-    async def post_events(self, payload: bytes) -> AsyncIterator[bytes]:
+    async def post_events(self, payload: bytes) -> AsyncGenerator[bytes, None]:
         """POST and yield each server-sent event's data; the connection is released however it ends."""
         response = await self._transport.stream(self._url, self._headers(), payload, self._timeout)
         try:

@@ -7,7 +7,7 @@ streaming, so every request is costed); the answer comes back as the upstream wr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ class OpenAICompatProvider(HttpProvider):
             raise self.bad_answer("an answer without choices")
         return answer
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         options = {**(body.get("stream_options") or {}), "include_usage": True}
         payload = orjson.dumps({**body, "model": self.config.upstream_model, "stream": True, "stream_options": options})
         finished = False
