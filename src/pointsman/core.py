@@ -7,9 +7,14 @@ package needs another's to know what a request is (routing -> cascade -> gateway
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pointsman.text import text_of
+
+if TYPE_CHECKING:  # numpy is not needed to hold a request
+    import numpy as np
+
+    from pointsman.embed.base import Embedder
 
 __all__ = ["RouteContext", "RouteDecision", "lazy"]
 
@@ -41,10 +46,10 @@ class RouteContext:
         self.tenant = tenant  # whose request (key id and team): sessions of two tenants never meet
         self.calls: list[Any] = []  # upstream calls made to decide (the judge's), as ledger Attempts with their cost
         self.cascade_mode = cascade_mode  # x-pointsman-cascade: "off" | "always" | "route", None = the policy's
-        self._embeddings: dict[tuple[Any, str, int | None], tuple[Any, Any]] = {}
+        self._embeddings: dict[tuple[Any, str, int | None], tuple[np.ndarray, np.ndarray]] = {}
 
-    async def embedding(self, embedder: Any, text: str | None = None, max_tokens: int | None = None
-                        ) -> tuple[Any, Any]:
+    async def embedding(self, embedder: Embedder, text: str | None = None, max_tokens: int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
         """(embedding, prompt features) of `text` (default: the routing text) read up to `max_tokens`
         tokens (default: the encoder's full window) by `embedder`'s encoder, computed once per request
         and shared by every stage that needs it. The router reads a prefix (its artefact's window), the semantic cache the

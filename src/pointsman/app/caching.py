@@ -7,17 +7,21 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pointsman.cache import CacheControl, CachePolicy, Hit, MemoryStore, SemanticCache
+import numpy as np
+
+from pointsman.cache import CacheControl, CacheKeys, CachePolicy, CacheStore, Hit, MemoryStore, SemanticCache
 from pointsman.config.schema import CacheConfig
 from pointsman.core import RouteContext
+from pointsman.embed.base import Embedder
 
 log = logging.getLogger("pointsman.cache")
 
 
-def _redis_store(url: str, config: CacheConfig) -> Any:
+def _redis_store(url: str, config: CacheConfig) -> CacheStore:
     from pointsman.cache.redis import RedisStore
 
     return RedisStore(url, config.prefix, max_entries=config.max_entries)
@@ -25,12 +29,13 @@ def _redis_store(url: str, config: CacheConfig) -> Any:
 
 # Shared stores by URL scheme: `server.cache.store: <scheme>://...`. A new store is one file with a CacheStore
 # (cache/base.py) and a factory registered here under its scheme.
-STORES: dict[str, Any] = {"redis": _redis_store, "rediss": _redis_store, "unix": _redis_store}
+StoreFactory = Callable[[str, CacheConfig], CacheStore]
+STORES: dict[str, StoreFactory] = {"redis": _redis_store, "rediss": _redis_store, "unix": _redis_store}
 
 
-def register_store(scheme: str) -> Any:
+def register_store(scheme: str) -> Callable[[StoreFactory], StoreFactory]:
     """Decorator: ``factory(url, cache_config) -> CacheStore`` serves `server.cache.store: <scheme>://...`."""
-    def add(factory: Any) -> Any:
+    def add(factory: StoreFactory) -> StoreFactory:
         STORES[scheme] = factory
         return factory
     return add
@@ -39,7 +44,7 @@ def register_store(scheme: str) -> Any:
 def make_cache(config: CacheConfig, vector_space: str = "") -> SemanticCache:
     """``vector_space``: the cache encoder's model id (see `SemanticCache`)."""
     if config.store == "memory":
-        store: Any = MemoryStore(max_entries=config.max_entries)
+        store: CacheStore = MemoryStore(max_entries=config.max_entries)
     else:
         scheme = config.store.split("://", 1)[0]
         if scheme not in STORES:
@@ -65,11 +70,11 @@ def tenant_of(key_id: str | None, team: str | None) -> str:
 class CacheTicket:
     """A cacheable request on its way upstream: where its answer will be stored."""
 
-    keys: Any
+    keys: CacheKeys
     ttl_s: float | None
-    embedding: Any  # None: not computed (yet); see `later`
+    embedding: np.ndarray | None  # None: not computed (yet); see `later`
     request_id: str | None = None
-    later: tuple[RouteContext, Any] | None = None  # (ctx, embedder): embed after the answer is sent
+    later: tuple[RouteContext, Embedder] | None = None  # (ctx, embedder): embed after the answer is sent
 
 
 class CacheStage:
@@ -93,7 +98,7 @@ class CacheStage:
         return self.config.allow_sampled or (isinstance(temperature, int | float) and temperature <= 0)
 
     async def lookup(self, headers: dict[bytes, bytes], ctx: RouteContext, tenant: str, route: str,
-                     embedder: Any, request_id: str | None = None) -> Hit | CacheTicket | None:
+                     embedder: Embedder | None, request_id: str | None = None) -> Hit | CacheTicket | None:
         """A hit to answer with; else where to store the answer (None: nowhere).
 
         The exact layer first (no embedding). The query embedding (through `ctx`, so routing reuses it) is
@@ -113,20 +118,21 @@ class CacheStage:
             self._store_failed("look-up", exc)
             return None
 
-    async def _lookup(self, control: CacheControl, keys: Any, ctx: RouteContext, embedder: Any,
+    async def _lookup(self, control: CacheControl, keys: CacheKeys, ctx: RouteContext, embedder: Embedder | None,
                       request_id: str | None) -> Hit | CacheTicket | None:
         cache = self.cache
-        semantic = keys.namespace is not None and embedder is not None and bool(keys.query_text)
+        # the semantic layer's namespace, when this request may use it
+        namespace = keys.namespace if embedder is not None and keys.query_text else None
         embedding = None
         if not control.bypass:
             hit = await cache.find_exact(keys.exact_key)  # no embedding needed
-            waiting = self._unembedded.get(keys.namespace) if semantic else None
-            if hit is None and semantic and (waiting or cache.may_hit_semantic(keys.namespace)):
+            waiting = self._unembedded.get(namespace) if namespace is not None else None
+            if hit is None and namespace is not None and embedder is not None and (waiting or cache.may_hit_semantic(namespace)):
                 if waiting:
-                    embedding = await self._embed_with_waiting(keys.namespace, ctx, embedder, keys.query_text)
+                    embedding = await self._embed_with_waiting(namespace, ctx, embedder, keys.query_text)
                 else:
                     embedding = (await ctx.embedding(embedder, keys.query_text))[0]
-                hit = await cache.find_semantic(keys.namespace, embedding, keys.query_text)
+                hit = await cache.find_semantic(namespace, embedding, keys.query_text)
             cache.count(hit)
             if hit is not None:
                 if request_id is not None:
@@ -134,7 +140,7 @@ class CacheStage:
                 return hit
         if control.no_store:
             return None
-        later = (ctx, embedder) if semantic and embedding is None else None
+        later = (ctx, embedder) if namespace is not None and embedder is not None and embedding is None else None
         return CacheTicket(keys, control.ttl_s, embedding, request_id, later)
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
@@ -147,7 +153,8 @@ class CacheStage:
             log.warning("cache %s failed (%s): requests go on without the cache (%d failures so far)", what,
                         "timed out" if isinstance(exc, TimeoutError) else exc, self.store_errors)
 
-    async def _embed_with_waiting(self, namespace: str, ctx: RouteContext, embedder: Any, query_text: str) -> Any:
+    async def _embed_with_waiting(self, namespace: str, ctx: RouteContext, embedder: Embedder, query_text: str
+                                  ) -> np.ndarray:
         """The query's embedding, computed with those of (up to 16 of) the namespace's entries still without
         one, which join the semantic layer before the search."""
         waiting = self._unembedded.pop(namespace)
@@ -174,7 +181,7 @@ class CacheStage:
         try:
             async with asyncio.timeout(self.config.store_timeout_s):
                 eid = await self._store(ticket, answer, model, pieces, deferred=ticket.later is not None)
-            if eid is None or ticket.later is None:
+            if eid is None or ticket.later is None or ticket.keys.namespace is None:  # (later implies a namespace)
                 return
             if not isinstance(self.cache.backend, MemoryStore):
                 self._spawn(self._attach_later(ticket, eid))
@@ -195,11 +202,13 @@ class CacheStage:
                                       keys.query_text, answer, model=model, pieces=pieces, ttl_s=ticket.ttl_s,
                                       tenant=keys.tenant, route=keys.route, request_id=ticket.request_id)
 
-    async def _embed(self, ticket: CacheTicket) -> Any:
-        ctx, embedder = ticket.later  # type: ignore[misc]
+    async def _embed(self, ticket: CacheTicket) -> np.ndarray:
+        assert ticket.later is not None  # only tickets stored without their embedding are embedded later
+        ctx, embedder = ticket.later
         return (await ctx.embedding(embedder, ticket.keys.query_text))[0]
 
     async def _attach_later(self, ticket: CacheTicket, entry_id: int) -> None:
+        assert ticket.keys.namespace is not None  # `store` checked it
         await self.cache.attach_embedding(entry_id, ticket.keys.namespace, await self._embed(ticket),
                                           ticket.keys.query_text)
 

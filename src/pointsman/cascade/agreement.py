@@ -15,12 +15,11 @@ the right answers and 15.6% of the wrong ones: 3.2 on agreement, 0.59 on a diffe
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import numpy as np
 
 from pointsman.cascade.base import AnswerContext, Verdict, Verifier
+from pointsman.embed.base import Embedder
 from pointsman.text import text_of
 
 __all__ = ["AgreementVerifier", "answers_agree", "final_number"]
@@ -60,7 +59,7 @@ def answers_agree(first: str, second: str) -> bool | None:
 class AgreementVerifier(Verifier):
     name = "agreement"
 
-    def __init__(self, embedder: Any = None, agree_ratio: float = 3.2, differ_ratio: float = 0.59,
+    def __init__(self, embedder: Embedder | None = None, agree_ratio: float = 3.2, differ_ratio: float = 0.59,
                  min_similarity: float = 0.9) -> None:
         self.embedder = embedder
         self.agree_ratio = agree_ratio
@@ -74,7 +73,7 @@ class AgreementVerifier(Verifier):
         return odds / (1 + odds)
 
     async def check(self, item: AnswerContext) -> Verdict | None:
-        resample: Callable[[], Awaitable[dict[str, Any] | None]] | None = getattr(item, "resample", None)
+        resample = item.resample
         if resample is None or not item.text:
             return None
         second = await resample()
@@ -91,7 +90,7 @@ class AgreementVerifier(Verifier):
             a, b = await self.embedder.embed(item.text), await self.embedder.embed(other)
             similarity = float(np.dot(a, b))
             agree, detail = similarity >= self.min_similarity, f"cosine {similarity:.3f}"
-        prior = float(getattr(item, "prior", 0.5))
+        prior = float(item.prior)
         score = self.update(prior, agree)
         return Verdict(self.name, score, detail=f"second sample {'agrees' if agree else 'differs'} ({detail}), "
                                                 f"{prior:.3f} -> {score:.3f}")

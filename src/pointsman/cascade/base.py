@@ -13,6 +13,7 @@ also follow the predictors' fit / predict / save / load habit.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,9 @@ class AnswerContext:
     """One answer as verifiers see it; derived views are computed once, on first use."""
 
     __slots__ = ("route", "answer", "model", "__dict__")
+    # set by the cascade only when the agreement verifier may run: a paid second sample, and the score so far
+    resample: Callable[[], Awaitable[dict[str, Any] | None]] | None = None
+    prior: float = 0.5
 
     def __init__(self, route: RouteContext, answer: dict[str, Any], model: str) -> None:
         self.route = route  # the request (body, messages, the shared prompt embedding)

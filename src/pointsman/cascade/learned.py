@@ -49,6 +49,7 @@ import numpy as np
 
 from pointsman.cascade.answer_features import ANSWER_FEATURE_NAMES, ANSWER_FEATURES_VERSION, answer_features, answer_tail
 from pointsman.cascade.base import AnswerContext, Verdict, Verifier
+from pointsman.embed.base import Embedder
 from pointsman.embed.features import feature_meta, feature_width
 from pointsman.predictors.base import read_artefact, write_artefact
 
@@ -127,7 +128,7 @@ class LearnedVerifier(Verifier):
 
     name = "learned"
 
-    def __init__(self, embedder: Any = None, *, tail_chars: int = 0, alpha: float = 3e-3, inner_folds: int = 5,
+    def __init__(self, embedder: Embedder | None = None, *, tail_chars: int = 0, alpha: float = 3e-3, inner_folds: int = 5,
                  interactions: bool = True, prompt_tokens: int | None = None, encoder: str = MINILM_MODEL_ID,
                  priors: dict[str, float] | None = None) -> None:
         self.embedder = embedder
@@ -146,18 +147,29 @@ class LearnedVerifier(Verifier):
         self.kappa = 2.0
         self.model_means: dict[str, float] = {}
         self.default_prior = 0.5
-        self.pf_mean = self.pf_std = self.af_mean = self.af_std = None
+        # the standardisation of the prompt and answer features (set by fit / load)
+        self.pf_mean: np.ndarray | None = None
+        self.pf_std: np.ndarray | None = None
+        self.af_mean: np.ndarray | None = None
+        self.af_std: np.ndarray | None = None
         self.info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ fitting
+    def _scales(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """pf_mean, pf_std, af_mean, af_std."""
+        if self.pf_mean is None or self.pf_std is None or self.af_mean is None or self.af_std is None:
+            raise ValueError("this verifier is not fitted")
+        return self.pf_mean, self.pf_std, self.af_mean, self.af_std
+
     def _standardise(self, PF: np.ndarray, AF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        PF = np.asarray(PF, dtype=np.float64)[:, :len(self.pf_mean)]  # a verifier of older features reads its prefix
-        pf = np.clip((PF - self.pf_mean) / self.pf_std, -6, 6)
-        af = np.clip((np.asarray(AF, dtype=np.float64) - self.af_mean) / self.af_std, -6, 6)
+        pf_mean, pf_std, af_mean, af_std = self._scales()
+        PF = np.asarray(PF, dtype=np.float64)[:, :len(pf_mean)]  # a verifier of older features reads its prefix
+        pf = np.clip((PF - pf_mean) / pf_std, -6, 6)
+        af = np.clip((np.asarray(AF, dtype=np.float64) - af_mean) / af_std, -6, 6)
         return pf, af
 
     def fit(self, prompt_emb: np.ndarray, prompt_feat: np.ndarray, answer_emb: np.ndarray | None,
-            answer_feat: np.ndarray, prior: np.ndarray, y: np.ndarray, *, models: Sequence[str] | None = None,
+            answer_feat: np.ndarray, prior: np.ndarray, y: np.ndarray, *, models: Sequence[str] | np.ndarray | None = None,
             groups: np.ndarray | None = None, seed: int = 0) -> "LearnedVerifier":
         """Fit on n answers.
 
@@ -204,8 +216,8 @@ class LearnedVerifier(Verifier):
         self.kappa = float(np.clip(np.mean(q * (1 - q)) / max(spread, 1e-6) - 1.0, 0.2, 200.0))
         self.coef = _fit_logistic(X, y, self.alpha)
         if models is not None:
-            models = np.asarray(models)
-            self.model_means = {str(m): float(y[models == m].mean()) for m in np.unique(models)}
+            names = np.asarray(models)
+            self.model_means = {str(m): float(y[names == m].mean()) for m in np.unique(names)}
         self.default_prior = float(y.mean())
         self.info.update({"n_answers": int(n), "oof_brier": float(np.mean((v - y) ** 2)),
                           "oof_brier_prompt_only": float(np.mean((q - y) ** 2))})
@@ -250,23 +262,24 @@ class LearnedVerifier(Verifier):
     def save(self, path: str | os.PathLike) -> None:
         if self.coef is None:
             raise ValueError("fit the verifier before saving it")
+        pf_mean, pf_std, af_mean, af_std = self._scales()
         meta = {
             "format": VERIFIER_FORMAT, "kind": "logistic",
             "params": {"tail_chars": self.tail_chars, "alpha": self.alpha, "inner_folds": self.inner_folds,
                        "interactions": self.interactions, "prompt_tokens": self.prompt_tokens, "encoder": self.encoder},
             "platt": list(self.platt), "kappa": self.kappa, "model_means": self.model_means,
             "default_prior": self.default_prior,
-            **dict(zip(("feature_names", "features_version"), feature_meta(len(self.pf_mean)))),
+            **dict(zip(("feature_names", "features_version"), feature_meta(len(pf_mean)))),
             "answer_feature_names": list(ANSWER_FEATURE_NAMES), "answer_features_version": ANSWER_FEATURES_VERSION,
             "embed_dim": self.embed_dim, "info": self.info,
         }
-        arrays = {"coef": self.coef.astype(np.float32), "pf_mean": self.pf_mean.astype(np.float32),
-                  "pf_std": self.pf_std.astype(np.float32), "af_mean": self.af_mean.astype(np.float32),
-                  "af_std": self.af_std.astype(np.float32)}
+        arrays = {"coef": self.coef.astype(np.float32), "pf_mean": pf_mean.astype(np.float32),
+                  "pf_std": pf_std.astype(np.float32), "af_mean": af_mean.astype(np.float32),
+                  "af_std": af_std.astype(np.float32)}
         write_artefact(path, arrays, meta, compress=True)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, embedder: Any = None, priors: dict[str, float] | None = None
+    def load(cls, path: str | os.PathLike, embedder: Embedder | None = None, priors: dict[str, float] | None = None
              ) -> "LearnedVerifier":
         arrays, meta = read_artefact(path, VERIFIER_FORMAT)
         try:
@@ -303,7 +316,7 @@ def X_dim(tail_chars: int, interactions: bool, embed_dim: int = 384, prompt_feat
     return base * (2 if interactions else 1) + 2
 
 
-def load_verifier(path: str | os.PathLike = "default", embedder: Any = None,
+def load_verifier(path: str | os.PathLike = "default", embedder: Embedder | None = None,
                   priors: dict[str, float] | None = None) -> LearnedVerifier:
     """A trained verifier: ``"default"`` (shipped in the package) or a path to a ``.npz`` artefact.
 

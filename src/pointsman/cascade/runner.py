@@ -28,6 +28,8 @@ from pointsman.cascade.decide import DEFAULT_KAPPA, plan as plan_cascade, should
 from pointsman.cascade.logprobs import LogprobVerifier
 from pointsman.cascade.validators import VALIDATORS, verifier_class
 from pointsman.config.schema import DEFAULT_LAMBDA, CascadeConfig
+from pointsman.embed.base import Embedder
+from pointsman.embed.registry import Embedders
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
@@ -86,9 +88,9 @@ class CascadeOutcome:
 
 
 class Cascade:
-    def __init__(self, config: CascadeConfig, pool: Pool, embedders: Any = None, semantic_lambda: float | None = None,
-                 agreement_embedder: Any = None) -> None:
-        """``embedders`` (embed.registry.Embedders) gives the learned verifier the encoder its artefact
+    def __init__(self, config: CascadeConfig, pool: Pool, embedders: Embedders | None = None,
+                 semantic_lambda: float | None = None, agreement_embedder: Embedder | None = None) -> None:
+        """``embedders`` gives the learned verifier the encoder its artefact
         names; ``agreement_embedder`` (optional) compares two free-text samples by embedding."""
         self.config = config
         self.pool = pool
@@ -114,9 +116,10 @@ class Cascade:
             if embedders is None:
                 raise ValueError("the learned cascade verifier needs the embedding model")
             priors = {name: quality_prior(entry.config) for name, entry in pool.entries.items()}
-            self.learned = load_verifier(config.verifier, None, priors)
-            self.learned.embedder = embedders.for_artefact({"encoder": self.learned.encoder})
-            self.kappa = float(getattr(self.learned, "kappa", DEFAULT_KAPPA) or DEFAULT_KAPPA)
+            learned = load_verifier(config.verifier, None, priors)
+            learned.embedder = embedders.for_artefact({"encoder": learned.encoder})
+            self.learned = learned
+            self.kappa = float(getattr(learned, "kappa", DEFAULT_KAPPA) or DEFAULT_KAPPA)
         self.wants_logprobs = "logprobs" in config.verifiers
         self.agreement = AgreementVerifier(agreement_embedder, config.agree_ratio, config.differ_ratio) \
             if "agreement" in config.verifiers else None
@@ -261,7 +264,9 @@ class Cascade:
                     choice["logprobs"] = None  # asked upstream for the verifier only: not the client's
 
     def _account(self, outcome: CascadeOutcome, result: DispatchResult, answer: dict[str, Any]) -> Attempt:
-        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        usage = answer.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         cost = result.entry.cost(prompt, completion)
         outcome.attempts.extend(result.attempts)
@@ -280,7 +285,9 @@ class Cascade:
         if budget is not None and time.perf_counter() - started >= budget:
             return "latency_budget"
         if self.config.cost_budget_usd is not None:
-            usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+            usage = answer.get("usage")
+            if not isinstance(usage, dict):
+                usage = {}
             # the next model reads the same prompt and writes about as much as the last one did
             estimate = self.pool[next_model].cost(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
             if outcome.cost_usd + estimate > self.config.cost_budget_usd:

@@ -21,11 +21,16 @@ from typing import Sequence
 
 import numpy as np
 
+from pointsman.embed.base import Encoder
+
 __all__ = ["EmbedBatcher"]
+
+# one waiting request: its text, its window, and the future its (embedding, features) go to
+_Item = tuple[str, "int | None", "asyncio.Future[tuple[np.ndarray, np.ndarray]]"]
 
 
 class EmbedBatcher:
-    def __init__(self, encoder, max_batch: int = 32, max_wait_ms: float = 0.0,
+    def __init__(self, encoder: Encoder, max_batch: int = 32, max_wait_ms: float = 0.0,
                  executor: concurrent.futures.Executor | None = None, workers: int = 1):
         self.encoder = encoder
         self.model_id = getattr(encoder, "model_id", type(encoder).__name__)  # keys per-request embeddings
@@ -37,18 +42,19 @@ class EmbedBatcher:
             max_workers=self.workers, thread_name_prefix="pointsman-embed")
         self._cached = getattr(encoder, "cached", None)
         self._inflight: set[asyncio.Task] = set()
-        self._queue: asyncio.Queue | None = None
+        self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0       # counters for observability and benchmarks
         self.items = 0
 
-    def _ensure_started(self) -> None:
+    def _ensure_started(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue[_Item]]:
         loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._loop is not loop:
+        if self._queue is None or self._task is None or self._task.done() or self._loop is not loop:
             self._loop = loop
             self._queue = asyncio.Queue()
-            self._task = loop.create_task(self._run(), name="pointsman-embed-batcher")
+            self._task = loop.create_task(self._run(self._queue), name="pointsman-embed-batcher")
+        return loop, self._queue
 
     async def embed_with_features(self, text: str, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(embedding (384,), prompt features (F,)) of one text, read up to ``max_tokens`` tokens
@@ -57,9 +63,9 @@ class EmbedBatcher:
             found = self._cached(text, max_tokens)
             if found is not None:
                 return found
-        self._ensure_started()
-        fut = self._loop.create_future()
-        self._queue.put_nowait((text, max_tokens, fut))
+        loop, queue = self._ensure_started()
+        fut: asyncio.Future[tuple[np.ndarray, np.ndarray]] = loop.create_future()
+        queue.put_nowait((text, max_tokens, fut))
         return await fut
 
     async def embed(self, text: str, max_tokens: int | None = None) -> np.ndarray:
@@ -75,8 +81,7 @@ class EmbedBatcher:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.encoder.load)
 
-    async def _run(self) -> None:
-        q = self._queue
+    async def _run(self, q: asyncio.Queue[_Item]) -> None:
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(self.workers)
         while True:
@@ -112,7 +117,7 @@ class EmbedBatcher:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _encode(self, live: list, slots: asyncio.Semaphore) -> None:
+    async def _encode(self, live: list[_Item], slots: asyncio.Semaphore) -> None:
         loop = asyncio.get_running_loop()
         try:
             texts = [t for t, _, _ in live]
@@ -120,7 +125,7 @@ class EmbedBatcher:
             if all(w is None for w in windows):
                 call = functools.partial(self.encoder.encode_with_features, texts)
             else:
-                default = getattr(self.encoder, "max_seq_length", None)
+                default = self.encoder.max_seq_length
                 call = functools.partial(self.encoder.encode_with_features, texts,
                                          max_tokens=[default if w is None else w for w in windows])
             try:

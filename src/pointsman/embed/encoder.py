@@ -23,11 +23,14 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from pointsman.embed.features import FEATURE_NAMES, prompt_features
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 __all__ = ["MiniLMEncoder", "find_model_files", "dynamic_int8_model", "patched_model", "EMBED_DIM", "MAX_SEQ_LENGTH",
            "ROUTING_MAX_TOKENS"]
@@ -265,8 +268,9 @@ class MiniLMEncoder:
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.max_padding = max_padding
-        self._session = None
-        self._tokenizer = None
+        self._session: Any = None  # an onnxruntime.InferenceSession once loaded (onnxruntime has no type information)
+        self._input_names: set[str] = set()
+        self._tokenizer: Tokenizer | None = None
         self._cls_id = 101
         self._sep_id = 102
         self._lock = threading.Lock()
@@ -330,10 +334,18 @@ class MiniLMEncoder:
         tok = Tokenizer.from_file(str(tok_path))
         tok.no_truncation()   # the shipped tokenizer.json pads/truncates at 128: undo both,
         tok.no_padding()      # we count the full length then truncate ourselves
-        self._cls_id = tok.token_to_id("[CLS]")
-        self._sep_id = tok.token_to_id("[SEP]")
+        cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        if cls_id is None or sep_id is None:
+            raise ValueError(f"{tok_path}: the tokenizer has no [CLS] or no [SEP] token")
+        self._cls_id, self._sep_id = cls_id, sep_id
         self._tokenizer = tok
         return self
+
+    def loaded_tokenizer(self) -> Tokenizer:
+        """The tokenizer, loaded on first use."""
+        tokenizer = self.load_tokenizer()._tokenizer
+        assert tokenizer is not None  # load_tokenizer sets it
+        return tokenizer
 
     def run_ids(self, input_ids: np.ndarray) -> np.ndarray:
         """The model's last hidden states (n, L, 384) for unpadded token ids (n, L)."""
@@ -358,9 +370,9 @@ class MiniLMEncoder:
                  ) -> tuple[list[list[int]], np.ndarray]:
         """Token ids truncated to the window (``max_seq_length`` unless ``max_tokens`` says otherwise;
         one int or one per text), ending in [SEP], and the full lengths."""
-        self.load_tokenizer()
+        tokenizer = self.loaded_tokenizer()
         windows = self._windows(len(texts), max_tokens)
-        encs = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        encs = tokenizer.encode_batch(list(texts), add_special_tokens=True)
         ids, full = [], np.empty(len(encs), dtype=np.int64)
         for k, e in enumerate(encs):
             x = e.ids
@@ -476,7 +488,7 @@ class MiniLMEncoder:
         n = len(texts)
         windows = self._windows(n, max_tokens)
         emb = np.zeros((n, EMBED_DIM), dtype=np.float32)
-        feats: list[np.ndarray | None] = [None] * n
+        feats = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float32)
         todo = list(range(n))
         digests: list[bytes] = []
         if self.cache_size > 0:
@@ -506,8 +518,7 @@ class MiniLMEncoder:
                 emb[i], feats[i] = sub_emb[j], sub_feats[j]
                 if self.cache_size > 0:
                     self._cache_put(digests[i], sub_windows[j], int(full[j]), sub_emb[j].copy(), sub_feats[j].copy())
-        F = np.stack(feats) if n else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
-        return emb, F.astype(np.float32, copy=False)
+        return emb, feats
 
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
         return self.tokenize(texts)[1]

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pointsman.embed.base import Embedder, Encoder
+
 __all__ = ["Embedders", "encoder_kind", "make_encoder", "default_window", "KINDS", "DUP_PATCH"]
 
 KINDS = ("minilm", "static", "minilm-dup")
@@ -38,7 +40,7 @@ def default_window(kind: str) -> int:
     return ROUTING_MAX_TOKENS
 
 
-def make_encoder(kind: str, max_seq_length: int | None = None) -> Any:
+def make_encoder(kind: str, max_seq_length: int | None = None) -> Encoder:
     """A new encoder of ``kind`` (loaded lazily); ``max_seq_length`` overrides its default window."""
     if kind == "static":
         from pointsman.embed.static import StaticEncoder
@@ -60,12 +62,12 @@ class Embedders:
     (offline tools, where there is nothing to batch with). ``given`` supplies ready embedders by kind.
     """
 
-    def __init__(self, given: dict[str, Any] | None = None, batch: bool = True) -> None:
-        self._by_kind: dict[str, Any] = dict(given or {})
+    def __init__(self, given: dict[str, Embedder] | None = None, batch: bool = True) -> None:
+        self._by_kind: dict[str, Embedder] = dict(given or {})
         self.batch = batch
 
-    def get(self, kind: str) -> Any:
-        found = self._by_kind.get(kind)
+    def get(self, kind: str) -> Embedder:
+        found: Embedder | None = self._by_kind.get(kind)
         if found is None:
             encoder = make_encoder(kind)
             if self.batch and not getattr(encoder, "inline", False):
@@ -79,7 +81,7 @@ class Embedders:
             self._by_kind[kind] = found
         return found
 
-    def for_artefact(self, info: dict[str, Any]) -> Any:
+    def for_artefact(self, info: dict[str, Any]) -> Embedder:
         """The embedder a trained artefact was trained with (its ``encoder`` field)."""
         return self.get(encoder_kind(info.get("encoder")))
 

@@ -49,7 +49,7 @@ def _fix_signs(axes: np.ndarray) -> np.ndarray:
 def distill_table(source: MiniLMEncoder, dims: int = STATIC_DIMS, sif: float = STATIC_SIF) -> np.ndarray:
     """(vocabulary, dims) float32 table: each token's MiniLM output, PCA-reduced and SIF-weighted."""
     source.load()
-    vocab = source._tokenizer.get_vocab_size()
+    vocab = source.loaded_tokenizer().get_vocab_size()
     raw = np.zeros((vocab, source.dim), dtype=np.float64)
     for start in range(0, vocab, _BATCH):
         ids = np.arange(start, min(vocab, start + _BATCH), dtype=np.int64)
@@ -132,6 +132,7 @@ class StaticEncoder:
 
     def encode_ids(self, ids: list[list[int]], progress: bool = False) -> np.ndarray:
         table = self.load()._table
+        assert table is not None  # load sets it
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         for k, x in enumerate(ids):
             inner = x[1:-1] or x  # without [CLS] and [SEP]

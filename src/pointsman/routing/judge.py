@@ -65,7 +65,9 @@ class JudgeTier:
             ctx.calls.extend(tried)
             return None
         answer = result.answer or {}
-        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        usage = answer.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         last = tried[-1]
         last.cost_usd, last.prompt_tokens, last.completion_tokens = round(result.entry.cost(prompt, completion), 10), prompt, completion

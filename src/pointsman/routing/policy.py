@@ -15,6 +15,8 @@ from typing import Any
 
 from pointsman.cascade.runner import Cascade, needs_embedder
 from pointsman.config.schema import Config, Policy
+from pointsman.embed.base import Embedder
+from pointsman.embed.registry import Embedders
 from pointsman.errors import GatewayError
 from pointsman.gateway.dispatch import Dispatcher
 from pointsman.gateway.pool import Pool
@@ -53,9 +55,9 @@ def needs_embeddings(config: Config) -> bool:
 
 
 class PolicyRouter:
-    def __init__(self, config: Config, pool: Pool, embedders: Any = None) -> None:
+    def __init__(self, config: Config, pool: Pool, embedders: Embedders | None = None) -> None:
         self.pool = pool
-        self.embedders = embedders  # embed.registry.Embedders, or None when no stage embeds
+        self.embedders = embedders  # None when no stage embeds
         self.routers_dir = config.learning.routers_dir
         self.dispatcher = Dispatcher(pool, config.server)  # the judge's calls: retries, breaker, attempts, cost
         self.default_policy = config.server.default_policy
@@ -82,7 +84,7 @@ class PolicyRouter:
                             agreement_embedder=self._agreement_embedder(policy)) if policy.cascade else None,
         )
 
-    def _agreement_embedder(self, policy: Policy) -> Any:
+    def _agreement_embedder(self, policy: Policy) -> Embedder | None:
         """The agreement check compares two free-text samples by MiniLM cosine (its threshold is MiniLM's)
         when the policy embeds anyway (a semantic tier or the learned verifier); else by final answers only."""
         cascade = policy.cascade
@@ -151,8 +153,8 @@ class PolicyRouter:
             decision = RouteDecision(model=requested, tier="direct", reason="model named by the client")
             named = self.pool[requested].config.fallbacks
             if named:
-                eligible = set(self.pool.eligible(ctx))
-                decision.fallbacks = [m for m in named if m in eligible]
+                allowed = set(self.pool.eligible(ctx))
+                decision.fallbacks = [m for m in named if m in allowed]
             return decision
         eligible = self.pool.eligible(ctx)
         if not eligible:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pointsman.config.schema import ModelConfig, SemanticTierConfig
+from pointsman.embed.registry import Embedders
 from pointsman.routing.base import RouteContext, RouteDecision
 from pointsman.config.priors import blended_price, quality_prior
 
@@ -130,11 +131,11 @@ class SemanticTier:
     name = "semantic"
     revises = False
 
-    def __init__(self, config: SemanticTierConfig, pool: list[ModelConfig], embedders: Any,
+    def __init__(self, config: SemanticTierConfig, pool: list[ModelConfig], embedders: Embedders,
                  routers_dir: str | Path = "pointsman-routers") -> None:
         self.config = config
         self.pool = {m.name: m for m in pool}
-        self.embedders = embedders  # embed.registry.Embedders: the artefact names its encoder
+        self.embedders = embedders  # the artefact names its encoder
         self.routers_dir = routers_dir
         self.path = router_file(config.router, routers_dir)
         self._lock = threading.Lock()

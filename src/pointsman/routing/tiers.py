@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pointsman.config.schema import JudgeTierConfig, Policy, SemanticTierConfig
+from pointsman.embed.registry import Embedders
 from pointsman.routing.base import RouteContext, RouteDecision
 from pointsman.routing.sticky import SessionMemory
 
@@ -50,7 +51,7 @@ class TierBuild:
     policy: Policy
     pool: Any
     dispatcher: Any
-    embedders: Any
+    embedders: Embedders | None
     sessions: SessionMemory | None = None
     routers_dir: str = "pointsman-routers"  # learning.routers_dir: where a promoted router is deployed
 
