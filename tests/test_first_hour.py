@@ -169,3 +169,23 @@ def test_serve_says_what_is_on_at_start():
                                                           "admin API off (enable with --admin-key-env NAME)")
     keyed = parse_config({"models": pool, "server": {"admin_key_env": "PM_A", "cache": {"enabled": False}}})
     assert what_is_on(keyed) == "cache: off; gateway clients need the admin key ($PM_A); admin API on ($PM_A)"
+
+
+def test_the_one_time_table_distillation_is_info_not_a_warning(tmp_path, monkeypatch, caplog):
+    """At first start the static table's distillation was logged as a warning, as if something were wrong."""
+    import logging
+
+    import numpy as np
+
+    from pointsman.embed import static as static_module
+    from tests.test_router_offline import needs_encoder
+
+    if needs_encoder.args[0]:
+        pytest.skip(needs_encoder.kwargs.get("reason", "no encoder"))
+    monkeypatch.setattr(static_module, "distill_table",
+                        lambda source, *args, **kwargs: np.zeros((8, static_module.STATIC_DIMS), np.float32))
+    with caplog.at_level(logging.INFO, logger="pointsman"):
+        static_module.StaticEncoder(cache_dir=tmp_path).load()
+    distilling = [r for r in caplog.records if "distilling the static routing table" in r.getMessage()]
+    assert [r.levelno for r in distilling] == [logging.INFO]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -72,6 +72,25 @@ def test_the_routing_tiers_start_short_and_the_local_model_is_not_oversold():
     assert "SmolLM2-135M is a real model" in setup and "not for answers you would use" in setup
 
 
+def test_the_configuration_example_starts_as_pasted(tmp_path, monkeypatch):
+    """Issue 17: the example named client-key variables nobody had set, so `pointsman serve` refused to start."""
+    from pointsman.app.server import Gateway
+    from pointsman.cli import missing_keys
+
+    for name in re.findall(r"\b[A-Z][A-Z0-9_]*_KEY\w*\b", YAML_BLOCKS[0]):
+        monkeypatch.delenv(name, raising=False)
+    config = parse_config(BASE, "README configuration example")
+    config.server.ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Gateway(config)  # starts; the unset provider keys are warnings at start, not errors
+    assert [line.split(":")[0] for line in missing_keys(config)] == ["model 'small'", "model 'big'"]
+
+
+def test_every_code_fence_is_closed():
+    """Issue 17: one fence run into the text around the LiteLLM sentence broke the rendering of the rest."""
+    fences = re.findall(r"(?m)^ *```(\S*) *$", README)
+    assert len(fences) % 2 == 0 and not any(fences[1::2]), fences  # every opener has a bare closer
+
+
 def test_the_quick_start_runs(make_gateway, upstream):
     from tests.conftest import model
 
