@@ -41,7 +41,7 @@ _NEGATIONS = frozenset("""not no never none nobody nothing neither nor nowhere c
     dont doesnt didnt isnt arent wasnt werent cant couldnt wont wouldnt shouldnt havent hasnt hadnt
     mustnt neednt aint""".split())
 
-_NUMBER_WORDS = {w: i for i, w in enumerate(
+_NUMBER_WORDS: dict[str, float] = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())}
 _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
@@ -51,8 +51,8 @@ _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seve
 # not counted: ordinals and multipliers (too often not quantities), and "one" (mostly a pronoun)
 _NUMBER_WORD_ONLY_CARDINAL = {"first", "second", "third", "half", "twice", "double", "triple", "dozen", "one"}
 
-_UNITS = {}
-for _canon, _forms in {
+_UNITS: dict[str, str] = {}
+for _canon, _spellings in {
     "km": "km kms kilometer kilometers kilometre kilometres", "mi": "mi mile miles", "m": "m meter meters metre metres",
     "cm": "cm centimeter centimeters", "mm": "mm millimeter millimeters", "ft": "ft foot feet", "in": "inch inches",
     "kg": "kg kgs kilogram kilograms kilo kilos", "g": "g gram grams", "lb": "lb lbs pound pounds",
@@ -65,7 +65,7 @@ for _canon, _forms in {
     "c": "c °c celsius", "f": "°f fahrenheit", "k": "k", "w": "w watt watts", "v": "v volt volts",
     "mph": "mph", "kmh": "kmh kph",
 }.items():
-    for _f in _forms.split():
+    for _f in _spellings.split():
         _UNITS[_f] = _canon
 
 _MONTHS = frozenset("""january february march april june july august september october november december
@@ -397,7 +397,7 @@ class AcceptanceModel:
     Feedback (:meth:`update`) takes one SGD step on the output layer.
     """
 
-    def __init__(self, weights: Sequence[float] | None = None, threshold: float = 0.5, delta: float = 0.02,
+    def __init__(self, weights: Sequence[float] | np.ndarray | None = None, threshold: float = 0.5, delta: float = 0.02,
                  confidence: float = 0.95, l2: float = 1e-3, lr: float = 0.05, *,
                  hidden: tuple[np.ndarray, np.ndarray] | None = None):
         self.w = np.asarray(weights if weights is not None else _DEFAULT_WEIGHTS, dtype=np.float64)
@@ -421,6 +421,8 @@ class AcceptanceModel:
         if self.hidden is None:
             return x
         W1, b1 = self.hidden
+        if u is None or v is None:
+            raise ValueError("the mlp acceptance model reads both embeddings")
         z = np.concatenate((u * v, np.abs(u - v), x[1:].astype(np.float32)))
         h = z @ W1
         h += b1

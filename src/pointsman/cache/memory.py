@@ -12,10 +12,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pointsman.cache.base import CacheEntry, CacheStore, Candidate
+
+if TYPE_CHECKING:  # usearch is imported when the index grows past ann_threshold (see _build_ann)
+    from usearch.index import Index
 
 __all__ = ["MemoryStore", "VectorIndex"]
 
@@ -32,7 +36,7 @@ class VectorIndex:
         self.ids = np.zeros(16, dtype=np.int64)
         self.pos: dict[int, int] = {}
         self.n = 0
-        self.ann = None  # usearch.index.Index once the index is large
+        self.ann: Index | None = None  # once the index is large
         self._ann_removed = 0
 
     def __len__(self) -> int:

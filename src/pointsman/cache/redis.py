@@ -26,6 +26,7 @@ also miss nothing that was trimmed from the stream meanwhile.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 from typing import Any
@@ -213,7 +214,7 @@ class RedisStore(CacheStore):
                 except Exception:  # noqa: BLE001
                     pass
 
-    def _apply(self, f: dict[bytes, bytes]) -> None:
+    def _apply(self, f: dict[builtins.bytes, builtins.bytes]) -> None:  # `bytes` in this class is its method
         op = f.get(b"op")
         if op == b"add":
             eid = int(f[b"id"])
@@ -231,10 +232,10 @@ class RedisStore(CacheStore):
         elif op == b"del":
             self.mirror.remove(int(f[b"id"]))
         elif op == b"upd":
-            entry = self.mirror.entries.get(int(f[b"id"]))
-            if entry is not None:
-                entry.min_similarity = float(f[b"min_similarity"])
-                entry.rejects = int(f[b"rejects"])
+            known = self.mirror.entries.get(int(f[b"id"]))
+            if known is not None:
+                known.min_similarity = float(f[b"min_similarity"])
+                known.rejects = int(f[b"rejects"])
         elif op == b"clear":
             ns = f.get(b"ns") or b""
             for eid in self.mirror.ids_of(ns.decode() if ns else None):
@@ -264,7 +265,7 @@ class RedisStore(CacheStore):
             pipe.set(self._k_served(request_id), value, px=ttl_ms)
         await pipe.execute()
 
-    def _k_served(self, request_id: str) -> bytes:
+    def _k_served(self, request_id: str) -> builtins.bytes:
         return f"{self.prefix}:rq:{request_id}".encode()
 
     def note_served(self, request_id: str, entry_id: int, kind: str, similarity: float) -> None:

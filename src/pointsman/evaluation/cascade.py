@@ -37,7 +37,7 @@ import numpy as np
 from pointsman.cascade.answer_features import answer_features, answer_tail
 from pointsman.cascade.decide import plan_many
 from pointsman.cascade.learned import LearnedVerifier
-from pointsman.embed.encoder import ROUTING_MAX_TOKENS
+from pointsman.embed.encoder import MODEL_ID as MINILM_MODEL_ID, ROUTING_MAX_TOKENS
 from pointsman.evaluation import metrics as M
 from pointsman.evaluation.datasets import AnswerTable, embed_prompts
 from pointsman.evaluation.report import folds_of, predicted_costs
@@ -104,7 +104,7 @@ def cv_verifier(d: AnswerData, folds: list[np.ndarray], make: Callable[[], Learn
     """Held-out verifier scores for every answer: fold k's answers scored by a verifier trained on the
     answers (of every model) to the other folds' prompts. Returns (scores (r,), kappa per fold, seconds)."""
     make = make or (lambda: LearnedVerifier(tail_chars=d.tail_chars, prompt_tokens=d.prompt_tokens,
-                                            **({"encoder": d.encoder} if d.encoder else {})))
+                                            encoder=d.encoder or MINILM_MODEL_ID))
     n = len(d.at.table)
     fold_of = np.empty(n, dtype=np.int64)
     for k, f in enumerate(folds):
@@ -136,7 +136,7 @@ def cv_router(d: AnswerData, folds: list[np.ndarray], make: Callable[[], Any]) -
     for k in range(len(folds)):
         te = folds[k]
         tr = np.concatenate([folds[j] for j in range(len(folds)) if j != k])
-        X, F = (d.X, d.F) if d.XR is None else (d.XR, d.FR)
+        X, F = (d.X, d.F) if d.XR is None or d.FR is None else (d.XR, d.FR)
         p = make().fit(X[tr], F[tr], t.scores[tr], t.models, t.score_range)
         Q[te] = p.predict(X[te], F[te])
     lo, hi = t.score_range
@@ -166,7 +166,8 @@ def hull_apgr(cost_share: np.ndarray, quality: np.ndarray, q_weak: float, q_stro
     hc, hq = M.upper_hull(xs, ys)
     grid = np.linspace(0.0, 1.0, 2001)
     vals = np.where(grid < hc[0], 0.0, np.interp(grid, hc, hq))
-    return float(np.trapezoid(vals, grid) if hasattr(np, "trapezoid") else np.trapz(vals, grid))
+    trapezoid = getattr(np, "trapezoid", None) or getattr(np, "trapz")  # numpy < 2.0 has only trapz
+    return float(trapezoid(vals, grid))
 
 
 def _cascade_points(v: np.ndarray, y_cheap, y_strong, c_cheap, c_strong) -> np.ndarray:
@@ -264,9 +265,10 @@ def evaluate_cascade(d: AnswerData, folds_k: int = 5, router: Callable[[], Any] 
         C_pred[te] = predicted_costs(t, tr, te)
     Crel = C_pred / C_pred.max(axis=1, keepdims=True)
     kappa_row = _fold_kappa(kappas, folds, n)
-    two = len(t.models) == 2 and t.strong and t.weak
+    weak = t.weak if len(t.models) == 2 and t.strong and t.weak else None  # the cheap one of a two-model table
+    two = weak is not None
     if cheap is None:
-        cheap = [t.weak] if two else _default_cheap(t, strong)
+        cheap = [weak] if weak is not None else _default_cheap(t, strong)
     res: dict[str, Any] = {"name": t.name, "n": n, "models": t.models, "strong": strong, "cheap": cheap,
                            "kappa_per_fold": kappas, "secs": {"router": secs_router, "verifier": secs_ver},
                            "tail_chars": d.tail_chars}
@@ -280,8 +282,8 @@ def evaluate_cascade(d: AnswerData, folds_k: int = 5, router: Callable[[], Any] 
                                  "spearman": _spearman(v[rows], yy),
                                  "brier": float(np.mean((v[rows] - yy) ** 2)),
                                  "mean_score": float(v[rows].mean()), "mean_label": float(yy.mean())}
-    if two:
-        res.update(_two_model(d, Q, Crel, v, cell, kappa_row, t.model_index(t.weak), s, Y, C, folds, log))
+    if weak is not None:
+        res.update(_two_model(d, Q, Crel, v, cell, kappa_row, t.model_index(weak), s, Y, C, folds, log))
     else:
         res.update(_n_model(d, Q, C_pred, Crel, v, cell, kappa_row, [t.model_index(c) for c in cheap], s, Y, C, log))
     return res

@@ -82,8 +82,8 @@ def router_scorer(path: Any) -> Callable[[SourceData], tuple[np.ndarray, bool]]:
     from pointsman.routing.semantic import router_file
 
     predictor = load_predictor(router_file(path))
-    anchors = predictor.info.get("anchor_quality") or {}
-    ranked = sorted(anchors, key=anchors.get) if len(anchors) >= 2 else list(predictor.model_names)
+    anchors: dict[str, float] = predictor.info.get("anchor_quality") or {}
+    ranked = sorted(anchors, key=lambda name: anchors[name]) if len(anchors) >= 2 else list(predictor.model_names)
     weak, strong = predictor.model_names.index(ranked[0]), predictor.model_names.index(ranked[-1])
     trained = set(str(predictor.info.get("trained_on", "")).split("+"))
 
@@ -132,7 +132,7 @@ def _knn_z(train: SourceData, test: SourceData) -> np.ndarray:
 
 def _pair(table: OutcomeTable, length_control: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows with both, weak scores, strong scores) normalised, optionally length-controlled preferences."""
-    s, w = table.model_index(table.strong), table.model_index(table.weak)  # type: ignore[arg-type]
+    s, w = table.pair_index()
     scores = table.normalised_scores()
     if length_control and table.label_kind(table.source_of_rows()[0]) == "preference":
         adjusted, _ = length_controlled(scores[:, [w]], None if table.output_tokens is None else table.output_tokens[:, [w]],
@@ -148,14 +148,14 @@ def _apgr(score: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> float:
 
 
 def reliability(confidence: np.ndarray, chose_strong: np.ndarray, realised: np.ndarray, threshold: float,
-                bins: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> list[dict[str, float]]:
+                bins: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> list[dict[str, float | str]]:
     """Per confidence bin: decisions, mean confidence, share right (the chosen model was the better pick for
     that prompt: the strong one exactly when its realised gain beat the threshold; ties count half) and the
     mean realised advantage of the choice over the alternative, in score units."""
     sign = np.where(chose_strong, 1.0, -1.0)
     margin = (realised - threshold) * sign
     right = np.where(margin > 0, 1.0, np.where(margin == 0, 0.5, 0.0))
-    out = []
+    out: list[dict[str, float | str]] = []
     for lo, hi in zip(bins[:-1], bins[1:]):
         inside = (confidence >= lo) & ((confidence < hi) if hi < 1.0 else (confidence <= hi))
         if inside.any():

@@ -125,7 +125,7 @@ class OutcomeTable:
     output_tokens: np.ndarray | None = None
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     groups: list[str] | None = None
-    ids: list[str] | None = None
+    ids: list[str] = field(default_factory=list)  # empty: "0", "1", ... (set in __post_init__)
     score_range: tuple[float, float] = (0.0, 1.0)
     strong: str | None = None
     weak: str | None = None
@@ -146,7 +146,7 @@ class OutcomeTable:
             raise ValueError("input_tokens must have one entry per prompt")
         if self.output_tokens is not None:
             self.output_tokens = np.asarray(self.output_tokens, dtype=np.float64)
-        if self.ids is None:
+        if not self.ids:
             self.ids = [str(i) for i in range(n)]
         if self.groups is not None and len(self.groups) != n:
             raise ValueError("groups must have one entry per prompt")
@@ -171,6 +171,12 @@ class OutcomeTable:
 
     def model_index(self, name: str) -> int:
         return self.models.index(name)
+
+    def pair_index(self) -> tuple[int, int]:
+        """The columns of the reference pair (strong, weak); ValueError when the table has none."""
+        if self.strong is None or self.weak is None:
+            raise ValueError(f"{self.name}: no strong/weak reference pair")
+        return self.model_index(self.strong), self.model_index(self.weak)
 
     def subset(self, idx: Sequence[int] | np.ndarray) -> "OutcomeTable":
         """Rows ``idx`` (a list of indices or a boolean mask) as a new table."""
@@ -720,7 +726,7 @@ def load_long_format_answers(paths: str | os.PathLike | Sequence[str | os.PathLi
             for row in rows:
                 fh.write(json.dumps({k: v for k, v in row.items() if k != "answer"}, ensure_ascii=False) + "\n")
         table = load_long_format(path, prices=prices, name=name, score_range=score_range)
-    key_pos = {}
+    key_pos: dict[tuple[str, str | None], int] = {}
     for i, (pid, prompt) in enumerate(zip(table.ids, table.prompts)):
         key_pos.setdefault(("id", pid), i)
         key_pos.setdefault(("p", prompt), i)
@@ -729,11 +735,11 @@ def load_long_format_answers(paths: str | os.PathLike | Sequence[str | os.PathLi
     for row in rows:
         if not row.get("answer"):
             continue
-        prompt = row.get("prompt")
-        if prompt is None and "messages" in row:
-            prompt = "\n".join(str(mm.get("content", "")) for mm in row["messages"])
+        text: str | None = row.get("prompt")
+        if text is None and "messages" in row:
+            text = "\n".join(str(mm.get("content", "")) for mm in row["messages"])
         pid = str(row.get("prompt_id") or "")
-        i = key_pos[("id", pid)] if pid else key_pos[("p", prompt)]
+        i = key_pos[("id", pid)] if pid else key_pos[("p", text)]
         answers[i][mpos[str(row["model"])]] = str(row["answer"])
     return AnswerTable(table, answers)
 

@@ -71,7 +71,7 @@ class GainLabels:
     gain: np.ndarray
     z: np.ndarray
     sources: list[str]
-    source_stats: dict[str, dict[str, float]]
+    source_stats: dict[str, dict[str, float | str]]  # per source: mean, sd, models, length_gamma, label_kind
 
     def absolute(self) -> np.ndarray:
         """(n,) bool: rows whose source's labels are absolute (correctness or a judge's grade)."""
@@ -87,12 +87,12 @@ def gain_labels(table: OutcomeTable, exclude_models: tuple[str, ...] = ()) -> Ga
     discrimination = np.full(len(table), np.nan)
     gain = np.full(len(table), np.nan)
     z = np.full(len(table), np.nan)
-    stats: dict[str, dict[str, float]] = {}
+    stats: dict[str, dict[str, float | str]] = {}
     keep = np.array([m not in exclude_models for m in table.models])
     for source in dict.fromkeys(sources):
         rows = np.flatnonzero(names == source)
         block = scores[rows][:, keep]
-        cols = ~np.isnan(block).all(axis=0)
+        cols = np.asarray(~np.isnan(block).all(axis=0))  # (the stubs allow a scalar)
         block = block[:, cols]
         kept_names = [m for m, k in zip(table.models, keep) if k]
         kept_names = [m for m, c in zip(kept_names, cols) if c]
@@ -122,6 +122,6 @@ def gain_labels(table: OutcomeTable, exclude_models: tuple[str, ...] = ()) -> Ga
         z[rows] = (slope - mean) / (sd if sd > 0 else 1.0)
         stats[source] = {"mean": mean, "sd": sd, "models": int(block.shape[1]), "length_gamma": gamma,
                          "pair_gap": gap, "mean_gain": float(np.nanmean(slope * gap)),
-                         "label_kind": kind}  # type: ignore[dict-item]
+                         "label_kind": kind}
     return GainLabels(discrimination, gain, z, sources, stats)
 

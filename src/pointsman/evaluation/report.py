@@ -27,7 +27,7 @@ from pointsman.predictors.decide import choose_by_floor, decision_confidence, la
 try:
     from tqdm import tqdm
 except ImportError:  # pragma: no cover
-    class tqdm:  # minimal stand-in
+    class tqdm:  # type: ignore[no-redef]  # a minimal stand-in when tqdm is not installed
         def __init__(self, it=None, **kw):
             self.it = it
 
@@ -70,7 +70,8 @@ def folds_of(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def pair_score(Q: np.ndarray, t: OutcomeTable) -> np.ndarray:
-    return Q[:, t.model_index(t.strong)] - Q[:, t.model_index(t.weak)]
+    s, w = t.pair_index()
+    return Q[:, s] - Q[:, w]
 
 
 def predicted_costs(t: OutcomeTable, train_idx: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -91,7 +92,7 @@ def predicted_costs(t: OutcomeTable, train_idx: np.ndarray, idx: np.ndarray) -> 
 
 
 def two_model_quality(t: OutcomeTable, score: np.ndarray) -> dict:
-    s, w = t.model_index(t.strong), t.model_index(t.weak)
+    s, w = t.pair_index()
     c = M.two_model_curve(score, t.scores[:, w], t.scores[:, s])
     # cost-quality points along the same ordering (realised per-prompt costs)
     order = np.argsort(-score, kind="stable")
@@ -110,15 +111,15 @@ def n_model_quality(t: OutcomeTable, Q: np.ndarray, C_pred: np.ndarray, ref: str
     """Sweep the knob on predicted quality/cost; score with realised scores/costs on ``rows``."""
     Y, C = t.scores[rows], t.cost[rows]
     Qr, Cr = Q[rows], C_pred[rows]
-    pts = []
+    outcomes = []
     lam_grid = lambda_grid(Qr, Cr, 80) if lambdas is None else lambdas
     for lam, ch in sweep(Qr, Cr, lam_grid):
-        pts.append(M.routed_outcome(ch, Y, C))
+        outcomes.append(M.routed_outcome(ch, Y, C))
     # the other knob: the cheapest model whose predicted score clears a floor
     lo, hi = t.score_range
     for floor in np.linspace(lo, hi, 91):
-        pts.append(M.routed_outcome(choose_by_floor(Qr, Cr, floor), Y, C))
-    pts = np.array(pts)
+        outcomes.append(M.routed_outcome(choose_by_floor(Qr, Cr, floor), Y, C))
+    pts = np.array(outcomes)
     single_c, single_q = C.mean(axis=0), Y.mean(axis=0)
     cheapest = int(np.argmin(single_c))
     r = t.model_index(ref)
@@ -143,7 +144,8 @@ def cv_predict(make, X, F, t: OutcomeTable, folds, train_rows=None) -> np.ndarra
     return Q
 
 
-def cv_predict_many(cands, names, X, F, t: OutcomeTable, folds, progress: bool = False) -> dict:
+def cv_predict_many(cands, names, X, F, t: OutcomeTable, folds, progress: bool = False
+                    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Held-out predictions of several candidates on the same folds.
 
     The "ensemble" candidate averages its members' predictions; since every member is fitted
@@ -197,7 +199,7 @@ def uncertainty_report(t: OutcomeTable, X, F, folds, log, bins: int = 5) -> dict
     picked that model. Prompts are split into confidence quintiles; a usable uncertainty shows
     accuracy rising with confidence, and the low-confidence bins are where a judge tier helps.
     """
-    s, w = t.model_index(t.strong), t.model_index(t.weak)
+    s, w = t.pair_index()
     out = {}
     for name, make in (("logistic x5", lambda: LinearPredictor("logistic", epochs=20 if len(t) > 5000 else 40, n_members=5)),
                        ("mf x5", lambda: MFPredictor(epochs=20 if len(t) > 5000 else 40, n_members=5))):
@@ -235,7 +237,7 @@ def uncertainty_report(t: OutcomeTable, X, F, folds, log, bins: int = 5) -> dict
 def run_two_model(t: OutcomeTable, X, F, folds_k: int = 5, quick: bool = False, log=print) -> dict:
     n = len(t)
     folds = folds_of(n, folds_k)
-    s, w = t.model_index(t.strong), t.model_index(t.weak)
+    s, w = t.pair_index()
     res: dict[str, dict] = {}
     rng = np.random.default_rng(0)
     res["random"] = two_model_quality(t, np.zeros(n))

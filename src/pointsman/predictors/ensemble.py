@@ -57,9 +57,8 @@ class EnsemblePredictor(QualityPredictor):
         for i, m in enumerate(self.members):
             for k, v in m._arrays().items():
                 out[f"m{i}.{k}"] = v
-            if m.scaler.mean is not None:
-                out[f"m{i}._feat_mean"] = m.scaler.mean
-                out[f"m{i}._feat_std"] = m.scaler.std
+            for k, v in m.scaler.arrays().items():
+                out[f"m{i}.{k}"] = v
         return out
 
     def _load_arrays(self, arrays):

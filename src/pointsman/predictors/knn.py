@@ -35,6 +35,13 @@ class KNNPredictor(QualityPredictor):
         self._X: np.ndarray | None = None
         self._Y: np.ndarray | None = None       # (n, m) in [0,1], NaN = no label
         self._mu: np.ndarray | None = None      # (m,) prior mean
+        self._X32: np.ndarray | None = None     # _X as float32, converted once
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """_X, _Y, _mu."""
+        if self._X is None or self._Y is None or self._mu is None:
+            raise ValueError("this predictor is not fitted")
+        return self._X, self._Y, self._mu
 
     def _fit(self, X, F, Y01):
         # Prompt features are not used by kNN (the embedding decides the neighbourhood).
@@ -45,8 +52,9 @@ class KNNPredictor(QualityPredictor):
 
     def neighbours(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(indices (n, k), cosine similarities (n, k)) of the nearest training prompts."""
-        if getattr(self, "_X32", None) is None or len(self._X32) != len(self._X):
-            self._X32 = self._X.astype(np.float32)   # converted once, not per call
+        stored = self._state()[0]
+        if self._X32 is None or len(self._X32) != len(stored):
+            self._X32 = stored.astype(np.float32)   # converted once, not per call
         Xt = self._X32
         k = min(self.k, len(Xt))
         idx_out = np.empty((len(X), k), dtype=np.int64)
@@ -59,19 +67,20 @@ class KNNPredictor(QualityPredictor):
         return idx_out, sim_out
 
     def _predict(self, X, F):
+        _, Y, mu = self._state()
         idx, sim = self.neighbours(X)
         # Softmax-style weights relative to the nearest neighbour: exp((sim - sim_max)/T).
         w = np.exp((sim - sim.max(axis=1, keepdims=True)) / self.temperature)[:, :, None]  # (n, k, 1)
-        Yn = self._Y[idx]                                                # (n, k, m)
+        Yn = Y[idx]                                                # (n, k, m)
         has = ~np.isnan(Yn)
         Yz = np.where(has, Yn, 0.0)
         W = (w * has).sum(axis=1)                                        # (n, m) effective evidence
         num = (w * Yz).sum(axis=1)
         a = self.prior
-        mean = (num + a * self._mu) / (W + a)
+        mean = (num + a * mu) / (W + a)
         # second moment for the spread of the labels (Bernoulli variance for 0/1)
         sq = (w * Yz * Yz).sum(axis=1)
-        m2 = (sq + a * (self._mu ** 2 + self._mu * (1 - self._mu))) / (W + a)
+        m2 = (sq + a * (mu ** 2 + mu * (1 - mu))) / (W + a)
         var_labels = np.clip(m2 - mean ** 2, 1e-6, None)
         far = 1.0 + self.distance_scale * np.clip(1.0 - sim.max(axis=1), 0.0, None)[:, None]
         sd = np.sqrt(var_labels / (W + a + 1.0)) * far

@@ -42,7 +42,16 @@ class MFPredictor(QualityPredictor):
         self.bootstrap = bool(bootstrap)
         self.use_features = bool(use_features)
         self.seed = int(seed)
-        self._P = self._V = self._b = None
+        # per ensemble member: the prompt projection (E, D, k), model vectors (E, m, k), model biases (E, m)
+        self._P: np.ndarray | None = None
+        self._V: np.ndarray | None = None
+        self._b: np.ndarray | None = None
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """_P, _V, _b."""
+        if self._P is None or self._V is None or self._b is None:
+            raise ValueError("this predictor is not fitted")
+        return self._P, self._V, self._b
 
     def _inputs(self, X, F):
         if self.use_features and F.shape[1]:
@@ -104,7 +113,8 @@ class MFPredictor(QualityPredictor):
 
     def _predict(self, X, F):
         Z = self._inputs(X, F).astype(np.float32)
-        outs = np.stack([sigmoid((Z @ self._P[e]) @ self._V[e].T + self._b[e]) for e in range(len(self._P))])
+        P, V, b = self._state()
+        outs = np.stack([sigmoid((Z @ P[e]) @ V[e].T + b[e]) for e in range(len(P))])
         outs = outs.astype(np.float64)
         sd = outs.std(axis=0, ddof=1) if len(outs) > 1 else np.zeros(outs.shape[1:])
         return outs.mean(axis=0), sd
@@ -112,7 +122,7 @@ class MFPredictor(QualityPredictor):
     def prompt_embedding(self, X: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """(E, n, k) projected prompts, one per ensemble member."""
         Z = self._inputs(np.asarray(X, np.float32), self.scaler.transform(features, len(X)))
-        return np.stack([Z @ P for P in self._P])
+        return np.stack([Z @ P for P in self._state()[0]])
 
     def add_model(self, name: str, X: np.ndarray | None = None, features: np.ndarray | None = None,
                   scores: np.ndarray | None = None, reg: float = 1.0, iters: int = 50) -> "MFPredictor":
@@ -123,9 +133,10 @@ class MFPredictor(QualityPredictor):
         """
         if name in self.model_names:
             raise ValueError(f"{name} already in the predictor")
-        E = len(self._P)
-        v0 = self._V.mean(axis=1)   # (E, k)
-        b0 = self._b.mean(axis=1)   # (E,)
+        P, V, b = self._state()
+        E = len(P)
+        v0 = V.mean(axis=1)   # (E, k)
+        b0 = b.mean(axis=1)   # (E,)
         newV, newb = v0.copy(), b0.copy()
         if X is not None and scores is not None and len(scores):
             lo, hi = self.score_range
@@ -147,8 +158,8 @@ class MFPredictor(QualityPredictor):
                     if np.abs(step).max() < 1e-6:
                         break
                 newV[e], newb[e] = w[:-1], w[-1]
-        self._V = np.concatenate([self._V, newV[:, None, :].astype(np.float32)], axis=1)
-        self._b = np.concatenate([self._b, newb[:, None].astype(np.float32)], axis=1)
+        self._V = np.concatenate([V, newV[:, None, :].astype(np.float32)], axis=1)
+        self._b = np.concatenate([b, newb[:, None].astype(np.float32)], axis=1)
         self.model_names.append(name)
         return self
 
