@@ -12,6 +12,13 @@ from pointsman.learning.commands import add_commands as add_learning_commands
 from pointsman.learning.commands import add_train_options
 
 
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    password = urlsplit(url).password
+    return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
 def _serve(args: argparse.Namespace) -> int:
     import os
 
@@ -49,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     print(f"pointsman {__version__}: {len(config.models)} model(s): {', '.join(gateway.pool.by_price)}", file=sys.stderr)
     print(f"  policies: {', '.join('router/' + p for p in gateway.router.policies)} (model=\"auto\" = "
-          f"router/{config.server.default_policy}); ledger: {config.server.ledger_url}", file=sys.stderr)
+          f"router/{config.server.default_policy}); ledger: {_without_password(config.server.ledger_url)}", file=sys.stderr)
     print(f"  OpenAI base URL: http://{host}:{port}/v1" + (f" ({args.workers} workers)" if args.workers > 1 else ""),
           file=sys.stderr)
     print(f"  {what_is_on(config)}", file=sys.stderr)

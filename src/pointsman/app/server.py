@@ -252,8 +252,9 @@ class Gateway:
         self.dispatcher = Dispatcher(self.pool, self.server)
         self.ledger = BatchLedger(sink_from_url(self.server.ledger_url), flush_interval_s=self.server.ledger_flush_interval_s,
                                   batch_size=self.server.ledger_batch_size)
-        self.redactor = Redactor([secret for entry in self.pool.entries.values()
-                                  for secret in (entry.provider.api_key, *url_secrets(entry.config.base_url))])
+        self.redactor = Redactor([*(secret for entry in self.pool.entries.values()
+                                    for secret in (entry.provider.api_key, *url_secrets(entry.config.base_url))),
+                                  *url_secrets(self.server.ledger_url)])  # a database password in an error
         self.client_keys = self._keys(self.server.api_keys_env, "server.api_keys_env")
         self.admin_key = self._keys([self.server.admin_key_env], "server.admin_key_env") if self.server.admin_key_env else set()
         self._models_body = orjson.dumps({"object": "list", "data": [

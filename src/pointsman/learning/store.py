@@ -13,6 +13,7 @@ process being killed (WAL: the commit is in the log file before ``add_feedback``
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -22,7 +23,8 @@ from typing import Any
 
 from pointsman.ledger.sqlite import SCHEMA as LEDGER_SCHEMA
 
-__all__ = ["OutcomeRow", "OutcomeStore", "RequestOwner", "SqliteOutcomeStore", "outcome_store_from_url"]
+__all__ = ["OutcomeRow", "OutcomeStore", "PostgresOutcomeStore", "RequestOwner", "SqlOutcomeStore",
+           "SqliteOutcomeStore", "outcome_store_from_url"]
 
 # the ledger's tables (ledger/sqlite.py: requests, prompts) and the outcomes'
 SCHEMA = """
@@ -107,79 +109,104 @@ class OutcomeStore(ABC):
     def close(self) -> None: ...
 
 
-class SqliteOutcomeStore(OutcomeStore):
-    """The store in the ledger's SQLite file. One connection per thread: the gateway calls it from worker threads."""
+class SqlOutcomeStore(OutcomeStore):
+    """The store in the ledger's database, in SQL both SQLite and PostgreSQL speak. One connection per thread:
+    the gateway calls it from worker threads."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[Any] = []
         self._lock = threading.Lock()
-        self._conn.executescript(LEDGER_SCHEMA + SCHEMA)
+        self._create_tables()
+
+    # the dialect: subclasses connect, open a write transaction, and write placeholders their way
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _transaction(self, db: Any) -> Any:
+        raise NotImplementedError
+
+    def _create_tables(self) -> None:
+        raise NotImplementedError
+
+    placeholder = "?"
+
+    def _sql(self, query: str) -> str:
+        return query if self.placeholder == "?" else query.replace("?", self.placeholder)
 
     @property
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Any:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # a commit is in the WAL file: it survives the process dying
-            self._local.db = db
+            db = self._local.db = self._connect()
             with self._lock:
                 self._connections.append(db)
         return db
 
+    def _read_transaction(self, db: Any) -> Any:
+        return self._transaction(db)
+
+    def _fetch(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        db = self._conn
+        with self._read_transaction(db):
+            return list(db.execute(self._sql(query), params).fetchall())
+
     def owner(self, request_id: str) -> RequestOwner | None:
-        found = self._conn.execute("SELECT key_id, chosen_model, status, tier FROM requests WHERE id = ?",
-                                   (request_id,)).fetchone()
-        return RequestOwner(*found) if found else None
+        found = self._fetch("SELECT key_id, chosen_model, status, tier FROM requests WHERE id = ?", (request_id,))
+        return RequestOwner(*found[0]) if found else None
 
     def add_feedback(self, request_id: str, key_id: str | None, score: float, comment: str | None) -> bool:
         db = self._conn
         key = key_id or OPEN_GATEWAY
-        with _transaction(db):
-            existed = db.execute("SELECT 1 FROM feedback WHERE request_id = ? AND key_id = ?", (request_id, key)).fetchone()
-            db.execute("INSERT INTO feedback (request_id, key_id, score, comment, ts) VALUES (?, ?, ?, ?, ?) "
-                       "ON CONFLICT (request_id, key_id) DO UPDATE SET score = excluded.score, "
-                       "comment = excluded.comment, ts = excluded.ts", (request_id, key, score, comment, time.time()))
+        with self._transaction(db):
+            existed = db.execute(self._sql("SELECT 1 FROM feedback WHERE request_id = ? AND key_id = ?"),
+                                 (request_id, key)).fetchone()
+            db.execute(self._sql("INSERT INTO feedback (request_id, key_id, score, comment, ts) VALUES (?, ?, ?, ?, ?) "
+                                 "ON CONFLICT (request_id, key_id) DO UPDATE SET score = excluded.score, "
+                                 "comment = excluded.comment, ts = excluded.ts"),
+                       (request_id, key, score, comment, time.time()))
         return existed is None
 
     def add_shadow(self, request_id: str, scores: dict[str, float], judge: str, propensity: dict[str, float]) -> None:
         now = time.time()
         db = self._conn
-        with _transaction(db):
-            db.executemany("INSERT OR REPLACE INTO shadow (request_id, model, score, judge, ts, propensity) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", [(request_id, model, score, judge, now, propensity.get(model, 1.0))
-                                                         for model, score in scores.items()])
+        with self._transaction(db):
+            for model, score in scores.items():
+                db.execute(self._sql(
+                    "INSERT INTO shadow (request_id, model, score, judge, ts, propensity) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (request_id, model) DO UPDATE SET score = excluded.score, judge = excluded.judge, "
+                    "ts = excluded.ts, propensity = excluded.propensity"),
+                    (request_id, model, score, judge, now, propensity.get(model, 1.0)))
 
     def outcomes(self, since: float = 0.0, until: float | None = None) -> list[OutcomeRow]:
         until = float("inf") if until is None else until
         # the client's word first: a judge's score of the same answer is used only where there is no feedback
-        rows = self._conn.execute(
+        rows = self._fetch(
             """
             SELECT r.id, r.ts, p.text, r.chosen_model, AVG(f.score), 'feedback', 1.0, r.prompt_tokens, r.completion_tokens
               FROM feedback f JOIN requests r ON r.id = f.request_id JOIN prompts p ON p.id = r.id
-             WHERE r.ts >= ? AND r.ts < ? AND r.status = 200 AND r.cache_hit = 0 AND r.chosen_model IS NOT NULL
-             GROUP BY r.id
+             WHERE r.ts >= ? AND r.ts < ? AND r.status = 200 AND NOT r.cache_hit AND r.chosen_model IS NOT NULL
+             GROUP BY r.id, p.text
             UNION ALL
             SELECT r.id, r.ts, p.text, s.model, s.score, 'shadow', s.propensity, 0, 0
               FROM shadow s JOIN requests r ON r.id = s.request_id JOIN prompts p ON p.id = r.id
              WHERE r.ts >= ? AND r.ts < ? AND NOT (s.model = r.chosen_model
                    AND EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = r.id))
             ORDER BY 2, 1
-            """, (since, until, since, until)).fetchall()
-        return [OutcomeRow(*row) for row in rows]
+            """, (since, until, since, until))
+        return [OutcomeRow(str(i), float(ts), text, model, float(score), signal, float(p), int(pt), int(ct))
+                for i, ts, text, model, score, signal, p, pt, ct in rows]
 
     def recent_prompts(self, since: float, limit: int = 5000) -> list[str]:
-        return [text for (text,) in self._conn.execute(
-            "SELECT text FROM prompts WHERE ts >= ? ORDER BY ts DESC LIMIT ?", (since, limit))]
+        return [text for (text,) in self._fetch("SELECT text FROM prompts WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
+                                                (since, limit))]
 
     def purge(self, before: float) -> int:
         db = self._conn
-        with _transaction(db):
-            deleted = 0
+        deleted = 0
+        with self._transaction(db):
             for table in ("prompts", "feedback", "shadow"):
-                deleted += db.execute(f"DELETE FROM {table} WHERE ts < ?", (before,)).rowcount
+                deleted += db.execute(self._sql(f"DELETE FROM {table} WHERE ts < ?"), (before,)).rowcount
         return deleted
 
     def close(self) -> None:
@@ -190,7 +217,55 @@ class SqliteOutcomeStore(OutcomeStore):
         self._local = threading.local()
 
 
-class _transaction:
+class SqliteOutcomeStore(SqlOutcomeStore):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # a commit is in the WAL file: it survives the process dying
+        return db
+
+    def _create_tables(self) -> None:
+        self._conn.executescript(LEDGER_SCHEMA + SCHEMA)
+
+    def _transaction(self, db: sqlite3.Connection) -> Any:
+        return _SqliteTransaction(db)
+
+    def _read_transaction(self, db: sqlite3.Connection) -> Any:
+        return contextlib.nullcontext(db)  # autocommit: a read sees the last commit and takes no write lock
+
+
+class PostgresOutcomeStore(SqlOutcomeStore):
+    """The store in the ledger's PostgreSQL database: replicas on several machines share it."""
+
+    placeholder = "%s"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        super().__init__()
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url)
+
+    def _create_tables(self) -> None:
+        from pointsman.ledger.postgres import SCHEMA as POSTGRES_LEDGER_SCHEMA
+
+        db = self._conn
+        with db.transaction():
+            for statement in (POSTGRES_LEDGER_SCHEMA + SCHEMA.replace(" REAL", " DOUBLE PRECISION")).split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def _transaction(self, db: Any) -> Any:
+        return db.transaction()
+
+
+class _SqliteTransaction:
     """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK) on an autocommit connection."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -206,6 +281,8 @@ class _transaction:
 
 def outcome_store_from_url(url: str) -> OutcomeStore:
     """The store for a ledger URL (the same database as the ledger)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresOutcomeStore(url)
     from pointsman.ledger import sqlite_path
 
     return SqliteOutcomeStore(sqlite_path(url))

@@ -1,4 +1,4 @@
-"""Ledgers: a batching front (base.BatchLedger) and one sink per store (sqlite.py; postgres later)."""
+"""Ledgers: a batching front (base.BatchLedger) and one sink per store (sqlite.py, postgres.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ from pointsman.ledger.base import Attempt, BatchLedger, LedgerRecord, LedgerSink
 def sqlite_path(url: str) -> str:
     """The file of a sqlite:/// URL (three slashes: relative, four: absolute)."""
     if not url.startswith("sqlite://"):
-        raise ValueError(f"unsupported ledger_url {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db")
+        raise ValueError(f"unsupported ledger_url {url!r}: use sqlite:///relative.db, sqlite:////absolute/path.db or "
+                         "postgresql://user@host:5432/database")
     path = url[len("sqlite://"):]
     return path[1:] if path.startswith("/") else path
 
 
 def sink_from_url(url: str) -> LedgerSink:
+    if url.startswith(("postgresql://", "postgres://")):
+        from pointsman.ledger.postgres import PostgresSink
+
+        return PostgresSink(url)
     from pointsman.ledger.sqlite import SqliteSink
 
     return SqliteSink(sqlite_path(url))
