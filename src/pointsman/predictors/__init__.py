@@ -5,6 +5,7 @@ an uncertainty; see :mod:`pointsman.predictors.base` for the contract. Artefacts
 plus JSON metadata in one ``.npz`` (no pickle); :func:`load_predictor` reads any kind.
 """
 
+from pointsman.predictors.adapted import AdaptedPredictor
 from pointsman.predictors.base import QualityPredictor, load_predictor
 from pointsman.predictors.decide import (choose_by_floor, choose_by_lambda, decision_confidence,
                                           lambda_grid, sweep)
@@ -14,5 +15,5 @@ from pointsman.predictors.linear import LinearPredictor
 from pointsman.predictors.mf import MFPredictor
 from pointsman.predictors.transfer import TransferPredictor
 
-__all__ = ["QualityPredictor", "load_predictor", "EnsemblePredictor", "KNNPredictor", "LinearPredictor", "MFPredictor",
+__all__ = ["QualityPredictor", "load_predictor", "AdaptedPredictor", "EnsemblePredictor", "KNNPredictor", "LinearPredictor", "MFPredictor",
            "TransferPredictor", "choose_by_lambda", "choose_by_floor", "decision_confidence", "lambda_grid", "sweep"]
