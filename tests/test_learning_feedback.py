@@ -186,3 +186,32 @@ learning: {{store_prompts: true}}
     stored = {row["request_id"] for row in rows(ledger, "feedback")}
     lost = [r for r in acknowledged if r not in stored]
     assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged feedback rows lost: {lost[:5]}"
+
+
+def test_feedback_works_across_workers(tmp_path, upstream):
+    """With --workers 2 a request and its feedback may land on different workers, the request still in the other
+    worker's ledger buffer: the feedback waits for it (within the flush interval) instead of answering 404."""
+    ledger = tmp_path / "ledger.db"
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""
+models:
+  - {{name: small, provider: openai, base_url: "{upstream.url}/v1", model: echo, api_key_env: {API_KEY_ENV}}}
+policies: {{auto: {{default: small}}}}
+server: {{ledger_url: "sqlite:///{ledger}", ledger_flush_interval_s: 0.5, cache: {{enabled: false}}}}
+learning: {{store_prompts: true}}
+""")
+    process, url = serve_cli(["--config", str(path), "--workers", "2"], tmp_path,
+                             {**os.environ, API_KEY_ENV: UPSTREAM_SECRET}, output=subprocess.DEVNULL, timeout_s=60)
+    try:
+        prefixes = set()
+        for i in range(30):  # new connections, so that the kernel spreads them over both workers
+            answer = httpx.post(f"{url}/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": f"q{i}"}]})
+            request_id = answer.headers["x-pointsman-request-id"]
+            prefixes.add(request_id[:16])
+            response = httpx.post(f"{url}/v1/feedback", json={"request_id": request_id, "score": 1})
+            assert response.status_code == 200, response.text
+        assert len(prefixes) == 2, "every request landed on one worker: the test did not cross workers"
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert len(rows(ledger, "feedback")) == 30
