@@ -59,6 +59,20 @@ def test_config_errors_name_the_problem(tmp_path, text, needle):
     assert needle in str(caught.value) and "pool.yaml" in str(caught.value)
 
 
+def test_a_word_out_of_a_closed_set_is_refused_with_the_accepted_ones(tmp_path):
+    """Fields typed as a Literal in the schema: msgspec refuses the value, the loader names the choices."""
+    for text, message in (
+            ("policies: {auto: {cascade: {mode: sometimes}}}", "cascade.mode must be one of 'always', 'route', not 'sometimes'"),
+            ("policies: {auto: {cascade: {stream: drip}}}", "cascade.stream must be one of 'hold', 'skip', not 'drip'"),
+            ("server: {cache: {encoder: static}}", "server.cache.encoder must be one of 'minilm', 'minilm-dup', not 'static'")):
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path, "models: [{name: a, provider: openai, capabilities: [json]}]\n" + text))
+        assert message in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "models: [{name: a, provider: openai, capabilities: [json, telepathy]}]"))
+    assert "models[0].capabilities[1] must be one of 'json', 'tools', 'vision', not 'telepathy'" in str(caught.value)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "absent.yaml")

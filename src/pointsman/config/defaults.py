@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
-from pointsman.config.schema import Config, ModelConfig, Policy, Prices, SemanticTierConfig, ServerConfig
+from pointsman.config.schema import Capability, Config, ModelConfig, Policy, Prices, SemanticTierConfig, ServerConfig
 
-_ALL = ["tools", "vision", "json"]
+_ALL: list[Capability] = ["tools", "vision", "json"]
 
 # env var -> models it unlocks
 CLOUD_CATALOGUE: dict[str, list[ModelConfig]] = {

@@ -165,7 +165,9 @@ def parse_config(data: Any, source: str = "config") -> Config:
                 **({"server": server} if server else {})}
     try:
         config = msgspec.convert(data, Config)
-    except (msgspec.ValidationError, ValueError) as exc:
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_explained(exc)}") from None
+    except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     names = [m.name for m in config.models]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -180,6 +182,41 @@ def parse_config(data: Any, source: str = "config") -> Config:
         if name not in names:
             raise ConfigError(f"{source}: learning.shadow names {name!r}, which is not a pool model")
     return config
+
+
+_BAD_CHOICE = re.compile(r"Invalid enum value (?P<value>.+) - at `\$\.(?P<path>[^`]+)`")
+
+
+def _explained(exc: msgspec.ValidationError) -> str:
+    """msgspec's message, naming the accepted words when a field takes one of a few (a Literal in the schema)."""
+    found = _BAD_CHOICE.fullmatch(str(exc))
+    choices = _choices_at(found["path"]) if found else None
+    if found is None or not choices:
+        return str(exc)
+    return f"{found['path']} must be one of {', '.join(map(repr, choices))}, not {found['value']}"
+
+
+def _choices_at(path: str) -> tuple[Any, ...] | None:
+    """The values of the Literal at a msgspec error path (``policies[...].cascade.mode``), if it is one."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(Config)
+    for part in [*re.findall(r"[^.\[\]]+|\[[^\]]*\]", path), None]:  # names, and [0] or [...] (an item)
+        if isinstance(info, msgspec.inspect.UnionType):  # `X | None`: X
+            types = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+            info = types[0] if len(types) == 1 else info
+        if part is None:
+            break
+        if part.startswith("[") and isinstance(info, msgspec.inspect.ListType):
+            info = info.item_type
+        elif part.startswith("[") and isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        elif isinstance(info, msgspec.inspect.StructType):
+            field = next((f for f in info.fields if f.encode_name == part), None)
+            if field is None:
+                return None
+            info = field.type
+        else:
+            return None
+    return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
 
 
 def load_config(path: str | Path) -> Config:

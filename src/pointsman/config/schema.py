@@ -1,12 +1,14 @@
-"""The pool and policy schema, validated with msgspec so errors name the exact field."""
+"""The pool and policy schema, validated with msgspec so errors name the exact field. A field that takes one
+of a few words is a ``Literal``: msgspec refuses any other, and the loader names the accepted ones."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
 
-CAPABILITIES = frozenset({"tools", "vision", "json"})
+Capability = Literal["tools", "vision", "json"]
+CAPABILITIES = frozenset(get_args(Capability))
 
 DEFAULT_LAMBDA = 0.25  # the knob's default (SemanticTierConfig.lambda_); cascades without a semantic tier use it too
 
@@ -33,7 +35,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     prices: Prices = msgspec.field(default_factory=Prices)
     context_window: int = 8192
     max_output_tokens: int | None = None
-    capabilities: list[str] = msgspec.field(default_factory=list)
+    capabilities: list[Capability] = msgspec.field(default_factory=list)
     tags: dict[str, str] = msgspec.field(default_factory=dict)
     # A prior of how capable the model is, 0..1 (the learned router maps its difficulty score onto it).
     quality: float | None = None
@@ -50,9 +52,6 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
         return self.model or self.name
 
     def __post_init__(self) -> None:
-        unknown = set(self.capabilities) - CAPABILITIES
-        if unknown:
-            raise ValueError(f"model {self.name!r}: unknown capabilities {sorted(unknown)}; known: {sorted(CAPABILITIES)}")
         if self.prices.input < 0 or self.prices.output < 0:
             raise ValueError(f"model {self.name!r}: prices must be >= 0")
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
@@ -123,7 +122,7 @@ class CascadeConfig(msgspec.Struct, forbid_unknown_fields=True):
     """
 
     models: list[str] | None = None  # the ladder, cheapest first; None = cheapest eligible, then the routed model
-    mode: str = "route"  # "route" | "always"
+    mode: Literal["route", "always"] = "route"
     verifiers: list[str] = msgspec.field(default_factory=lambda: ["finish", "refusal", "json", "tools", "arithmetic", "learned"])
     verifier: str = "default"  # the learned verifier: "default" (shipped) or a path to a trained artefact
     threshold: float | None = None  # accept an answer scoring >= threshold; None = derived from lambda
@@ -131,17 +130,13 @@ class CascadeConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_steps: int = 2  # models called at most, the first included
     latency_budget_s: float | None = None  # no escalation once this much time has passed since the request came
     cost_budget_usd: float | None = None  # no escalation whose estimated cost would take the total past this
-    stream: str = "hold"  # streamed requests: "hold" the cheap answer until accepted, or "skip" the cascade
+    stream: Literal["hold", "skip"] = "hold"  # streamed requests: "hold" the cheap answer until accepted, or "skip" the cascade
     # "agreement": likelihood ratios of a second cheap sample agreeing / differing (bench/cascade/AGREEMENT.md)
     agree_ratio: float = 3.2
     differ_ratio: float = 0.59
     resample_temperature: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.mode not in ("route", "always"):
-            raise ValueError(f"cascade.mode must be 'route' or 'always', not {self.mode!r}")
-        if self.stream not in ("hold", "skip"):
-            raise ValueError(f"cascade.stream must be 'hold' or 'skip', not {self.stream!r}")
         if self.threshold is not None and not 0 <= self.threshold <= 1:
             raise ValueError("cascade.threshold must be within 0..1")
         if self.lambda_ is not None and self.lambda_ < 0:
@@ -188,15 +183,13 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     tools_side_effect_free: bool = False  # tool-call answers may be cached
     # the semantic layer's encoder: "minilm-dup" (MiniLM's first three layers fine-tuned on duplicate
     # questions: bench/cache/FINETUNE.md) or "minilm" (the stock six layers)
-    encoder: str = "minilm-dup"
+    encoder: Literal["minilm-dup", "minilm"] = "minilm-dup"
     # a look-up (embedding included) or a store that takes longer is given up: the request goes on as a miss
     store_timeout_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.store_timeout_s <= 0:
             raise ValueError("cache.store_timeout_s must be > 0")
-        if self.encoder not in ("minilm", "minilm-dup"):
-            raise ValueError(f"cache.encoder must be 'minilm-dup' or 'minilm', not {self.encoder!r}")
         if not (self.store == "memory" or "://" in self.store):
             raise ValueError(f"cache.store must be 'memory' or a store URL (redis://...), not {self.store!r}")
         if not 0 < self.delta < 1:
