@@ -100,6 +100,9 @@ def test_saved_as_one_artefact_and_routed_by_the_semantic_tier(world, tmp_path):
     np.testing.assert_allclose(loaded.predict_with_uncertainty(world["X"], world["F"])[0],
                                router.predict_with_uncertainty(world["X"], world["F"])[0], atol=1e-6)
     assert loaded.info["encoder"] == world["base"].info["encoder"] and loaded.info["prices"]
+    assert loaded.reference.keys() == world["base"].reference.keys()
+    assert isinstance(loaded, AdaptedPredictor) and loaded.base is not None
+    assert loaded.base.reference.keys() == world["base"].reference.keys()
 
     class FixedEmbedder:  # stands in for the static encoder: each prompt's text names its embedding
         async def embed_with_features(self, text, max_tokens=None):

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pointsman.embed.features import FEATURES_VERSION, feature_meta
-from pointsman.predictors.base import QualityPredictor, _REGISTRY, register
+from pointsman.predictors.base import REFERENCE_PREFIX, QualityPredictor, _REGISTRY, register
 
 __all__ = ["AdaptedPredictor"]
 
@@ -46,6 +46,7 @@ def _base_payload(base: QualityPredictor) -> dict[str, np.ndarray]:
     arrays = dict(base._arrays())
     if base.scaler.mean is not None and base.scaler.std is not None:
         arrays["_feat_mean"], arrays["_feat_std"] = base.scaler.mean, base.scaler.std
+    arrays.update({REFERENCE_PREFIX + name: value for name, value in base.reference.items()})
     names, version = feature_meta(len(base.scaler.mean)) if base.scaler.mean is not None else ([], FEATURES_VERSION)
     meta = {"kind": base.kind, "params": base._params(), "model_names": base.model_names,
             "score_range": list(base.score_range), "embed_dim": base.embed_dim, "feature_names": names,
@@ -146,6 +147,7 @@ class AdaptedPredictor(QualityPredictor):
         self.score_range = (0.0, 1.0)
         self.embed_dim = base.embed_dim
         self.info = dict(base.info)
+        self.reference = dict(base.reference)  # the training prompts' summary drift reads: the base's
         self._state = state
         self._rows32 = None
 
