@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -199,7 +201,12 @@ def test_log_requests_prints_one_line_per_request(make_gateway, upstream, capfd)
     gw = make_gateway({"models": [model("m", upstream, prices={"input": 1, "output": 1})], "server": {"log_requests": True}})
     httpx.post(f"{gw.base_url}/chat/completions", json={"model": "m", "messages": HELLO})
     httpx.post(f"{gw.base_url}/chat/completions", json={"model": "nope", "messages": HELLO})
-    err = capfd.readouterr().err
+    err = ""
+    for _ in range(100):  # the line is logged just after the answer is sent: the client may read it first
+        err += capfd.readouterr().err
+        if " 404 nope -> - (-) " in err:
+            break
+        time.sleep(0.02)
     assert " 200 m -> m (direct) " in err and " 404 nope -> - (-) " in err
 
 

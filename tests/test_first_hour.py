@@ -189,3 +189,16 @@ def test_the_one_time_table_distillation_is_info_not_a_warning(tmp_path, monkeyp
     distilling = [r for r in caplog.records if "distilling the static routing table" in r.getMessage()]
     assert [r.levelno for r in distilling] == [logging.INFO]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_models_cooling_down_say_why(make_gateway):
+    """After a few requests with no network every model cooled down, and the 503 said only `cooling down`."""
+    gw = make_gateway({"models": [{"name": "nowhere", "provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                   "max_retries": 0, "connect_timeout_s": 1}],
+                       "server": {"cooldown_failures": 1, "cooldown_s": 60}})
+    first = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "nowhere", "messages": HELLO}, timeout=30)
+    assert first.status_code == 502
+    cooling = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "nowhere", "messages": HELLO}, timeout=30)
+    error = cooling.json()["error"]
+    assert cooling.status_code == 503 and error["code"] == "all_models_cooling_down"
+    assert "nowhere: cooling down for" in error["message"] and "last failure: cannot connect" in error["message"]

@@ -38,9 +38,9 @@ def _as_gateway_error(error: ProviderError | None, attempts: list[Attempt], ours
 
 
 def _translate(error: ProviderError | None, attempts: list[Attempt], ours: int = 0) -> GatewayError:
-    if error is None:
-        names = ", ".join(sorted({a.model for a in attempts})) or "none"
-        return GatewayError(503, f"every eligible model is cooling down after repeated failures ({names}); try again shortly",
+    if error is None:  # each model's cooldown attempt says why it cools down: the cause, not only the symptom
+        why = "; ".join(f"{a.model}: {a.error or a.status}" for a in attempts[ours:]) or "none"
+        return GatewayError(503, f"every eligible model is cooling down after repeated failures; try again shortly ({why})",
                             code="all_models_cooling_down")
     headers = {}
     if error.status == 429 and error.retry_after is not None:
@@ -67,6 +67,7 @@ def _what_failed(attempts: list[Attempt], error: ProviderError) -> str:
 class Dispatcher:
     def __init__(self, pool: Pool, server: ServerConfig) -> None:
         self.pool = pool
+        self.last_failure: dict[str, str] = {}  # per model, the error that last counted against it
         self.backoff_base = server.retry_backoff_s
         self.backoff_cap = server.retry_backoff_cap_s
         self.max_retry_after = server.max_retry_after_s
@@ -89,7 +90,9 @@ class Dispatcher:
             counted = False  # one request counts at most one failure against a model, however often it retried
             for retry in range(entry.config.max_retries + 1):
                 if not entry.breaker.allow():
-                    attempts.append(Attempt(name, "cooldown", 0.0, f"cooling down for {entry.breaker.cooldown_remaining():.1f}s"))
+                    why = self.last_failure.get(name)
+                    attempts.append(Attempt(name, "cooldown", 0.0, f"cooling down for {entry.breaker.cooldown_remaining():.1f}s"
+                                                                   + (f" (last failure: {why})" if why else "")))
                     break
                 started = time.perf_counter()
                 try:
@@ -120,6 +123,7 @@ class Dispatcher:
                         break  # a feature this model lacks, or its configuration: no retry, no health penalty, next model
                     if error.retryable and not counted:
                         entry.breaker.record_failure()
+                        self.last_failure[name] = error.message
                         counted = True
                     else:  # the request's own fault (a 4xx), or this request already counted against the model
                         entry.breaker.release()
