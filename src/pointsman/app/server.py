@@ -491,7 +491,7 @@ class Gateway:
                 if await stage(ex):
                     break
         except GatewayError as error:
-            error.message = self._redact(error.message)
+            error.message = self._redact(error.message) or ""
             record.status, record.error = error.status, error.message
             if error.attempts or not record.attempts:  # an error after the upstream answered keeps that paid call
                 record.attempts = error.attempts
@@ -564,7 +564,7 @@ class Gateway:
 
     async def _cache_stage(self, ex: Exchange) -> bool:
         """An earlier answer, when the cache has one; else where this answer will be stored."""
-        if self.caching is None or not self.caching.may_cache(ex.raw):
+        if self.caching is None or ex.raw is None or not self.caching.may_cache(ex.raw):
             return False
         assert ex.ctx is not None
         # Tenants never share answers: the key's hash, and within it the team.
@@ -831,7 +831,7 @@ class WatchClient:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         self._watcher.remove_done_callback(self._on_disconnect)
         self._watcher.cancel()
-        if exc_type is asyncio.CancelledError and self._gone:
-            self._task.uncancel()  # type: ignore[union-attr] - the cancellation was ours, and is handled
+        if exc_type is asyncio.CancelledError and self._gone and self._task is not None:
+            self._task.uncancel()  # the cancellation was ours, and is handled
             raise ClientLeft from None
         return False

@@ -118,15 +118,15 @@ def drift_report(reference: dict[str, np.ndarray], X: np.ndarray, features: np.n
                        training_mix, retrain, reasons)
 
 
-def traffic_drift(ledger_url: str, router: str | Any, *, since: float, unseen_share_limit: float,
+def traffic_drift(ledger_url: str, router: Any, *, since: float, unseen_share_limit: float,
                   task_shift_limit: float, limit: int = 5000) -> DriftReport:
     """The drift report of the stored prompts since ``since`` (newest ``limit``) against a router artefact
     (a path, or a loaded predictor)."""
     from pointsman.learning.store import outcome_store_from_url
     from pointsman.learning.traffic import embed_traffic
-    from pointsman.predictors import load_predictor
+    from pointsman.predictors import QualityPredictor, load_predictor
 
-    predictor = load_predictor(router) if not hasattr(router, "reference") else router
+    predictor = router if isinstance(router, QualityPredictor) else load_predictor(router)
     store = outcome_store_from_url(ledger_url)
     try:
         texts = store.recent_prompts(since, limit)
