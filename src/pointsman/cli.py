@@ -271,9 +271,9 @@ def _calibrate(args: argparse.Namespace) -> int:
             print(f"no setting reaches quality >= {args.quality_floor} with {args.confidence:.0%} confidence on {n} prompts; "
                   f"the best is {best.lower_bound:.3f} (lambda = {best.lambda_:.4g})")
             return 1
+        point = floor_point
         print(f"lambda = {point.lambda_:.4g}: quality >= {args.quality_floor} with {args.confidence:.0%} confidence on "
               f"{n} prompts (mean {point.mean_quality:.3f}, lower bound {point.lower_bound:.3f}); cost "
-        point = floor_point
               f"{point.cost_share:.1%} of always using the most expensive model, which gets {point.top_share:.1%} of prompts")
     print(f"policy snippet:\n  semantic: {{router: {args.router}, lambda: {point.lambda_:.4g}}}")
     return 0
