@@ -233,7 +233,8 @@ def test_text_answer_becomes_a_chat_completion_with_cache_tokens_in_the_prompt()
     assert isinstance(completion["created"], int) and completion["created"] > 1_600_000_000
     assert completion["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello world"}, "finish_reason": "stop"}]
     assert completion["usage"] == {"prompt_tokens": 115, "completion_tokens": 3, "total_tokens": 118,
-                                   "prompt_tokens_details": {"cached_tokens": 100}}
+                                   "prompt_tokens_details": {"cached_tokens": 100},
+                                   "cache_creation_input_tokens": 5}  # billed at the cache-write rate
 
 
 @pytest.mark.parametrize(("stop_reason", "finish_reason"), [

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,6 +22,7 @@ import msgspec
 import orjson
 
 from pointsman import __version__
+from pointsman.accounting.prices import TokenUsage, answer_chars, estimate_usage, read_usage
 from pointsman.app.http import (
     JSON_HEADERS,
     SSE_DONE,
@@ -45,6 +47,7 @@ from pointsman.app.secrets import Redactor, url_secrets
 from pointsman.app.protocol import configure as configure_protocol
 from pointsman.app.schema import validate_chat_request
 from pointsman.app import admin as cache_admin
+from pointsman.accounting import api as spend_api
 from pointsman.app import feedback as learning_api
 from pointsman.app.caching import CacheStage, CacheTicket, tenant_of
 from pointsman.cache import StreamRecorder
@@ -86,12 +89,6 @@ def _request_id() -> str:
 
 def _key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def _usage(usage: Any) -> tuple[int, int]:
-    if not isinstance(usage, dict):
-        return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
 def _request_lines_to_console() -> None:
@@ -386,6 +383,8 @@ class Gateway:
                 await learning_api.handle(self, scope, receive, send)
             elif path in cache_admin.PATHS:  # /v1/cache/feedback, /admin/cache/invalidate, /admin/cache/metrics
                 await cache_admin.handle(self, scope, receive, send)
+            elif path in spend_api.PATHS:  # /admin/spend, /admin/spend/hidden, /savings, /contracts
+                await spend_api.handle(self, scope, receive, send)
             elif path == "/admin/models" and method == "GET":
                 self._authenticate_admin(header_map(scope))
                 await send_json(send, 200, {"data": [
@@ -601,7 +600,8 @@ class Gateway:
             await self._stream(ex.send, ex.receive, ex.ctx, plan, decision, ex.record, ex.started, ex.include_usage, ex.ticket,
                                capture=ex.answer_parts)
         else:
-            await self._complete(ex.send, ex.receive, raw, plan, decision, ex.record, ex.started, ex.ticket, ex.answer_parts)
+            await self._complete(ex.send, ex.receive, raw, plan, decision, ex.record, ex.started, ex.ticket, ex.answer_parts,
+                                 ctx=ex.ctx)
         return True
 
     # -- cache -------------------------------------------------------------------------------------------
@@ -645,7 +645,7 @@ class Gateway:
 
     async def _complete(self, send: Send, receive: Receive, raw: dict[str, Any], plan: list[str], decision: RouteDecision,
                         record: LedgerRecord, started: float, ticket: CacheTicket | None = None,
-                        capture: list[str] | None = None) -> None:
+                        capture: list[str] | None = None, ctx: RouteContext | None = None) -> None:
         tried: list[Attempt] = []
         try:
             async with WatchClient(receive):
@@ -655,7 +655,9 @@ class Gateway:
             raise
         answer = result.answer
         assert answer is not None
-        self._account(record, result, answer.get("usage"), routing=decision.calls)
+        shown = answer
+        self._account(record, result, answer.get("usage"), routing=decision.calls,
+                      estimate=lambda: estimate_usage(ctx.total_chars if ctx else 0, answer_chars(shown)))
         answer, payload = self._redacted(answer)
         record.overhead_ms = (time.perf_counter() - started) * 1000 - result.upstream_ms
         record.status = 200
@@ -668,12 +670,17 @@ class Gateway:
 
     @staticmethod
     def _account(record: LedgerRecord, result: DispatchResult, usage: Any, prior: CascadeOutcome | None = None,
-                 routing: list[Attempt] | None = None) -> None:
-        """The request's model, attempts, tokens and cost; a cascade's earlier calls, and the calls made to decide
-        (the judge's), are added to them."""
+                 routing: list[Attempt] | None = None, estimate: Callable[[], TokenUsage] | None = None) -> None:
+        """The request's model, attempts, tokens and cost (accounting/prices.py); a cascade's earlier calls, and the
+        calls made to decide (the judge's), are added to them. With no usage from the provider, `estimate` guesses
+        the tokens, and the row says so."""
         record.chosen_model = result.entry.name
-        record.prompt_tokens, record.completion_tokens = _usage(usage)
-        cost = result.entry.cost(record.prompt_tokens, record.completion_tokens)
+        tokens = read_usage(usage)
+        if tokens is None:
+            tokens = estimate() if estimate is not None else TokenUsage(0, 0)
+            record.cost_estimated = estimate is not None
+        record.prompt_tokens, record.completion_tokens, record.cached_tokens = tokens.prompt, tokens.completion, tokens.cached
+        cost = result.entry.cost_of(tokens, record.ts)
         if prior is None:
             record.attempts = result.attempts
             record.cost_usd = cost
@@ -775,7 +782,8 @@ class Gateway:
                     await send({"type": "http.response.body", "body": self.redactor.body(event) if self.redactor else event,
                                 "more_body": True})
                     chunk = await anext(chunks, None)
-            self._account(record, result, usage, prior, decision.calls)
+            self._account(record, result, usage, prior, decision.calls,
+                          estimate=lambda: estimate_usage(ctx.total_chars, sent_chars))
             comment = f": pointsman cost_usd={record.cost_usd:.8f} model={result.entry.name}\n\n".encode()
             await send({"type": "http.response.body", "body": comment + SSE_DONE, "more_body": False})
             if recorder is not None and self.caching is not None:
@@ -786,13 +794,15 @@ class Gateway:
                 usage = {"prompt_tokens": _estimated_tokens(ctx.total_chars),
                          "completion_tokens": _estimated_tokens(sent_chars)}
                 record.error += " (tokens estimated from the text, no usage came)"
+                record.cost_estimated = True
             self._account(record, result, usage, prior, decision.calls)
         except ProviderError as error:
             # Part of the answer is already with the client: end the stream with an error event.
             message = self._redact(error.message)
             record.status, record.error = error.status, f"stream broke after the first chunk: {message}"
             result.attempts.append(Attempt(result.entry.name, error.kind, 0.0, message))
-            self._account(record, result, usage, prior, decision.calls)
+            self._account(record, result, usage, prior, decision.calls,
+                          estimate=lambda: estimate_usage(ctx.total_chars, sent_chars))
             error_event = {"error": {"message": f"upstream stream failed: {message}", "type": "upstream_error",
                                      "param": None, "code": error.kind}}
             await send({"type": "http.response.body", "body": sse_event(error_event), "more_body": False})

@@ -14,14 +14,36 @@ DEFAULT_LAMBDA = 0.25  # the knob's default (SemanticTierConfig.lambda_); cascad
 
 
 class Prices(msgspec.Struct, forbid_unknown_fields=True):
-    """USD per million tokens."""
+    """USD per million tokens. A rate left out (cached_input, cache_write) is the price snapshot's discount applied
+    to `input` when the snapshot knows the model, else the input rate (accounting/prices.py)."""
 
     input: float = 0.0
     output: float = 0.0
+    cached_input: float | None = None  # prompt tokens read from the provider's prompt cache
+    cache_write: float | None = None  # prompt tokens written to it (Anthropic's cache creation)
 
     def blended(self) -> float:
         """USD per million tokens for a typical 3:1 input:output mix: how models are ordered and compared by price."""
         return 0.75 * self.input + 0.25 * self.output
+
+    def __post_init__(self) -> None:
+        if min(self.input, self.output, self.cached_input or 0.0, self.cache_write or 0.0) < 0:
+            raise ValueError("prices must be >= 0")
+
+
+class UnsetPrices(Prices):
+    """A model's prices when its config gives none: the price snapshot's apply (accounting/prices.py)."""
+
+
+class Contract(msgspec.Struct, forbid_unknown_fields=True):
+    """What the provider's contract bills for a model, so that spend shows what finance will see."""
+
+    rate: Prices | None = None  # every token billed at this committed rate, whatever the list price
+    monthly_commitment_usd: float = 0.0  # paid each month whatever the use; use beyond it is billed on top
+
+    def __post_init__(self) -> None:
+        if self.monthly_commitment_usd < 0:
+            raise ValueError("contract.monthly_commitment_usd must be >= 0")
 
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -32,7 +54,8 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     model: str | None = None  # the upstream's model id; defaults to `name`
     base_url: str | None = None
     api_key_env: str | None = None
-    prices: Prices = msgspec.field(default_factory=Prices)
+    prices: Prices = msgspec.field(default_factory=UnsetPrices)  # none given: the price snapshot's
+    contract: Contract | None = None
     context_window: int = 8192
     max_output_tokens: int | None = None
     capabilities: list[Capability] = msgspec.field(default_factory=list)
@@ -52,8 +75,6 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
         return self.model or self.name
 
     def __post_init__(self) -> None:
-        if self.prices.input < 0 or self.prices.output < 0:
-            raise ValueError(f"model {self.name!r}: prices must be >= 0")
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ValueError(f"model {self.name!r}: timeouts must be > 0")
         if self.max_retries < 0:

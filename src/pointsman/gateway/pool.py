@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pointsman.config.schema import Config, ModelConfig
+from pointsman.accounting.prices import UNPRICED, ModelPrice, TokenUsage, resolve_prices
+from pointsman.config.schema import Config, ModelConfig, UnsetPrices
 from pointsman.gateway.resilience import CircuitBreaker
 from pointsman.providers import Provider, build_provider
 from pointsman.providers.transport import Transport
@@ -17,24 +18,33 @@ class PoolEntry:
     provider: Provider
     breaker: CircuitBreaker
     capabilities: frozenset[str]
+    price: ModelPrice = UNPRICED  # resolved once at start-up (accounting/prices.py)
 
     @property
     def name(self) -> str:
         return self.config.name
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        prices = self.config.prices
-        return (prompt_tokens * prices.input + completion_tokens * prices.output) / 1_000_000
+        """USD for a call of this many tokens, none of them cached (estimates, budgets)."""
+        return self.price.cost(TokenUsage(prompt_tokens, completion_tokens))
+
+    def cost_of(self, usage: TokenUsage, at: float | None = None) -> float:
+        """USD for a call's usage as the provider reported it (cached, cache-write and reasoning tokens)."""
+        return self.price.cost(usage, at)
 
 
 class Pool:
     def __init__(self, config: Config, transport: Transport) -> None:
         server = config.server
         self.entries: dict[str, PoolEntry] = {}
+        prices = resolve_prices(config.models)
         for model in config.models:
+            price = prices[model.name]
+            if isinstance(model.prices, UnsetPrices):  # routing orders and weighs models by the snapshot's list price
+                model.prices = UnsetPrices(input=price.rates.input, output=price.rates.output)
             self.entries[model.name] = PoolEntry(model, build_provider(model, transport),
                                                  CircuitBreaker(server.cooldown_failures, server.cooldown_s),
-                                                 frozenset(model.capabilities))
+                                                 frozenset(model.capabilities), price)
         # Cheapest first (by a typical 3:1 input:output mix): the order of defaults and fallbacks.
         self.by_price = sorted(self.entries, key=lambda n: self.entries[n].config.prices.blended())
 

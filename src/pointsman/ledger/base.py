@@ -51,6 +51,9 @@ class LedgerRecord(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    # no usage came from the provider: the tokens (and so the cost) were estimated from the text's length
+    cost_estimated: bool = False
+    cached_tokens: int = 0  # of prompt_tokens, read from the provider's prompt cache
     ttft_ms: float | None = None
     latency_ms: float = 0.0
     overhead_ms: float = 0.0

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from pointsman.ledger.base import LedgerRecord, LedgerSink
+from pointsman.ledger.migrations import migrate_postgres
+from pointsman.ledger.rollup import batch_rollup, write_rollup
 from pointsman.ledger.sqlite import COLUMNS, record_row
 
 __all__ = ["PostgresSink", "SCHEMA"]
@@ -47,16 +49,19 @@ class PostgresSink(LedgerSink):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+        migrate_postgres(self._db)  # columns and tables added since SCHEMA (ledger/migrations.py)
 
     def write(self, records: list[LedgerRecord]) -> None:
         assert self._db is not None
         if self._db.closed or self._db.broken:  # the server restarted: reconnect (the batch is retried whole)
             self.open()
         with self._db.transaction(), self._db.cursor() as cursor:
+            rollup = batch_rollup(cursor, records, "%s")  # the daily spend sums (ledger/rollup.py), same transaction
             cursor.executemany(INSERT, [_row(r) for r in records])
             prompts = [(r.id, r.ts, r.prompt) for r in records if r.prompt is not None]
             if prompts:
                 cursor.executemany(INSERT_PROMPT, prompts)
+            write_rollup(cursor, rollup, "%s")
 
     def close(self) -> None:
         if self._db is not None:
@@ -68,4 +73,5 @@ def _row(record: LedgerRecord) -> tuple[object, ...]:
     row = list(record_row(record))
     row[COLUMNS.index("stream")] = bool(record.stream)
     row[COLUMNS.index("cache_hit")] = bool(record.cache_hit)
+    row[COLUMNS.index("cost_estimated")] = bool(record.cost_estimated)
     return tuple(row)

@@ -8,10 +8,12 @@ import time
 import msgspec
 
 from pointsman.ledger.base import LedgerRecord, LedgerSink
+from pointsman.ledger.migrations import migrate_sqlite
+from pointsman.ledger.rollup import batch_rollup, write_rollup
 
 COLUMNS = ("id", "ts", "requested_model", "status", "chosen_model", "tier", "reason", "stream", "key_id",
            "user", "team", "cohort", "prompt_tokens", "completion_tokens", "cost_usd", "ttft_ms", "latency_ms",
-           "overhead_ms", "cache_hit", "error", "attempts")
+           "overhead_ms", "cache_hit", "error", "attempts", "cost_estimated", "cached_tokens")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -36,7 +38,8 @@ def record_row(record: LedgerRecord) -> tuple[object, ...]:
     return (record.id, record.ts, record.requested_model, record.status, record.chosen_model, record.tier,
             record.reason, record.stream, record.key_id, record.user, record.team, record.cohort,
             record.prompt_tokens, record.completion_tokens, record.cost_usd, record.ttft_ms, record.latency_ms,
-            record.overhead_ms, record.cache_hit, record.error, _encode(record.attempts).decode())
+            record.overhead_ms, record.cache_hit, record.error, _encode(record.attempts).decode(), record.cost_estimated,
+            record.cached_tokens)
 
 
 class SqliteSink(LedgerSink):
@@ -52,11 +55,13 @@ class SqliteSink(LedgerSink):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        migrate_sqlite(self._db)  # columns and tables added since SCHEMA (ledger/migrations.py)
 
     def write(self, records: list[LedgerRecord]) -> None:
         assert self._db is not None
         with self._db:  # one transaction: a batch lands whole or not at all
             self._db.execute("BEGIN")
+            rollup = batch_rollup(self._db, records, "?")  # the daily spend sums (ledger/rollup.py), same transaction
             for start in range(0, len(records), SLICE):
                 chunk = records[start:start + SLICE]
                 self._db.executemany(self._insert, [record_row(r) for r in chunk])
@@ -64,6 +69,7 @@ class SqliteSink(LedgerSink):
                 if prompts:  # learning.store_prompts: the routing text, for training on this traffic
                     self._db.executemany(self._insert_prompt, prompts)
                 time.sleep(0)  # hand the GIL to the event loop between slices: a flush never holds it for long
+            write_rollup(self._db, rollup, "?")
 
     def close(self) -> None:
         if self._db is not None:

@@ -213,11 +213,14 @@ def to_anthropic_request(body: dict[str, Any], model: str, default_max_tokens: i
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """OpenAI counts cached prompt tokens inside prompt_tokens; Anthropic counts them apart."""
     cache_read = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cache_read + (usage.get("cache_creation_input_tokens") or 0)
+    cache_write = usage.get("cache_creation_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + cache_read + cache_write
     completion = usage.get("output_tokens") or 0
     result: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     if cache_read:
         result["prompt_tokens_details"] = {"cached_tokens": cache_read}
+    if cache_write:  # billed above the input rate; OpenAI's usage has no field for it (LiteLLM's name)
+        result["cache_creation_input_tokens"] = cache_write
     return result
 
 
