@@ -20,6 +20,7 @@ conf:P             echo with token log-probabilities, every token at probability
 say:TEXT           answer TEXT (a judge's verdict, say)
 weak:WORD          echo, but "I do not know." to a prompt containing WORD (a model weak on one kind of prompt)
 judge              grade the two answers of a shadow judge's prompt: A=<2|9> B=<2|9> (2 for "I do not know.")
+user               answer the request's `user` field (a test's ground truth, which the cache does not key on)
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def chat_completion(body: dict[str, Any], behaviour: Behaviour | None = None) ->
         finish, completion_tokens = "tool_calls", 5
     else:
         text = _text_for(behaviour, last_user_text(messages))
+        if behaviour is not None and behaviour.kind == "user" and body.get("user"):
+            text = str(body["user"])
         message = {"role": "assistant", "content": text}
         finish, completion_tokens = "stop", count_words(text)
         if behaviour is not None and behaviour.kind == "truncated":

@@ -9,7 +9,8 @@
   ``key_id`` (the client key's id, as in the ledger), ``team``, ``model`` (all given must match); returns
   how many entries were deleted. With the Redis store every replica drops them (through the stream).
 * ``GET /admin/cache/metrics`` (admin key): this replica's counters (hits, misses, rejected candidates by
-  check, feedback, stored/not stored) and the store's entries and bytes.
+  check, feedback, stored/not stored) and the store's entries and bytes; with ``cache.verify``, the sampled
+  labels, verification spend, and per tenant (the busiest) the threshold and the estimated wrong reuse.
 
 ``handle`` is called by the gateway's path routing for the paths in ``PATHS``; it uses the gateway's
 cache stage and its two auth helpers, nothing else.
@@ -107,8 +108,10 @@ async def _serve(gateway: Any, stage: Any, path: str, receive: Receive, send: Se
                  key_id: str | None) -> None:
     cache = stage.cache
     if path == "/admin/cache/metrics":
+        verifier = stage.verifier  # verification sampling and the online bound (None when cache.verify.share is 0)
         await send_json(send, 200, {"object": "cache.metrics", "store": stage.config.store.split("://")[0],
-                                    **cache.stats(), "store_errors": stage.store_errors})
+                                    **cache.stats(), "store_errors": stage.store_errors,
+                                    "verify": verifier.snapshot() if verifier is not None else None})
     elif path == "/v1/cache/feedback":
         body = await read_struct(gateway, receive, headers, FeedbackBody)
         if (body.request_id is None) == (body.entry_id is None):

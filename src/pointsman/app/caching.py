@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pointsman.app.verification import CacheVerifier
 from pointsman.cache import CacheControl, CacheKeys, CachePolicy, CacheStore, Hit, MemoryStore, SemanticCache
 from pointsman.config.schema import CacheConfig
 from pointsman.core import RouteContext
@@ -75,6 +76,7 @@ class CacheTicket:
     embedding: np.ndarray | None  # None: not computed (yet); see `later`
     request_id: str | None = None
     later: tuple[RouteContext, Embedder] | None = None  # (ctx, embedder): embed after the answer is sent
+    near: tuple[int, float] | None = None  # a sampled miss's nearest candidate (entry id, p): labelled from the answer
 
 
 class CacheStage:
@@ -88,6 +90,15 @@ class CacheStage:
         self._unembedded: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
         self._unembedded_count = 0
         self.max_unembedded = 100_000  # beyond, the oldest namespaces' entries stay in the exact layer only
+        self.verifier: CacheVerifier | None = None  # verification sampling and the online bound (attach_verifier)
+
+    def attach_verifier(self, dispatcher: Any, ledger: Any, pool: Any, embedder: Embedder | None,
+                        redact: Callable[[bytes], bytes] = lambda b: b) -> None:
+        """Turn on verification sampling (cache.verify.share > 0): it calls upstream through the gateway's
+        dispatcher and writes ledger rows, which exist only once the gateway has made them."""
+        if self.config.verify.share > 0 and self.config.semantic:
+            self.verifier = CacheVerifier(self.config.verify, self.cache, dispatcher, ledger, pool, embedder,
+                                          self._spawn, redact)
 
     def may_cache(self, raw: dict[str, Any]) -> bool:
         """The cheap pre-check: sampled answers (temperature > 0) are neither served nor stored by default,
@@ -111,16 +122,36 @@ class CacheStage:
         keys = self.cache.keys(ctx.body, tenant=tenant, route=route)
         if not keys.cacheable:
             return None
+        verifier = self.verifier
+        sampled = verifier is not None and not control.bypass and verifier.sample()
         try:
             async with asyncio.timeout(self.config.store_timeout_s):
-                return await self._lookup(control, keys, ctx, embedder, request_id)
+                found = await self._lookup(control, keys, ctx, embedder, request_id, sampled)
         except Exception as exc:  # noqa: BLE001 - the store is down or hangs: answer without the cache, say so
             self._store_failed("look-up", exc)
             return None
+        if sampled and isinstance(found, Hit) and found.kind == "semantic":
+            assert verifier is not None
+            if not verifier.on_path(keys.tenant):
+                verifier.check_later(ctx.body, keys.tenant, found, request_id)
+            else:  # outside the store's time limit: the upstream call may take a while
+                fresh = await verifier.check_now(ctx.body, keys.tenant, found, request_id)
+                if fresh is not None:  # judged different: the client gets the fresh answer, the cache stores it
+                    assert embedder is not None  # a semantic hit had its query embedded (kept by ctx)
+                    embedding = (await ctx.embedding(embedder, keys.query_text))[0]
+                    if not control.no_store:
+                        self._spawn(self.store(CacheTicket(keys, control.ttl_s, embedding, request_id), fresh,
+                                               found.model))
+                    return verifier.replacement(found, fresh, found.model)
+        return found
 
     async def _lookup(self, control: CacheControl, keys: CacheKeys, ctx: RouteContext, embedder: Embedder | None,
-                      request_id: str | None) -> Hit | CacheTicket | None:
+                      request_id: str | None, sampled: bool = False) -> Hit | CacheTicket | None:
         cache = self.cache
+        verifier = self.verifier
+        # the tenant's own threshold once verification sampling has labelled its traffic (one dict look-up)
+        threshold = verifier.threshold(keys.tenant) if verifier is not None else None
+        near: list[tuple[int, float, float]] | None = [] if sampled else None
         # the semantic layer's namespace, when this request may use it
         namespace = keys.namespace if embedder is not None and keys.query_text else None
         embedding = None
@@ -132,16 +163,22 @@ class CacheStage:
                     embedding = await self._embed_with_waiting(namespace, ctx, embedder, keys.query_text)
                 else:
                     embedding = (await ctx.embedding(embedder, keys.query_text))[0]
-                hit = await cache.find_semantic(namespace, embedding, keys.query_text)
+                hit = await cache.find_semantic(namespace, embedding, keys.query_text, threshold=threshold, near=near)
             cache.count(hit)
             if hit is not None:
                 if request_id is not None:
                     cache.note_served(request_id, hit)
+                if sampled and hit.kind == "exact" and verifier is not None:
+                    verifier.label(keys.tenant, None, False)  # an exact hit is never a wrong reuse
                 return hit
+        best = max(near, key=lambda c: c[1]) if near else None
+        if sampled and best is None and verifier is not None:
+            verifier.label(keys.tenant, None, False)  # no candidate passed the checks: no reuse at any threshold
         if control.no_store:
-            return None
+            return None  # (a near candidate's label needs the answer, which is not kept: the sample is dropped)
         later = (ctx, embedder) if namespace is not None and embedder is not None and embedding is None else None
-        return CacheTicket(keys, control.ttl_s, embedding, request_id, later)
+        return CacheTicket(keys, control.ttl_s, embedding, request_id, later,
+                           None if best is None else (best[0], best[1]))
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
         """Count a failed look-up or store; log it at most every ten seconds (an outage is one event, not one per
@@ -178,6 +215,8 @@ class CacheStage:
         the Redis store as soon as it is embedded (a background task: every replica gets the vector)."""
         if ticket is None:
             return
+        if ticket.near is not None and answer is not None and self.verifier is not None:
+            self.verifier.label_near(ticket.keys.tenant, *ticket.near, answer, ticket.keys.query_text, ticket.request_id)
         try:
             async with asyncio.timeout(self.config.store_timeout_s):
                 eid = await self._store(ticket, answer, model, pieces, deferred=ticket.later is not None)

@@ -147,7 +147,9 @@ def _cache_components() -> dict[str, Any]:
                            "rejected": counts, "stored": count, "not_stored": counts, "entries": count,
                            "bytes": count, "bytes_served": count, "bytes_stored": count,
                            "feedback_accepted": count, "feedback_rejected": count, "feedback_deleted": count,
-                           "invalidated": count}},
+                           "invalidated": count,
+                           "verify": {"type": ["object", "null"], "description": "cache.verify (null when off): "
+                                      "labels, spend, and per tenant the threshold and the estimated wrong reuse"}}},
     }
 
 

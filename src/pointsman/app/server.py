@@ -252,6 +252,8 @@ class Gateway:
         self.redactor = Redactor([*(secret for entry in self.pool.entries.values()
                                     for secret in (entry.provider.api_key, *url_secrets(entry.config.base_url))),
                                   *url_secrets(self.server.ledger_url)])  # a database password in an error
+        if self.caching is not None:  # cache.verify: sampled hits checked upstream, thresholds per tenant
+            self.caching.attach_verifier(self.dispatcher, self.ledger, self.pool, self.cache_embedder, self.redactor.body)
         self.client_keys = self._keys(self.server.api_keys_env, "server.api_keys_env")
         self.admin_key = self._keys([self.server.admin_key_env], "server.admin_key_env") if self.server.admin_key_env else set()
         self._models_body = orjson.dumps({"object": "list", "data": [

@@ -24,10 +24,12 @@ yet mirrored). Nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +208,9 @@ class SemanticCache:
         self.metrics = CacheMetrics()
         # candidates below this cosine cannot be accepted whatever their texts: skipped before any text work
         self.floor = max(min_similarity, self.acceptance.similarity_floor())
+        self._floors: dict[float, float] = {}
+        # told of every client reject of a semantic hit: (tenant, acceptance probability it was served at)
+        self.on_reject: Callable[[str, float], object] | None = None
         self._recent: OrderedDict[int, tuple[str, float, np.ndarray | None]] = OrderedDict()  # entry → last hit
         # request id → (entry id, kind, similarity, acceptance state): what answered it, for feedback
         self._served: OrderedDict[str, tuple[int, str, float, np.ndarray | None]] = OrderedDict()
@@ -248,16 +253,23 @@ class SemanticCache:
         return await self._hit(entry, "exact", 1.0, None, CHECK_NAMES, now, None)
 
     async def find_semantic(self, namespace: str, embedding: np.ndarray, query_text: str,
-                            now: float | None = None) -> Hit | None:
+                            now: float | None = None, *, threshold: float | None = None,
+                            near: list[tuple[int, float, float]] | None = None) -> Hit | None:
+        """The first candidate (most similar first) that passes the checks with an acceptance probability of at
+        least ``threshold`` (default: the acceptance model's; a tenant's own from the online bound). ``near``:
+        collect (entry id, p, similarity) of the candidates that passed the checks but not the threshold, down to
+        ``min_similarity`` (a sampled request's near misses, labelled later from its fresh answer)."""
         if not self.policy.semantic or not query_text:
             return None
         now = time.time() if now is None else now
         m = self.metrics
+        thr = self.acceptance.threshold if threshold is None else threshold
+        floor = self.min_similarity if near is not None else self.floor if threshold is None else self.floor_for(thr)
         candidates = self.backend.search(namespace, embedding, self.k, now)
         q = None
         for cand in candidates:
             sim = cand.similarity
-            if sim < self.floor:
+            if sim < floor:
                 break
             e = cand.entry
             if sim < e.min_similarity:
@@ -278,14 +290,27 @@ class SemanticCache:
                 continue
             state = self.acceptance.state(pair_features(sim, q, e.facts, result), embedding, e.vector)
             p = self.acceptance.prob_state(state)
-            if p < self.acceptance.threshold:
+            if p < thr:
                 m.rejected["model"] += 1
+                if near is not None:
+                    near.append((e.id, p, sim))
                 continue
             passed = tuple(n for n, f in zip(CHECK_NAMES, result.flags) if not f)
             hit = await self._hit(e, "semantic", sim, p, passed, now, state)
             if hit is not None:
                 return hit
         return None
+
+    def floor_for(self, threshold: float) -> float:
+        """The similarity floor (see ``floor``) for another threshold: tenants' thresholds from the online bound."""
+        found = self._floors.get(threshold)
+        if found is None:
+            if len(self._floors) > 256:
+                self._floors.clear()
+            model = copy.copy(self.acceptance)
+            model.threshold = threshold
+            found = self._floors[threshold] = max(self.min_similarity, model.similarity_floor())
+        return found
 
     async def _hit(self, entry: CacheEntry, kind: str, sim: float, p: float | None, checks: tuple[str, ...],
                    now: float, x: np.ndarray | None) -> Hit | None:
@@ -414,6 +439,8 @@ class SemanticCache:
             self.metrics.feedback_deleted += 1
             return entry_id, "deleted"
         if x is not None:
+            if self.on_reject is not None:  # before the update below moves the probability
+                self.on_reject(entry.tenant, self.acceptance.prob_state(x))
             self.acceptance.update(x, False)
         entry.rejects += 1
         entry.min_similarity = max(entry.min_similarity, min(1.0, sim + self.feedback_margin))

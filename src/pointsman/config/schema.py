@@ -189,6 +189,39 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     tiers: list[str | dict[str, Any]] | None = None
 
 
+class CacheVerifyConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Verification sampling and the online error bound (README, "Cache"): a share of requests is labelled
+    from live traffic (a sampled semantic hit is also answered upstream and the two answers compared; a sampled
+    miss compares its fresh answer with its nearest candidate's) and each tenant's acceptance threshold is
+    recalibrated from its labels (cache/online.py)."""
+
+    share: float = 0.0  # of cacheable requests sampled (0 = off: the shipped threshold for everyone)
+    # off-path: the client gets the cached answer, the check runs after; on-path: the client waits for the fresh
+    # answer and gets it when the cached one is judged different (on_path_teams: only for these x-pointsman-team)
+    mode: Literal["off-path", "on-path"] = "off-path"
+    on_path_teams: list[str] = msgspec.field(default_factory=list)
+    budget_usd_per_day: float = 1.0  # verification calls stop (and with them the sampling) once they cost this
+    judge: str | None = None  # a pool model asked whether two answers agree; None: compare answer embeddings
+    answer_similarity: float = 0.9  # answers this close (cache encoder, cosine) and with the same numbers agree
+    min_labels: int = 500  # labels a tenant needs before its own proven threshold replaces the shipped one
+    window: int = 2000  # labels kept per tenant (the newest): a tenant's traffic may shift
+    confidence: float = 0.95  # of the one-sided bound on wrong reuse
+    min_threshold: float = 0.5  # the acceptance probability no tenant's threshold goes below
+    max_tenants: int = 1000  # tenants tracked (least recently labelled dropped): memory stays bounded
+    metrics_top: int = 20  # tenants shown in /admin/cache/metrics (most labels first)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.share <= 1:
+            raise ValueError("cache.verify.share must be within 0..1")
+        if self.budget_usd_per_day < 0:
+            raise ValueError("cache.verify.budget_usd_per_day must be >= 0")
+        if not 0 < self.confidence < 1 or not 0 <= self.min_threshold <= 1 or not -1 <= self.answer_similarity <= 1:
+            raise ValueError("cache.verify: confidence within 0..1 (exclusive), min_threshold within 0..1, "
+                             "answer_similarity within -1..1")
+        if self.min_labels < 0 or self.window < 1 or self.max_tenants < 1 or self.metrics_top < 0:
+            raise ValueError("cache.verify: min_labels >= 0, window >= 1, max_tenants >= 1, metrics_top >= 0")
+
+
 class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     """The exact + semantic answer cache (README, "Cache")."""
 
@@ -207,6 +240,7 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     encoder: Literal["minilm-dup", "minilm"] = "minilm-dup"
     # a look-up (embedding included) or a store that takes longer is given up: the request goes on as a miss
     store_timeout_s: float = 1.0
+    verify: CacheVerifyConfig = msgspec.field(default_factory=CacheVerifyConfig)
 
     def __post_init__(self) -> None:
         if self.store_timeout_s <= 0:
