@@ -103,7 +103,7 @@ def reports(url: str) -> list[tuple[str, float, float]]:
         rollup_rows = db.execute("SELECT COUNT(*) FROM spend_daily").fetchone()[0]
         raw = "SELECT cohort, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd) FROM requests GROUP BY cohort"
         best, median = timed(lambda: db.execute(raw).fetchall())
-        out.append((f"(for comparison) spend by cohort on the raw requests table", best, median))
+        out.append(("(for comparison) spend by cohort on the raw requests table", best, median))
         out.append((f"(roll-up rows: {rollup_rows})", 0.0, 0.0))
     return out
 
