@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from pointsman import __version__
+from pointsman.accounting.commands import add_commands as add_account_commands
 from pointsman.learning.commands import add_commands as add_learning_commands
 from pointsman.learning.commands import add_train_options
 from pointsman.accounting.cli import add_command as add_spend_command
@@ -483,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                           help="with --cross-source: a trained router file to add as a row (e.g. the shipped default)")
     evaluate.set_defaults(handler=_eval)
     add_learning_commands(commands)  # promote, rollback, drift (learning/commands.py)
+    add_account_commands(commands)  # keys, budgets (accounting/commands.py)
     add_spend_command(commands)  # spend (accounting/cli.py)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING) if hasattr(args, "log_level") else logging.WARNING)

@@ -4,7 +4,8 @@ Each stage is ``async stage(exchange) -> bool``: it reads and fills the :class:`
 route context, the decision, the ledger row) and returns True once the request has been answered, after which
 no later stage runs. The gateway's stages are authenticate -> read -> cache -> route -> answer
 (`Gateway.stages`); a new concern (a guard, a budget check, a metric) is one more stage in that list, and
-the one failure policy (errors as OpenAI-shaped answers, every request in the ledger) wraps them all.
+the one failure policy (errors as OpenAI-shaped answers, every request in the ledger) wraps them all. A stage
+that holds something until the request ends (a budget reservation) adds its release to ``Exchange.after``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Exchange:
     ticket: Any = None  # where the cache stores the answer (app/caching.py: CacheTicket), if anywhere
     decision: RouteDecision | None = None
     answer_parts: list[str] | None = None  # the answer's text, kept when a stage after the answer needs it (shadow)
+    # run once the request is recorded, answered or not (limits: settle the reservation to the ledger row's cost)
+    after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 Stage = Callable[[Exchange], Awaitable[bool]]

@@ -40,6 +40,10 @@ from pointsman.app.http import (
     send_json,
     sse_event,
 )
+from pointsman.accounting.directory import KeyDirectory
+from pointsman.accounting.keys import key_store_from_url
+from pointsman.accounting.limits import Budgets
+from pointsman.app import accounts as accounts_api
 from pointsman.app.openapi import build_openapi
 from pointsman.app.pipeline import Exchange, Stage
 from pointsman.app.protocol import MAX_HEADER_BYTES, MAX_HEADER_COUNT
@@ -269,9 +273,13 @@ class Gateway:
         self.shadow = (ShadowSampler(config.learning.shadow, self.pool, self.dispatcher, self.ledger, lambda: self.outcomes)
                        if config.learning.shadow.share > 0 else None)
         self.unauthenticated = 0  # chat requests refused for a missing or wrong key (GET /admin/models)
+        # virtual keys and limits, copied from the ledger's database; budgets and rate limits (accounting/)
+        self.keys = KeyDirectory(lambda: key_store_from_url(self.server.ledger_url), self.server.limits.keys_refresh_s)
+        self.budgets = Budgets(self.server.limits, self.keys, self.pool)
         # the request path (app/pipeline.py): a new concern is one more stage in this list
+        # limits after route: per-model limits and the worst-case price need the routed model (accounting/limits.py)
         self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, self._cache_stage, self._route_stage,
-                                    self._answer_stage]
+                                    self.budgets.stage, self._answer_stage]
         if self.server.log_requests:
             _request_lines_to_console()
         self._started = False
@@ -291,6 +299,8 @@ class Gateway:
         if not self._started:
             self.ledger.start()
             self.outcomes = outcome_store_from_url(self.server.ledger_url)
+            await self.keys.start()
+            await self.budgets.start()
             self._background = [asyncio.create_task(self._purge_old_outcomes(), name="pointsman-purge")]
             if self.learning.reload_check_s > 0 and self.router.routes_deployed():
                 self._background.append(asyncio.create_task(self._watch_deployed(), name="pointsman-router-watch"))
@@ -313,6 +323,8 @@ class Gateway:
                 await self.embedders.close()
             if self.caching is not None:
                 await self.caching.cache.close()
+            await self.budgets.close()
+            await self.keys.close()
             self.ledger.close()  # flushes: a clean shutdown loses no record
             if self.outcomes is not None:
                 self.outcomes.close()
@@ -383,6 +395,8 @@ class Gateway:
                 await send_json(send, 200, {"reloaded": reloaded})
             elif path in learning_api.PATHS:  # /v1/feedback, /admin/drift
                 await learning_api.handle(self, scope, receive, send)
+            elif path.startswith(accounts_api.PREFIXES):  # /admin/keys..., /admin/budgets...
+                await accounts_api.handle(self, scope, receive, send)
             elif path in cache_admin.PATHS:  # /v1/cache/feedback, /admin/cache/invalidate, /admin/cache/metrics
                 await cache_admin.handle(self, scope, receive, send)
             elif path in spend_api.PATHS:  # /admin/spend, /admin/spend/hidden, /savings, /contracts
@@ -459,15 +473,16 @@ class Gateway:
         return api_key.decode("latin-1") if api_key else None
 
     def _authenticate(self, headers: dict[bytes, bytes]) -> str | None:
-        """The caller's key id (a hash), or None when the gateway has no keys configured."""
-        if not self.client_keys and not self.admin_key:
+        """The caller's key id (a hash of a configured key, or a virtual key's id), or None when the gateway has no
+        keys at all."""
+        if not self.client_keys and not self.admin_key and not self.keys.closed:
             return None
         key = self._bearer(headers)
         if key is None:
             raise GatewayError(401, "missing API key: send `Authorization: Bearer <key>`", code="missing_api_key")
-        if key not in self.client_keys and key not in self.admin_key:
-            raise GatewayError(401, "invalid API key", code="invalid_api_key")
-        return _key_id(key)
+        if key in self.client_keys or key in self.admin_key:
+            return _key_id(key)
+        return self.keys.authenticate(key).id  # a virtual key (401 unknown, revoked, expired)
 
     def _authenticate_admin(self, headers: dict[bytes, bytes]) -> None:
         key = self._bearer(headers)
@@ -525,6 +540,8 @@ class Gateway:
                 self.unauthenticated += 1  # counted, not stored: rows before authentication would let anyone fill the disk
             else:
                 self.ledger.record(record)
+            for release in ex.after:  # a budget reservation settled to the row's cost
+                await release()
             if ex.answer_parts and record.status == 200 and self.shadow is not None and ex.ctx is not None:
                 self.shadow.schedule(ex.raw or {}, ex.ctx, record, "".join(ex.answer_parts))
             if self.server.log_requests:
@@ -541,6 +558,9 @@ class Gateway:
             value = ex.headers.get(header)
             if value is not None:
                 setattr(ex.record, field, value.decode("latin-1")[:MAX_TAG_LENGTH])
+        virtual = self.keys.get(ex.record.key_id)
+        if virtual is not None:  # its team and cohort are the key's: a header cannot spend another team's budget
+            self.keys.identify(virtual, ex.record)
         return False
 
     async def _read_stage(self, ex: Exchange) -> bool:

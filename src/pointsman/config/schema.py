@@ -295,6 +295,27 @@ class LearningConfig(msgspec.Struct, forbid_unknown_fields=True):
                 raise ValueError(f"learning.{name} must be within 0..1")
 
 
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Virtual keys' look-up, budgets and rate limits (README, "Virtual keys, budgets and limits"); the keys and
+    limits themselves live in the ledger's database, set with the admin API or `pointsman keys` / `budgets`."""
+
+    store: str = "memory"  # the counters: "memory" (this process) or a redis:// URL shared by every replica
+    prefix: str = "pointsman:limits"  # Redis key prefix
+    on_store_error: Literal["closed", "open"] = "closed"  # Redis down: refuse (503) or serve unchecked
+    store_timeout_s: float = 0.5  # a reserve or settle that takes longer counts as the store being down
+    reservation_timeout_s: float = 600.0  # a reservation never settled (a replica died) is taken back after this
+    default_max_tokens: int = 4096  # the output assumed for the worst case when a request sets no max_tokens
+    keys_refresh_s: float = 1.0  # how often replicas read changed keys and limits: the bound on a revocation
+
+    def __post_init__(self) -> None:
+        if not (self.store == "memory" or "://" in self.store):
+            raise ValueError(f"limits.store must be 'memory' or a redis:// URL, not {self.store!r}")
+        if min(self.store_timeout_s, self.reservation_timeout_s) <= 0 or self.keys_refresh_s < 0:
+            raise ValueError("limits: store_timeout_s and reservation_timeout_s must be > 0, keys_refresh_s >= 0")
+        if self.default_max_tokens < 1:
+            raise ValueError("limits.default_max_tokens must be >= 1")
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 4000
@@ -314,6 +335,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     default_policy: str = "auto"
     log_requests: bool = False  # one console line per chat request (time, model, tier, status, latency, cost)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
