@@ -57,6 +57,14 @@ def test_labels_that_contradict_the_shipped_threshold_tighten_before_min_labels(
     assert binom_lower(k, n, 0.95) <= 0.02  # tightened to where the labels no longer show wrong reuse above δ
 
 
+def test_a_tenant_with_few_labels_follows_the_gateway_wide_threshold_as_it_tightens():
+    b = bound()
+    b.add("quiet", 0.85, wrong=False)  # labelled once, early: the shipped threshold then
+    for i in range(300):
+        b.add("busy", 0.85 if i % 10 == 0 else None, wrong=i % 10 == 0)
+    assert b.tenants["quiet"].reason == "too few labels" and b.threshold("quiet") == b._fallback > 0.85
+
+
 def test_one_tenants_contradiction_does_not_loosen_another():
     b = bound()
     for i in range(300):

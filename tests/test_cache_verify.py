@@ -185,3 +185,19 @@ def test_verification_is_off_by_default(make_gateway, upstream, keys):
                             "server": {"cache": {"enabled": True}, "admin_key_env": "PM_VERIFY_ADMIN"}})
     found = httpx.get(f"{gateway.url}/admin/cache/metrics", headers={"authorization": f"Bearer {ADMIN}"}).json()
     assert found["verify"] is None and gateway.gateway.caching.verifier is None
+
+
+def test_a_judge_model_decides_when_the_two_answers_differ(make_gateway, upstream, keys, qqp):
+    name = f"user:{uuid.uuid4().hex[:8]}"
+    prices = {"input": 1.0, "output": 2.0}
+    gateway = make_gateway({"models": [model("m", upstream, name, prices=prices), model("j", upstream, "say:yes", prices=prices)],
+                            "server": {"cache": {"enabled": True, "verify": {"share": 1.0, "judge": "j"}},
+                                       "api_keys_env": ["PM_VERIFY_KEY"], "admin_key_env": "PM_VERIFY_ADMIN"}})
+    row = qqp[SHIFT[0]]
+    ask(gateway, "s", row["text_a"], ANSWERS[0])
+    headers, _ = ask(gateway, "s", row["text_b"], ANSWERS[1])  # answers that no embedding would call the same
+    assert headers["x-pointsman-cache"] == "hit-semantic"
+    found = settle(gateway)["verify"]
+    assert found["verified"] == found["agreed"] == 1 and found["disagreed"] == 0  # the judge said yes
+    tiers = [r["tier"] for r in ledger_rows(gateway) if (r["tier"] or "").startswith("cache-verify")]
+    assert sorted(tiers) == ["cache-verify", "cache-verify-judge"]

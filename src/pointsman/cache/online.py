@@ -196,7 +196,10 @@ class OnlineBound:
     # -- the hot path: one dict look-up --------------------------------------------------------------------
     def threshold(self, tenant: str) -> float:
         found = self.tenants.get(tenant)
-        return self._fallback if found is None else found.threshold
+        if found is None:
+            return self._fallback
+        # without a proven threshold of its own a tenant follows the gateway-wide fallback as it moves
+        return found.threshold if found.reason == "proven" else max(found.threshold, self._fallback)
 
     # -- labels (off the client's path) ---------------------------------------------------------------------
     def add(self, tenant: str, p: float | None, wrong: bool, weight: float = 1.0) -> float:
