@@ -97,6 +97,10 @@ class CacheVerifier:
                                  min_threshold=config.min_threshold, share=config.share)
         cache.on_reject = self.bound.add_feedback  # client rejects of semantic hits tighten (cache.feedback)
         self.in_flight = 0
+        # labels waiting to be counted: a label's threshold decision (O(window)) is made a little later, in one
+        # batch, not on the path of the request that gave it
+        self._pending: list[tuple[str, float | None, bool]] = []
+        self._drain_at: asyncio.TimerHandle | None = None
         self.spent_usd = 0.0
         self._day = self._today()
         self.counts = {"sampled": 0, "verified": 0, "agreed": 0, "disagreed": 0, "near_labels": 0, "plain_labels": 0,
@@ -132,7 +136,15 @@ class CacheVerifier:
     def label(self, tenant: str, p: float | None, wrong: bool) -> None:
         if p is None:
             self.counts["plain_labels"] += 1
-        self.bound.add(tenant, p, wrong)
+        self._pending.append((tenant, p, wrong))
+        if self._drain_at is None:
+            self._drain_at = asyncio.get_running_loop().call_later(0.02, self._drain)
+
+    def _drain(self) -> None:
+        self._drain_at = None
+        pending, self._pending = self._pending, []
+        for tenant, p, wrong in pending:
+            self.bound.add(tenant, p, wrong)
 
     # -- a sampled semantic hit --------------------------------------------------------------------------------
     def check_later(self, body: dict[str, Any], tenant: str, hit: Hit, request_id: str | None) -> None:
@@ -248,7 +260,8 @@ class CacheVerifier:
 
     def snapshot(self) -> dict[str, Any]:
         return {"share": self.config.share, "mode": self.config.mode, "spent_usd_today": round(self.spent_usd, 6),
-                "budget_usd_per_day": self.config.budget_usd_per_day, "in_flight": self.in_flight, **self.counts,
+                "budget_usd_per_day": self.config.budget_usd_per_day, "in_flight": self.in_flight + len(self._pending),
+                **self.counts,
                 **self.bound.snapshot(self.config.metrics_top)}
 
 
