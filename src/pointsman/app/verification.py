@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -38,7 +37,8 @@ from pointsman.cache.checks import compare, facts
 from pointsman.cache.online import OnlineBound
 from pointsman.config.schema import CacheVerifyConfig
 from pointsman.embed.base import Embedder
-from pointsman.ledger import BatchLedger, LedgerRecord
+from pointsman.gateway.own_calls import DailyBudget, recorded_call
+from pointsman.ledger import BatchLedger
 from pointsman.text import text_of
 
 log = logging.getLogger("pointsman.cache")
@@ -101,8 +101,7 @@ class CacheVerifier:
         # batch, not on the path of the request that gave it
         self._pending: list[tuple[str, float | None, bool]] = []
         self._drain_at: asyncio.TimerHandle | None = None
-        self.spent_usd = 0.0
-        self._day = self._today()
+        self.budget = DailyBudget(config.budget_usd_per_day)
         self.counts = {"sampled": 0, "verified": 0, "agreed": 0, "disagreed": 0, "near_labels": 0, "plain_labels": 0,
                        "replaced": 0, "over_budget": 0, "busy": 0, "failed": 0, "dropped": 0}
 
@@ -110,18 +109,11 @@ class CacheVerifier:
     def threshold(self, tenant: str) -> float:
         return self.bound.threshold(tenant)
 
-    @staticmethod
-    def _today() -> int:
-        return int(time.time() // 86400)
-
     def sample(self) -> bool:
         """Whether this request is sampled (asked before its look-up: hits and misses alike)."""
         if self.rng.random() >= self.config.share:
             return False
-        today = self._today()
-        if today != self._day:
-            self._day, self.spent_usd = today, 0.0
-        if self.spent_usd >= self.config.budget_usd_per_day:
+        if not self.budget.left():
             self.counts["over_budget"] += 1
             return False
         if self.in_flight >= MAX_IN_FLIGHT:
@@ -235,31 +227,11 @@ class CacheVerifier:
         return compare(facts(cached), facts(fresh), ("negation", "numbers")).passed
 
     async def _call(self, record_id: str, tier: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
-        started = time.time()
-        record = LedgerRecord(id=record_id, ts=started, requested_model=model, status=0, tier=tier,
-                              reason="cache.verify")
-        try:
-            result = await self.dispatcher.run([model], body, stream=False)
-        except Exception as exc:
-            record.status = getattr(exc, "status", 500)
-            record.error = str(getattr(exc, "message", exc))[:500]
-            record.attempts = list(getattr(exc, "attempts", []) or [])
-            raise
-        else:
-            answer = result.answer or {}
-            usage = answer.get("usage") or {}
-            record.status, record.chosen_model, record.attempts = 200, result.entry.name, result.attempts
-            record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            record.completion_tokens = int(usage.get("completion_tokens") or 0)
-            record.cost_usd = result.entry.cost(record.prompt_tokens, record.completion_tokens)
-            self.spent_usd += record.cost_usd
-            return answer
-        finally:
-            record.latency_ms = (time.time() - started) * 1000
-            self.ledger.record(record)
+        return await recorded_call(self.dispatcher, self.ledger, record_id=record_id, tier=tier, model=model,
+                                   body=body, reason="cache.verify", budget=self.budget)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"share": self.config.share, "mode": self.config.mode, "spent_usd_today": round(self.spent_usd, 6),
+        return {"share": self.config.share, "mode": self.config.mode, "spent_usd_today": round(self.budget.spent_usd, 6),
                 "budget_usd_per_day": self.config.budget_usd_per_day, "in_flight": self.in_flight + len(self._pending),
                 **self.counts,
                 **self.bound.snapshot(self.config.metrics_top)}

@@ -15,11 +15,11 @@ import asyncio
 import logging
 import random
 import re
-import time
 from typing import Any
 
 from pointsman.config.schema import ShadowConfig
 from pointsman.core import RouteContext
+from pointsman.gateway.own_calls import DailyBudget, recorded_call
 from pointsman.ledger import BatchLedger, LedgerRecord
 from pointsman.text import text_of
 
@@ -63,19 +63,8 @@ class ShadowSampler:
         self.store = store  # an OutcomeStore, or a callable giving it (it is opened at start-up)
         self.rng = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._day = self._today()
-        self.spent_usd = 0.0
+        self.budget = DailyBudget(config.budget_usd_per_day)
         self.counts = {"sampled": 0, "scored": 0, "over_budget": 0, "failed": 0, "unparsed": 0}
-
-    @staticmethod
-    def _today() -> int:
-        return int(time.time() // 86400)
-
-    def _budget_left(self) -> bool:
-        today = self._today()
-        if today != self._day:
-            self._day, self.spent_usd = today, 0.0
-        return self.spent_usd < self.config.budget_usd_per_day
 
     def candidates(self, ctx: RouteContext, chosen: str) -> list[str]:
         allowed = set(self.config.models) if self.config.models else None
@@ -95,7 +84,7 @@ class ShadowSampler:
         others = self.candidates(ctx, chosen)
         if not others:
             return
-        if not self._budget_left():
+        if not self.budget.left():
             self.counts["over_budget"] += 1
             return
         shadow = self.rng.choice(others)
@@ -107,29 +96,10 @@ class ShadowSampler:
         task.add_done_callback(self._tasks.discard)
 
     async def _call(self, record_id: str, tier: str, model: str, body: dict[str, Any]) -> str:
-        started = time.time()
-        record = LedgerRecord(id=record_id, ts=started, requested_model=model, status=0, tier=tier,
-                              reason=f"learning.shadow ({tier})")
-        try:
-            result = await self.dispatcher.run([model], body, stream=False)
-        except Exception as exc:
-            record.status = getattr(exc, "status", 500)
-            record.error = str(getattr(exc, "message", exc))[:500]
-            record.attempts = list(getattr(exc, "attempts", []) or [])
-            raise
-        else:
-            answer = result.answer or {}
-            usage = answer.get("usage") or {}
-            record.status, record.chosen_model, record.attempts = 200, result.entry.name, result.attempts
-            record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            record.completion_tokens = int(usage.get("completion_tokens") or 0)
-            record.cost_usd = result.entry.cost(record.prompt_tokens, record.completion_tokens)
-            self.spent_usd += record.cost_usd
-            choices = answer.get("choices") or [{}]
-            return text_of((choices[0].get("message") or {}).get("content"), "")
-        finally:
-            record.latency_ms = (time.time() - started) * 1000
-            self.ledger.record(record)
+        answer = await recorded_call(self.dispatcher, self.ledger, record_id=record_id, tier=tier, model=model,
+                                     body=body, reason=f"learning.shadow ({tier})", budget=self.budget)
+        choices = answer.get("choices") or [{}]
+        return text_of((choices[0].get("message") or {}).get("content"), "")
 
     async def _run(self, body: dict[str, Any], ctx: RouteContext, record_id: str, chosen: str, answer: str,
                    shadow: str, propensity: dict[str, float]) -> None:
@@ -138,7 +108,7 @@ class ShadowSampler:
         try:
             plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
             shadow_answer = await self._call(f"{record_id}-shadow", "shadow", shadow, {**plain, "model": shadow})
-            if not shadow_answer or not self._budget_left():
+            if not shadow_answer or not self.budget.left():
                 return
             swap = self.rng.random() < 0.5  # the judge sees the routed answer first or second at random
             first, second = (shadow_answer, answer) if swap else (answer, shadow_answer)
