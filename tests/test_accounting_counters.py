@@ -38,7 +38,7 @@ def test_reserve_is_all_or_nothing_and_idempotent(store):
         assert await counters.reserve("r1", [Counter(a, 5, 10, 60, 0)], time.time() + 60) is None  # the same id again
         assert await counters.values([a, b]) == [5, 5]
         refused = await counters.reserve("r2", [Counter(a, 5, 10, 60, 0), Counter(b, 5, 6, 60, 1)], time.time() + 60)
-        assert refused is not None and refused.index == 1 and refused.current == 5
+        assert refused is not None and refused.check == 1 and refused.current == 5
         assert await counters.values([a, b]) == [5, 5]  # nothing of a refused request is kept
         await counters.settle("r1", [Counter(a, 2, 0, 60), Counter(b, 1, 0, 60)])
         await counters.settle("r1", [Counter(a, 2, 0, 60), Counter(b, 1, 0, 60)])  # a retried settle

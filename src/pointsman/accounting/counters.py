@@ -19,26 +19,26 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Counter", "CounterStore", "MemoryCounters", "RedisCounters", "Refused", "counters_from_url"]
 
-DONE_TTL_S = 86400  # how long a settled id is remembered: a settle retried within it is not counted twice
+DONE_TTL_S = 900  # how long a settled or expired id is remembered: a retry within it is not counted twice
+MAX_CLOSED = 200_000  # in process, ids remembered at most (the oldest forgotten first)
 SWEEP_BATCH = 16  # expired reservations taken back per reserve, at most
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
+class Counter(NamedTuple):  # a tuple: made 8 times per request, twice
     key: str
     amount: int
     cap: int  # the limit: value + amount may not exceed it
     expire_s: int  # the window's end plus a margin: the key disappears on its own
-    index: int = 0  # which check of the request this is (names the limit in a refusal)
+    check: int = 0  # which check of the request this is (names the limit in a refusal)
 
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    index: int  # the Counter.index that would be exceeded
+    check: int  # the Counter.check that would be exceeded
     current: int  # its value when refused
 
 
@@ -99,7 +99,11 @@ class MemoryCounters(CounterStore):
                 slot[0] -= amount
 
     def _sweep(self, now: float, limit: int | None = None) -> int:
-        due = [rid for rid, (deadline, _) in self._open.items() if deadline <= now][:limit]
+        due: list[str] = []
+        for rid, (deadline, _) in self._open.items():  # in insertion order, which is deadline order (one timeout)
+            if deadline > now or (limit is not None and len(due) >= limit):
+                break
+            due.append(rid)
         for rid in due:
             self._take_back(self._open.pop(rid)[1], now)
             self._closed[rid] = ("x", now + DONE_TTL_S)
@@ -117,7 +121,7 @@ class MemoryCounters(CounterStore):
         for c in counters:
             current = self._get(c.key, now)
             if current + c.amount > c.cap:
-                return Refused(c.index, current)
+                return Refused(c.check, current)
         for c in counters:
             self._add(c.key, c.amount, c.expire_s, now)
         self._open[request_id] = (deadline, [(c.key, c.amount) for c in counters])
@@ -135,6 +139,8 @@ class MemoryCounters(CounterStore):
             if c.amount:
                 self._add(c.key, c.amount, c.expire_s, now)
         self._closed[request_id] = ("d", now + DONE_TTL_S)
+        if len(self._closed) > MAX_CLOSED:  # dicts keep insertion order: the first is the oldest
+            del self._closed[next(iter(self._closed))]
 
     async def sweep(self) -> int:
         return self._sweep(time.time())
@@ -261,7 +267,7 @@ class RedisCounters(CounterStore):
             args += [c.amount, c.cap, c.expire_s]
         ok, index, current = await self._reserve(keys=[self.res_prefix + request_id, self.pending,
                                                        *(c.key for c in counters)], args=args)
-        return None if ok else Refused(counters[int(index) - 1].index, int(current))
+        return None if ok else Refused(counters[int(index) - 1].check, int(current))
 
     async def settle(self, request_id: str, actual: list[Counter]) -> None:
         args: list[Any] = [DONE_TTL_S, request_id]

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from pointsman.accounting.counters import Counter, CounterStore, counters_from_url
@@ -47,6 +47,7 @@ log = logging.getLogger("pointsman.accounting")
 
 NANO = 1_000_000_000  # USD counters count nano-dollars: integers, so sums are exact
 _LETTER = {"requests_per_minute": "r", "tokens_per_minute": "t", "usd_per_day": "d", "usd_per_month": "m"}
+_KEEP = {"requests_per_minute": 60, "tokens_per_minute": 60, "usd_per_day": 86400, "usd_per_month": 3 * 86400}
 _CODES = {"requests_per_minute": "rate_limit_exceeded", "tokens_per_minute": "rate_limit_exceeded",
           "usd_per_day": "budget_exceeded", "usd_per_month": "budget_exceeded"}
 
@@ -111,8 +112,7 @@ def worst_case_usd(decision: RouteDecision, pool: Pool, prompt: int, output: int
     return spent + max(cost(m) for m in (decision.model, *decision.fallbacks))
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     """One counter of one request: which limit and metric it enforces, and when its window resets."""
 
     limit: Limit
@@ -146,6 +146,8 @@ class Budgets:
         self.store_errors = 0  # reserve or settle calls the store failed (observability, GET /admin/budgets)
         self.refused = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self._day: tuple[int, tuple[str, float], tuple[str, float]] | None = None
+        self._stems: dict[tuple[tuple[str, str, str], str], str] = {}
 
     async def start(self, seed: bool = True) -> None:
         await self.counters.start()
@@ -182,26 +184,45 @@ class Budgets:
                         found.append(limit)
         return found
 
+    def _windows(self, ts: float) -> dict[str, tuple[str, float]]:
+        """Every metric's window at ``ts``; the day's and month's are worked out once a day (the hot path)."""
+        day = int(ts // 86400)  # Unix time has no leap seconds: a UTC day is 86400 s
+        if self._day is None or self._day[0] != day:
+            self._day = (day, window("usd_per_day", ts), window("usd_per_month", ts))
+        minute = int(ts // 60)
+        per_minute = (str(minute), (minute + 1) * 60.0)
+        return {"requests_per_minute": per_minute, "tokens_per_minute": per_minute, "usd_per_day": self._day[1],
+                "usd_per_month": self._day[2]}
+
+    def _stem(self, limit: Limit, metric: str) -> str:
+        stem = self._stems.get((limit.ident, metric))
+        if stem is None:
+            if len(self._stems) > 10_000:  # limits removed long ago
+                self._stems.clear()
+            stem = self._stems[(limit.ident, metric)] = (
+                f"{self.config.prefix}:{_LETTER[metric]}:{limit.scope}={quote(limit.name, safe='')}|"
+                f"{quote(limit.model, safe='')}:")
+        return stem
+
     def counter_key(self, limit: Limit, metric: str, ts: float) -> str:
-        name, _ = window(metric, ts)
-        return f"{self.config.prefix}:{_LETTER[metric]}:{limit.scope}={quote(limit.name, safe='')}|{quote(limit.model, safe='')}:{name}"
+        return self._stem(limit, metric) + self._windows(ts)[metric][0]
 
     def _counters(self, limits: list[Limit], ts: float, amounts: dict[str, int],
                   checks: list[Check] | None = None) -> list[Counter]:
         out: list[Counter] = []
         now = time.time()
+        windows = self._windows(ts)
         for limit in limits:
             for metric in METRICS:
                 cap = getattr(limit, metric)
                 if cap is None:
                     continue
-                _, resets = window(metric, ts)
-                key = self.counter_key(limit, metric, ts)
-                # kept a day past its window (a month window: three days), for late settles and reconciling
-                expire = int(resets - now) + (3 * 86400 if metric == "usd_per_month" else 86400 if metric == "usd_per_day" else 60)
-                index = len(checks) if checks is not None else 0
-                out.append(Counter(key, amounts[metric], int(cap * NANO) if metric.startswith("usd") else int(cap),
-                                   max(expire, 60), index))
+                name, resets = windows[metric]
+                # kept past its window (a day; a month's three days), for late settles and reconciling
+                expire = max(60, int(resets - now) + _KEEP[metric])
+                out.append(Counter(self._stem(limit, metric) + name, amounts[metric],
+                                   int(cap * NANO) if metric[0] == "u" else int(cap), expire,
+                                   len(checks) if checks is not None else 0))
                 if checks is not None:
                     checks.append(Check(limit, metric, resets))
         return out
@@ -221,9 +242,13 @@ class Budgets:
         counters = self._counters(limits, record.ts, {"requests_per_minute": 1, "tokens_per_minute": prompt + output,
                                                       "usd_per_day": usd, "usd_per_month": usd}, checks)
         reservation = Reservation(record.id, decision.model, record.ts, made=True)
+        deadline = time.time() + self.config.reservation_timeout_s
         try:
-            async with asyncio.timeout(self.config.store_timeout_s):
-                refused = await self.counters.reserve(record.id, counters, time.time() + self.config.reservation_timeout_s)
+            if self.shared:
+                async with asyncio.timeout(self.config.store_timeout_s):
+                    refused = await self.counters.reserve(record.id, counters, deadline)
+            else:  # in process: no I/O, nothing to wait for
+                refused = await self.counters.reserve(record.id, counters, deadline)
         except Exception as exc:  # noqa: BLE001 - Redis down or slow: the configured failure policy decides
             self.store_errors += 1
             if self.config.on_store_error == "closed":
@@ -234,7 +259,7 @@ class Budgets:
             refused, reservation.made = None, False
         if refused is not None:
             self.refused += 1
-            raise self._refusal(checks[refused.index], counters[refused.index], refused.current)
+            raise self._refusal(checks[refused.check], counters[refused.check], refused.current)
         ex.after.append(lambda: self.settle(reservation, ex.record))
         return False
 
@@ -263,7 +288,10 @@ class Budgets:
                                                          "tokens_per_minute": record.prompt_tokens + record.completion_tokens})
         for attempt in range(2):  # once more on a broken connection: settling twice is harmless (idempotent)
             try:
-                async with asyncio.timeout(self.config.store_timeout_s):
+                if self.shared:
+                    async with asyncio.timeout(self.config.store_timeout_s):
+                        await self.counters.settle(reservation.request_id, actual)
+                else:
                     await self.counters.settle(reservation.request_id, actual)
                 return
             except Exception as exc:  # noqa: BLE001 - the ledger holds the truth; reconcile repairs the counters
