@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from pointsman.accounting.keys import Limit, key_store_from_url
-from pointsman.accounting.migrations import migrate
+from pointsman.ledger.migrations import migrate
 from pointsman.cli import main as cli
 from tests.accounting_services import pg_rows
 from tests.conftest import ledger_rows, model

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, get_args
 
-from pointsman.accounting.migrations import Migration, migrate
+from pointsman.ledger.migrations import Migration, migrate
 
 __all__ = ["KeyStore", "Limit", "METRICS", "SCOPES", "Scope", "VirtualKey", "hash_secret", "key_store_from_url"]
 

@@ -1,26 +1,85 @@
-"""Versioned changes to the ledger's tables, for databases made by an earlier Pointsman.
+"""Versioned changes to the tables in the ledger's database, for databases made by an earlier Pointsman.
 
-The base tables (``SCHEMA`` in sqlite.py and postgres.py) stay as first shipped; each step here changes them once,
-in order, and ``schema_version`` (one row per component) records how far a database has come. The sinks and the
-spend readers call :func:`migrate_sqlite` / :func:`migrate_postgres` when they open it: the first one to get the
-lock applies what is missing, the others then find nothing to do.
+Each component (``ledger``, ``accounting``, ...) lists its migrations as ``(version, [steps])``, a step being
+SQL or a function of the connection (a back-fill); ``schema_version`` (one row per component) records how far a
+database has come. :func:`migrate` applies what is missing, in order, in one transaction that replicas starting
+at the same moment wait on (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock per component and
+schema). The ledger's base tables (``SCHEMA`` in sqlite.py and postgres.py) stay as first shipped; its steps
+are below, and the sinks and the spend readers call :func:`migrate_sqlite` / :func:`migrate_postgres`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 from pointsman.ledger.rollup import POSTGRES_SCHEMA, PREVIOUS, SQLITE_SCHEMA, Rollup, write_rollup
 
-__all__ = ["LEDGER_VERSION", "migrate_postgres", "migrate_sqlite"]
+__all__ = ["LEDGER_VERSION", "Migration", "is_postgres", "migrate", "migrate_postgres", "migrate_sqlite"]
 
-COMPONENT = "ledger"
+Step = Union[str, Callable[[Any], None]]
+Migration = tuple[int, Sequence[Step]]
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
 BACKFILL_CHUNK = 20_000
 
 
+def is_postgres(db: Any) -> bool:
+    return type(db).__module__.startswith("psycopg")
+
+
+def migrate(db: Any, component: str, migrations: Sequence[Migration]) -> int:
+    """Bring ``component``'s tables to its last migration; returns the version the database is at.
+
+    ``db``: an autocommit sqlite3 connection, or a psycopg connection."""
+    versions = [v for v, _ in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError(f"{component}: migrations must have increasing, distinct versions, not {versions}")
+    if is_postgres(db):
+        with db.transaction():
+            # one lock per component and schema (tests and tenants may keep several schemas in one database)
+            db.execute("SELECT pg_advisory_xact_lock(hashtext(%s || current_schema()))", (f"pointsman.{component}.",))
+            db.execute(VERSION_TABLE)
+            return _apply(db, component, migrations, "%s")
+    db.execute(VERSION_TABLE)
+    latest = versions[-1] if versions else 0
+    if _version(db, component, "?") == latest:
+        return latest  # the usual case: nothing to do, and no write lock taken
+    db.execute("BEGIN IMMEDIATE")  # the write lock first: another process may be migrating at this moment
+    try:
+        version = _apply(db, component, migrations, "?")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return version
+
+
+def _version(db: Any, component: str, mark: str) -> int:
+    row = db.execute(f"SELECT version FROM schema_version WHERE component = {mark}", (component,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _apply(db: Any, component: str, migrations: Sequence[Migration], mark: str) -> int:
+    current = _version(db, component, mark)
+    latest = migrations[-1][0] if migrations else 0
+    if current > latest:
+        raise RuntimeError(f"the database's {component} tables are at version {current}, newer than this "
+                           f"pointsman knows ({latest}): upgrade pointsman")
+    for version, steps in migrations:
+        if version > current:
+            for step in steps:
+                if isinstance(step, str):
+                    db.execute(step)
+                else:
+                    step(db)
+            current = version
+    db.execute(f"INSERT INTO schema_version (component, version) VALUES ({mark}, {mark}) "
+               "ON CONFLICT (component) DO UPDATE SET version = excluded.version", (component, current))
+    return current
+
+
+# -- the ledger's own steps ------------------------------------------------------------------------------------
 def _backfill(db: Any, placeholder: str) -> None:
     """The roll-up of the rows written before it existed, read in chunks."""
     columns = ", ".join(PREVIOUS)
@@ -53,49 +112,23 @@ def _spend_daily(schema: str, placeholder: str) -> Callable[[Any], None]:
     return step
 
 
-SQLITE_STEPS = [_cost_columns("INTEGER", "0"), _spend_daily(SQLITE_SCHEMA, "?")]
-POSTGRES_STEPS = [_cost_columns("BOOLEAN", "false"), _spend_daily(POSTGRES_SCHEMA, "%s")]
-LEDGER_VERSION = len(SQLITE_STEPS)
-assert len(POSTGRES_STEPS) == LEDGER_VERSION
-
-
-def _version(db: Any, placeholder: str) -> int:
-    row = db.execute(f"SELECT version FROM schema_version WHERE component = {placeholder}", (COMPONENT,)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _set_version(db: Any, placeholder: str, version: int) -> None:
-    db.execute(f"INSERT INTO schema_version (component, version) VALUES ({placeholder}, {placeholder}) "
-               "ON CONFLICT (component) DO UPDATE SET version = excluded.version", (COMPONENT, version))
+SQLITE_STEPS: list[Migration] = [(1, [_cost_columns("INTEGER", "0")]), (2, [_spend_daily(SQLITE_SCHEMA, "?")])]
+POSTGRES_STEPS: list[Migration] = [(1, [_cost_columns("BOOLEAN", "false")]), (2, [_spend_daily(POSTGRES_SCHEMA, "%s")])]
+LEDGER_VERSION = SQLITE_STEPS[-1][0]
+assert [v for v, _ in POSTGRES_STEPS] == [v for v, _ in SQLITE_STEPS]
 
 
 def migrate_sqlite(db: sqlite3.Connection) -> int:
-    """Bring a SQLite ledger (its base tables made) to the current version; returns the steps applied. The
-    connection must be in autocommit mode (isolation_level=None), as the sink's is."""
+    """Bring a SQLite ledger (its base tables made; an autocommit connection, as the sink's) to the current
+    version; returns the steps applied."""
     db.execute(VERSION_TABLE)
-    if _version(db, "?") >= LEDGER_VERSION:
-        return 0
-    db.execute("BEGIN IMMEDIATE")  # the write lock first: another process may be migrating at this moment
-    try:
-        start = _version(db, "?")
-        for version, step in enumerate(SQLITE_STEPS[start:], start + 1):
-            step(db)
-            _set_version(db, "?", version)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    return LEDGER_VERSION - start
+    before = _version(db, "ledger", "?")
+    return migrate(db, "ledger", SQLITE_STEPS) - before
 
 
 def migrate_postgres(db: Any) -> int:
-    """Bring a PostgreSQL ledger (its base tables made) to the current version, in one transaction under a lock
-    held per schema; returns the steps applied."""
+    """Bring a PostgreSQL ledger (its base tables made) to the current version; returns the steps applied."""
     with db.transaction():
-        db.execute("SELECT pg_advisory_xact_lock(hashtext('pointsman.ledger.' || current_schema()))")
         db.execute(VERSION_TABLE)
-        start = _version(db, "%s")
-        for version, step in enumerate(POSTGRES_STEPS[start:], start + 1):
-            step(db)
-            _set_version(db, "%s", version)
-    return max(LEDGER_VERSION - start, 0)
+        before = _version(db, "ledger", "%s")
+    return migrate(db, "ledger", POSTGRES_STEPS) - before
