@@ -226,7 +226,8 @@ def test_a_new_concern_is_one_stage_in_the_request_path(make_gateway, upstream):
         return False
 
     names = [stage.__name__ for stage in gw.gateway.stages]
-    assert names == ["_authenticate_stage", "_read_stage", "_cache_stage", "_route_stage", "_answer_stage"]
+    core = ["_authenticate_stage", "_read_stage", "_cache_stage", "_route_stage", "_answer_stage"]
+    assert [n for n in names if n in core] == core and names[-1] == "_answer_stage", names  # others (limits) between
     gw.gateway.stages.insert(2, no_secrets)
     url = f"{gw.base_url}/chat/completions"
     blocked = httpx.post(url, json={"model": "m", "messages": [{"role": "user", "content": "my password is hunter2"}]})

@@ -133,7 +133,8 @@ def _reconcile(args: argparse.Namespace, store: KeyStore) -> int:
 def add_commands(commands: Any) -> None:
     where = dict(help="the gateway's config, for server.ledger_url (default: the built-in default)")
     keys = commands.add_parser("keys", help="virtual keys: create, list, rotate, revoke (in the ledger's database)")
-    key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                      help="create, list, rotate or revoke")
     create = key_actions.add_parser("create", help="a new key; its secret is printed once")
     for name in ("name", "user", "team", "cohort"):
         create.add_argument(f"--{name}", help=f"the key's {name} (key metadata: ledger rows and budgets use it)")
@@ -154,7 +155,8 @@ def add_commands(commands: Any) -> None:
     keys.set_defaults(handler=_keys)
 
     budgets = commands.add_parser("budgets", help="budgets and rate limits on keys, teams, cohorts and models")
-    actions = budgets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = budgets.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                     help="set, remove, list or reconcile")
     set_ = actions.add_parser("set", help="set (replace) the limit of a scope; a metric left out is unlimited")
     remove = actions.add_parser("remove", help="remove the limit of a scope")
     for sub in (set_, remove):
