@@ -12,6 +12,7 @@ from pointsman.accounting.commands import add_commands as add_account_commands
 from pointsman.learning.commands import add_commands as add_learning_commands
 from pointsman.learning.commands import add_train_options
 from pointsman.accounting.cli import add_command as add_spend_command
+from pointsman.observability.commands import add_command as add_audit_command
 
 
 def _without_password(url: str) -> str:
@@ -24,6 +25,10 @@ def _without_password(url: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
+    if args.workers > 1:  # before anything imports prometheus_client: the workers add up their metrics
+        from pointsman.observability.workers import share_metrics_between_workers
+
+        share_metrics_between_workers()
     import uvicorn
 
     from pointsman.app.factory import ADMIN_KEY_ENV, CONFIG_ENV, LEDGER_ENV, LOG_REQUESTS_ENV, config_from_env
@@ -486,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     add_learning_commands(commands)  # promote, rollback, drift (learning/commands.py)
     add_account_commands(commands)  # keys, budgets (accounting/commands.py)
     add_spend_command(commands)  # spend (accounting/cli.py)
+    add_audit_command(commands)  # audit (observability/commands.py)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING) if hasattr(args, "log_level") else logging.WARNING)
     try:

@@ -53,6 +53,7 @@ from pointsman.app.schema import validate_chat_request
 from pointsman.app import admin as cache_admin
 from pointsman.accounting import api as spend_api
 from pointsman.app import feedback as learning_api
+from pointsman.observability import hooks as visibility
 from pointsman.app.caching import CacheStage, CacheTicket, tenant_of
 from pointsman.cache import StreamRecorder
 from pointsman.cache.answers import replay_as_sse
@@ -280,6 +281,8 @@ class Gateway:
         # limits after route: per-model limits and the worst-case price need the routed model (accounting/limits.py)
         self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, self._cache_stage, self._route_stage,
                                     self.budgets.stage, self._answer_stage]
+        # metrics, traces and the JSON request log (observability/hooks.py); wraps the stages when tracing is on
+        self.visibility = visibility.Visibility(self)
         if self.server.log_requests:
             _request_lines_to_console()
         self._started = False
@@ -326,6 +329,7 @@ class Gateway:
             await self.budgets.close()
             await self.keys.close()
             self.ledger.close()  # flushes: a clean shutdown loses no record
+            self.visibility.close()
             if self.outcomes is not None:
                 self.outcomes.close()
             self._started = False
@@ -399,6 +403,8 @@ class Gateway:
                 await accounts_api.handle(self, scope, receive, send)
             elif path in cache_admin.PATHS:  # /v1/cache/feedback, /admin/cache/invalidate, /admin/cache/metrics
                 await cache_admin.handle(self, scope, receive, send)
+            elif path in visibility.PATHS:  # /metrics, /admin/dashboard (observability/)
+                await visibility.handle(self, scope, receive, send)
             elif path in spend_api.PATHS:  # /admin/spend, /admin/spend/hidden, /savings, /contracts
                 await spend_api.handle(self, scope, receive, send)
             elif path == "/admin/models" and method == "GET":
@@ -540,6 +546,7 @@ class Gateway:
                 self.unauthenticated += 1  # counted, not stored: rows before authentication would let anyone fill the disk
             else:
                 self.ledger.record(record)
+            self.visibility.record(ex)  # metrics, the request's span, the JSON line: from the row just recorded
             for release in ex.after:  # a budget reservation settled to the row's cost
                 await release()
             if ex.answer_parts and record.status == 200 and self.shadow is not None and ex.ctx is not None:

@@ -7,6 +7,8 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
+from pointsman.observability.config import ObservabilityConfig
+
 Capability = Literal["tools", "vision", "json"]
 CAPABILITIES = frozenset(get_args(Capability))
 
@@ -343,3 +345,4 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     policies: dict[str, Policy] = msgspec.field(default_factory=dict)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     learning: LearningConfig = msgspec.field(default_factory=LearningConfig)
+    observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)  # README, "Visibility"
