@@ -136,3 +136,32 @@ def test_redis_down_fails_closed_or_open_as_configured(make_gateway, upstream, p
     assert took < 2.0  # a closed port is refused at once, not waited on
     budgets = admin(gateway, "GET", "/admin/budgets").json()  # counters cannot be read either: said, not a 500
     assert budgets["store_unavailable"] and budgets["data"][0]["used"] is None and budgets["store_errors"] == (1 if policy == "closed" else 2)  # open: reserve and settle
+
+
+def test_the_gateways_own_calls_count_against_their_models_budget(make_gateway, upstream):
+    """Issue 19: shadow answers (and their judge, and cache verification: gateway/own_calls.py) are costed and
+    counted against budgets like any other call; once the model's budget is spent they stop, the client's
+    requests go on."""
+    config = {"models": [model("small", upstream, prices={"input": 0.1, "output": 0.1}),
+                         model("big", upstream, prices={"input": 1000, "output": 2000}),
+                         model("judge", upstream, "say:A=9 B=3", prices={"input": 0.1, "output": 0.1})],
+              "policies": {"auto": {"default": "small"}},
+              "server": {"admin_key_env": "PM_LIM_ADMIN", "limits": {"keys_refresh_s": 0.2}},
+              "learning": {"store_prompts": True, "shadow": {"share": 1.0, "judge": "judge", "models": ["big"],
+                                                            "budget_usd_per_day": 1000}}}
+    gateway = make_gateway(config)
+    key = admin(gateway, "POST", "/admin/keys", json={"team": "ops"}).json()["key"]
+    admin(gateway, "POST", "/admin/budgets", json={"scope": "model", "name": "big", "usd_per_day": 0.15})
+    time.sleep(0.5)  # the limit reaches the gateway's copy (keys_refresh_s)
+    for _ in range(8):
+        assert chat(gateway, key, "hello there", max_tokens=50).status_code == 200
+        time.sleep(0.1)
+    deadline = time.time() + 10
+    while gateway.gateway.shadow._tasks and time.time() < deadline:
+        time.sleep(0.05)
+    shadow_rows = [r for r in ledger_rows(gateway) if r["tier"] == "shadow"]
+    spent = sum(r["cost_usd"] for r in shadow_rows)
+    assert shadow_rows and spent > 0
+    assert spent <= 0.15, "the shadow calls overspent the model's budget (each reserves its worst case first)"
+    assert any(r["status"] == 429 for r in shadow_rows), "the budget never stopped a shadow call"
+    assert used(gateway, "model", "big")["usd_per_day"] == pytest.approx(spent, rel=1e-6, abs=1e-9)

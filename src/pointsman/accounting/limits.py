@@ -237,31 +237,46 @@ class Budgets:
             return False
         prompt = prompt_tokens_estimate(ex.ctx)
         output = output_cap(ex.raw, self.config.default_max_tokens)
-        usd = math.ceil(worst_case_usd(decision, self.pool, prompt, output) * NANO)
+        usd = worst_case_usd(decision, self.pool, prompt, output)
+        reservation = await self._reserve(record.id, decision.model, record.ts, limits, prompt + output, usd)
+        ex.after.append(lambda: self.settle(reservation, ex.record))
+        return False
+
+    async def own_call(self, record_id: str, model: str, tokens: int, usd: float) -> Reservation | None:
+        """Reserve a call the gateway makes for itself (a shadow answer, its judge, cache verification) on the limits
+        of its model, as a client's call is (``tokens`` and ``usd``: its worst case); None when no limit applies;
+        the 429 when one would be exceeded. Settle it with :meth:`settle` and the call's ledger row."""
+        limits = self.applicable(None, None, None, model)
+        if not limits:
+            return None
+        return await self._reserve(record_id, model, time.time(), limits, tokens, usd)
+
+    async def _reserve(self, request_id: str, model: str, ts: float, limits: list[Limit], tokens: int,
+                       worst_usd: float) -> Reservation:
+        usd = math.ceil(worst_usd * NANO)
         checks: list[Check] = []
-        counters = self._counters(limits, record.ts, {"requests_per_minute": 1, "tokens_per_minute": prompt + output,
-                                                      "usd_per_day": usd, "usd_per_month": usd}, checks)
-        reservation = Reservation(record.id, decision.model, record.ts, made=True)
+        counters = self._counters(limits, ts, {"requests_per_minute": 1, "tokens_per_minute": tokens,
+                                               "usd_per_day": usd, "usd_per_month": usd}, checks)
+        reservation = Reservation(request_id, model, ts, made=True)
         deadline = time.time() + self.config.reservation_timeout_s
         try:
             if self.shared:
                 async with asyncio.timeout(self.config.store_timeout_s):
-                    refused = await self.counters.reserve(record.id, counters, deadline)
+                    refused = await self.counters.reserve(request_id, counters, deadline)
             else:  # in process: no I/O, nothing to wait for
-                refused = await self.counters.reserve(record.id, counters, deadline)
+                refused = await self.counters.reserve(request_id, counters, deadline)
         except Exception as exc:  # noqa: BLE001 - Redis down or slow: the configured failure policy decides
             self.store_errors += 1
             if self.config.on_store_error == "closed":
                 raise GatewayError(503, f"budgets and rate limits cannot be checked: the limits store is unavailable "
                                         f"({type(exc).__name__}); try again shortly", code="limits_unavailable",
                                    headers={"retry-after": "1"}) from None
-            log.warning("limits store unavailable, request %s goes on unchecked (on_store_error: open): %s", record.id, exc)
+            log.warning("limits store unavailable, request %s goes on unchecked (on_store_error: open): %s", request_id, exc)
             refused, reservation.made = None, False
         if refused is not None:
             self.refused += 1
             raise self._refusal(checks[refused.check], counters[refused.check], refused.current)
-        ex.after.append(lambda: self.settle(reservation, ex.record))
-        return False
+        return reservation
 
     def _refusal(self, check: Check, counter: Counter, current: int) -> GatewayError:
         now = time.time()

@@ -277,10 +277,17 @@ class Gateway:
         # virtual keys and limits, copied from the ledger's database; budgets and rate limits (accounting/)
         self.keys = KeyDirectory(lambda: key_store_from_url(self.server.ledger_url), self.server.limits.keys_refresh_s)
         self.budgets = Budgets(self.server.limits, self.keys, self.pool)
+        # the gateway's own calls (gateway/own_calls.py) count against their model's limits like a client's
+        if self.shadow is not None:
+            self.shadow.budgets = self.budgets
+        if self.caching is not None and self.caching.verifier is not None:
+            self.caching.verifier.budgets = self.budgets
         # the request path (app/pipeline.py): a new concern is one more stage in this list
         # limits after route: per-model limits and the worst-case price need the routed model (accounting/limits.py)
-        self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, self._cache_stage, self._route_stage,
-                                    self.budgets.stage, self._answer_stage]
+        # guards (guards/chain.py): compliance, injection and PII before the cache; what the upstream may see after route
+        self.guards = Guards(config.guards, self.pool, self.router.resolve, self.embedders, self.router.static_window())
+        self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, *self.guards.before_cache, self._cache_stage,
+                                    self._route_stage, *self.guards.after_route, self.budgets.stage, self._answer_stage]
         # metrics, traces and the JSON request log (observability/hooks.py); wraps the stages when tracing is on
         self.visibility = visibility.Visibility(self)
         if self.server.log_requests:

@@ -102,6 +102,7 @@ class CacheVerifier:
         self._pending: list[tuple[str, float | None, bool]] = []
         self._drain_at: asyncio.TimerHandle | None = None
         self.budget = DailyBudget(config.budget_usd_per_day)
+        self.budgets: Any = None  # accounting's limits: verification calls count against their model's (the gateway sets it)
         self.counts = {"sampled": 0, "verified": 0, "agreed": 0, "disagreed": 0, "near_labels": 0, "plain_labels": 0,
                        "replaced": 0, "over_budget": 0, "busy": 0, "failed": 0, "dropped": 0}
 
@@ -228,7 +229,7 @@ class CacheVerifier:
 
     async def _call(self, record_id: str, tier: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
         return await recorded_call(self.dispatcher, self.ledger, record_id=record_id, tier=tier, model=model,
-                                   body=body, reason="cache.verify", budget=self.budget)
+                                   body=body, reason="cache.verify", budget=self.budget, budgets=self.budgets)
 
     def snapshot(self) -> dict[str, Any]:
         return {"share": self.config.share, "mode": self.config.mode, "spent_usd_today": round(self.budget.spent_usd, 6),

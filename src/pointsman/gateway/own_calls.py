@@ -39,12 +39,29 @@ class DailyBudget:
         self.spent_usd += usd
 
 
+def _worst_case(dispatcher: Any, model: str, body: dict[str, Any], default_output: int) -> tuple[int, float]:
+    """(tokens, USD) the call may take at most: its text at ~3 characters a token, and its output cap."""
+    from pointsman.accounting.limits import output_cap
+    from pointsman.text import text_of
+
+    prompt = sum(len(text_of(m.get("content"), " ")) for m in body.get("messages") or () if isinstance(m, dict)) // 3 + 16
+    output = output_cap(body, default_output)
+    return prompt + output, dispatcher.pool[model].cost(prompt, output)
+
+
 async def recorded_call(dispatcher: Any, ledger: BatchLedger, *, record_id: str, tier: str, model: str,
-                        body: dict[str, Any], reason: str, budget: DailyBudget | None = None) -> dict[str, Any]:
-    """The upstream's answer to ``body`` from ``model`` (errors are raised after the row is written)."""
+                        body: dict[str, Any], reason: str, budget: DailyBudget | None = None,
+                        budgets: Any = None) -> dict[str, Any]:
+    """The upstream's answer to ``body`` from ``model`` (errors are raised after the row is written). ``budgets``
+    (accounting/limits.py Budgets): the call is reserved on its model's limits and settled to its cost, as a
+    client's call is; a 429 when a limit would be exceeded."""
     started = time.time()
     record = LedgerRecord(id=record_id, ts=started, requested_model=model, status=0, tier=tier, reason=reason)
+    reservation = None
     try:
+        if budgets is not None:  # refused (429) as a client's call would be, and in the ledger like one
+            worst_tokens, worst_usd = _worst_case(dispatcher, model, body, budgets.config.default_max_tokens)
+            reservation = await budgets.own_call(record_id, model, worst_tokens, worst_usd)
         result = await dispatcher.run([model], body, stream=False)
     except Exception as exc:
         record.status = getattr(exc, "status", 500)
@@ -63,3 +80,5 @@ async def recorded_call(dispatcher: Any, ledger: BatchLedger, *, record_id: str,
     finally:
         record.latency_ms = (time.time() - started) * 1000
         ledger.record(record)
+        if reservation is not None:
+            await budgets.settle(reservation, record)

@@ -64,6 +64,7 @@ class ShadowSampler:
         self.rng = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
         self.budget = DailyBudget(config.budget_usd_per_day)
+        self.budgets: Any = None  # accounting's limits: shadow calls count against their model's (set by the gateway)
         self.counts = {"sampled": 0, "scored": 0, "over_budget": 0, "failed": 0, "unparsed": 0}
 
     def candidates(self, ctx: RouteContext, chosen: str) -> list[str]:
@@ -97,7 +98,8 @@ class ShadowSampler:
 
     async def _call(self, record_id: str, tier: str, model: str, body: dict[str, Any]) -> str:
         answer = await recorded_call(self.dispatcher, self.ledger, record_id=record_id, tier=tier, model=model,
-                                     body=body, reason=f"learning.shadow ({tier})", budget=self.budget)
+                                     body=body, reason=f"learning.shadow ({tier})", budget=self.budget,
+                                     budgets=self.budgets)
         choices = answer.get("choices") or [{}]
         return text_of((choices[0].get("message") or {}).get("content"), "")
 
