@@ -284,10 +284,8 @@ class Gateway:
             self.caching.verifier.budgets = self.budgets
         # the request path (app/pipeline.py): a new concern is one more stage in this list
         # limits after route: per-model limits and the worst-case price need the routed model (accounting/limits.py)
-        # guards (guards/chain.py): compliance, injection and PII before the cache; what the upstream may see after route
-        self.guards = Guards(config.guards, self.pool, self.router.resolve, self.embedders, self.router.static_window())
-        self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, *self.guards.before_cache, self._cache_stage,
-                                    self._route_stage, *self.guards.after_route, self.budgets.stage, self._answer_stage]
+        self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, self._cache_stage, self._route_stage,
+                                    self.budgets.stage, self._answer_stage]
         # metrics, traces and the JSON request log (observability/hooks.py); wraps the stages when tracing is on
         self.visibility = visibility.Visibility(self)
         if self.server.log_requests:
