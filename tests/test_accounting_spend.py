@@ -22,6 +22,7 @@ import pytest
 from pointsman.accounting.prices import ModelPrice, Rates
 from pointsman.accounting.reports import SpendReader
 from pointsman.ledger import Attempt, LedgerRecord, sink_from_url
+from pointsman.ledger.migrations import LEDGER_VERSION
 from tests.conftest import model, skip_unless_service
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
@@ -210,7 +211,7 @@ def test_a_ledger_made_before_the_roll_up_is_migrated_and_backfilled(tmp_path):
     _check_spend(report, _sums(rows, "cohort"), "cohort")
     assert sum(e["escalated"] for e in report["groups"]) == sum(r["escalated"] for r in rows) > 0
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM schema_version WHERE component = 'ledger'").fetchone() == (2,)
+    assert db.execute("SELECT version FROM schema_version WHERE component = 'ledger'").fetchone() == (LEDGER_VERSION,)
     db.close()
     late = _records(1, seed=4)[0]
     late.id = "late"

@@ -114,6 +114,25 @@ chat_completions = _endpoint(chat_completion, _openai_events)
 messages = _endpoint(messages_response, messages_stream_events)
 
 
+async def embeddings(request: web.Request) -> web.Response:
+    """OpenAI's embeddings: one 4-dimensional vector per input (its words, characters, and two constants);
+    a scripted status fault as for chat."""
+    state: UpstreamState = request.app[STATE]
+    body = orjson.loads(await request.read())
+    state.last_headers = {str(k).lower(): v for k, v in request.headers.items()}
+    state.last_body = body
+    behaviour = state.behaviour_for(str(body.get("model")))
+    early = await _before_answer(request, behaviour)
+    if early is not None:
+        return early
+    inputs = body["input"] if isinstance(body["input"], list) and isinstance(body["input"][0], str) else [body["input"]]
+    words = sum(len(str(text).split()) for text in inputs)
+    data = [{"object": "embedding", "index": i, "embedding": [float(len(str(t).split())), float(len(str(t))), 0.5, -0.5]}
+            for i, t in enumerate(inputs)]
+    usage = None if behaviour.kind == "nousage" else {"prompt_tokens": words, "total_tokens": words}
+    return _json({"object": "list", "data": data, "model": body.get("model"), "usage": usage})
+
+
 async def set_script(request: web.Request) -> web.Response:
     """{"model": "m", "behaviours": ["status:500", "echo"]}: the next requests for m, in order."""
     state: UpstreamState = request.app[STATE]
@@ -138,6 +157,7 @@ def make_app() -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/_control/script", set_script)
     app.router.add_get("/_control/stats", stats)
     app.router.add_post("/_control/reset", reset)

@@ -1,6 +1,7 @@
 """The spend reports over HTTP (admin key): ``GET /admin/spend`` (``group_by=cohort,model``),
 ``/admin/spend/hidden`` (``group=cohort|team|key``, ``factor``, ``min_requests``, ``strong``),
-``/admin/spend/savings`` (``baseline=<model>``, ``group``) and ``/admin/spend/contracts``; each takes ``since`` and
+``/admin/spend/savings`` (``baseline=<model>``, ``group``), ``/admin/spend/contracts`` and ``/admin/spend/sessions``
+(``limit``, ``session``: per-session cost, issue 22); each takes ``since`` and
 ``until`` (days, both included). Answers are the JSON of accounting/reports.py.
 
 ``handle`` is called by the gateway's path routing for the paths in ``PATHS``.
@@ -19,7 +20,7 @@ from pointsman.errors import GatewayError
 __all__ = ["PATHS", "handle"]
 
 PATHS = {"/admin/spend": "spend", "/admin/spend/hidden": "hidden", "/admin/spend/savings": "savings",
-         "/admin/spend/contracts": "contracts"}
+         "/admin/spend/contracts": "contracts", "/admin/spend/sessions": "sessions"}
 
 
 def _report(gateway: Any, kind: str, options: dict[str, str]) -> dict[str, Any]:

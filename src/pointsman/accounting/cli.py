@@ -74,16 +74,22 @@ def _text(kind: str, report: dict[str, Any]) -> str:
     if kind == "savings":
         return (f"savings against everything on {report['baseline']} ({report['baseline_source']}), {period}\n"
                 f"{_table(report['groups'])}\ntotal: {_cell(report['total'])}")
+    if kind == "sessions":
+        rows = [{k: v for k, v in row.items() if k not in ("models", "first_ts", "last_ts")}
+                | {"models": ",".join(m for m in row["models"] if m)} for row in report["sessions"]]
+        return f"cost per session (most expensive first), {period}\n{_table(rows)}"
     return f"contract commitments per month, {period}\n{_table(report['months'])}"
 
 
 def spend(args: argparse.Namespace) -> int:
     from pointsman.accounting.reports import SpendReader, run_report
 
-    kind = "hidden" if args.hidden else "savings" if args.baseline else "contracts" if args.contracts else "spend"
+    kind = ("hidden" if args.hidden else "savings" if args.baseline else "contracts" if args.contracts
+            else "sessions" if args.sessions else "spend")
     pricing, url = _pricing_and_url(args)
     options = {"group_by": args.group_by, "group": args.group, "since": args.since, "until": args.until,
-               "baseline": args.baseline, "factor": args.factor, "min_requests": args.min_requests, "strong": args.strong}
+               "baseline": args.baseline, "factor": args.factor, "min_requests": args.min_requests, "strong": args.strong,
+               "limit": args.limit}
     with SpendReader(url) as reader:
         report = run_report(reader, kind, {k: str(v) for k, v in options.items() if v is not None}, pricing)
     print(json.dumps(_finite(report), indent=2) if args.json else _text(kind, report))
@@ -110,5 +116,8 @@ def add_command(commands: Any) -> None:
     parser.add_argument("--baseline", help="savings against every request on this model (a pool model or a model id "
                                            "the price snapshot knows)")
     parser.add_argument("--contracts", action="store_true", help="per month, what each model's contract commitment bills")
+    parser.add_argument("--sessions", action="store_true", help="cost per session (agents' conversations), most "
+                                                                "expensive first, with the models each used")
+    parser.add_argument("--limit", type=int, default=100, help="--sessions: at most this many")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=spend)

@@ -242,6 +242,46 @@ class SpendReader:
                          "invoice_usd": max(metered, commitment), "unused_commitment_usd": max(commitment - metered, 0.0)})
         return {"since": first, "until": last, "months": rows}
 
+    def sessions(self, since: str | float | None = None, until: str | float | None = None, limit: int = 100,
+                 session: str | None = None) -> dict[str, Any]:
+        """Per session (an agent's conversation: x-pointsman-session, or recognised from its opening), most expensive
+        first: requests, models used (a switch shows as two), tokens with the cached share, cost, first and last
+        request. Read from the request rows (sessions are too many to roll up by day), through their index."""
+        first, last = parse_day(since), parse_day(until)
+        where: list[str] = ["session IS NOT NULL"]
+        params: list[Any] = []
+        if first:
+            where.append(f"ts >= {self.mark}"); params.append(_day_start(first))
+        if last:
+            where.append(f"ts < {self.mark}"); params.append(_day_start(last) + 86400)
+        if session:
+            where.append(f"session = {self.mark}"); params.append(session)
+        condition = " AND ".join(where)
+        db = self._connect()
+        found = db.execute(
+            f"SELECT session, COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), MIN(ts), MAX(ts), "
+            f"SUM(prompt_tokens), SUM(cached_tokens), SUM(completion_tokens), SUM(cost_usd) FROM requests "
+            f"WHERE {condition} GROUP BY session ORDER BY SUM(cost_usd) DESC LIMIT {int(limit)}", params).fetchall()
+        rows: dict[str, dict[str, Any]] = {}
+        for name, count, errors, begun, ended, prompt, cached, completion, cost in found:
+            rows[name] = {"session": name, "requests": int(count), "errors": int(errors or 0), "first_ts": float(begun),
+                          "last_ts": float(ended), "prompt_tokens": int(prompt or 0), "cached_tokens": int(cached or 0),
+                          "completion_tokens": int(completion or 0), "cost_usd": float(cost or 0.0), "models": {}}
+        if rows:
+            marks = ", ".join([self.mark] * len(rows))
+            for name, chosen, count, cost in db.execute(
+                    f"SELECT session, chosen_model, COUNT(*), SUM(cost_usd) FROM requests WHERE {condition} "
+                    f"AND session IN ({marks}) GROUP BY session, chosen_model", [*params, *rows]).fetchall():
+                rows[name]["models"][chosen or ""] = {"requests": int(count), "cost_usd": float(cost or 0.0)}
+        for row in rows.values():
+            row["cached_share"] = row["cached_tokens"] / row["prompt_tokens"] if row["prompt_tokens"] else 0.0
+            row["switched"] = len([m for m in row["models"] if m]) > 1
+        return {"since": first, "until": last, "sessions": list(rows.values())}
+
+
+def _day_start(day: str) -> float:
+    return datetime.fromisoformat(day).replace(tzinfo=timezone.utc).timestamp()
+
 
 def _baseline_cost(rates: Rates, sums: dict[str, Any]) -> float:
     fresh = sums["prompt_tokens"] - sums["cached_tokens"]
@@ -249,7 +289,7 @@ def _baseline_cost(rates: Rates, sums: dict[str, Any]) -> float:
             / 1_000_000 + sums["requests"] * rates.per_request)
 
 
-KINDS = ("spend", "hidden", "savings", "contracts")
+KINDS = ("spend", "hidden", "savings", "contracts", "sessions")
 
 
 class Pricing:
@@ -295,6 +335,8 @@ def run_report(reader: SpendReader, kind: str, options: dict[str, str], pricing:
         return reader.savings(pricing.baseline(baseline), options.get("group") or "cohort", since, until)
     if kind == "contracts":
         return reader.contracts(pricing.commitments, since, until)
+    if kind == "sessions":
+        return reader.sessions(since, until, limit=int(_number(options, "limit", 100)), session=options.get("session"))
     raise ValueError(f"unknown report {kind!r}: choose from {', '.join(KINDS)}")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from pointsman.app.openapi_agents import agent_components, agent_paths
 from pointsman.app.schema import ChatRequest
 
 REF = "#/components/schemas/{name}"
@@ -218,6 +219,7 @@ def build_openapi(*, model_ids: list[str], version: str, client_auth: bool, max_
                                     "properties": {"data": {"type": "array", "items": {"type": "object"}}}}}}},
                          **_errors("401", "403", "431")}}}
     components.update(_cache_components())
+    components.update(agent_components(model_ids))
     admin_key: list[dict[str, list[str]]] = [{"bearer": []}]
     cache_paths = {
         "/v1/cache/feedback": {"post": {
@@ -242,7 +244,7 @@ def build_openapi(*, model_ids: list[str], version: str, client_auth: bool, max_
         "info": {"title": "Pointsman", "version": version,
                  "description": "An OpenAI-compatible LLM routing gateway. Errors are OpenAI-shaped."},
         "paths": {"/v1/chat/completions": chat, "/v1/models": models, "/health": health, "/admin/models": admin,
-                  **cache_paths},
+                  **cache_paths, **agent_paths(_errors, common, chat_ok_headers)},
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }

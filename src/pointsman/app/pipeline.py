@@ -39,6 +39,8 @@ class Exchange:
     answer_parts: list[str] | None = None  # the answer's text, kept when a stage after the answer needs it (shadow)
     # run once the request is recorded, answered or not (limits: settle the reservation to the ledger row's cost)
     after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # another API's request (app/messages.py, app/responses.py): translated into a chat body by the read stage
+    adapter: Any = None
 
 
 Stage = Callable[[Exchange], Awaitable[bool]]

@@ -53,6 +53,10 @@ from pointsman.app.schema import validate_chat_request
 from pointsman.app import admin as cache_admin
 from pointsman.accounting import api as spend_api
 from pointsman.app import feedback as learning_api
+from pointsman.app import embeddings as embeddings_api
+from pointsman.app import messages as messages_api
+from pointsman.app import responses as responses_api
+from pointsman.app import route_only
 from pointsman.observability import hooks as visibility
 from pointsman.app.caching import CacheStage, CacheTicket, tenant_of
 from pointsman.cache import StreamRecorder
@@ -70,6 +74,7 @@ from pointsman.providers import ProviderError
 from pointsman.providers.transport import ReqwestTransport, Transport
 from pointsman.core import RouteContext, RouteDecision
 from pointsman.routing.policy import PolicyRouter, needs_embeddings
+from pointsman.routing.sticky import conversation_session
 from pointsman.text import text_of
 
 log = logging.getLogger("pointsman")
@@ -402,6 +407,14 @@ class Gateway:
                 if self.embedders is not None:
                     await self.embedders.warmup()  # a router trained on another encoder: load it off the loop now
                 await send_json(send, 200, {"reloaded": reloaded})
+            elif path in messages_api.PATHS:  # the Anthropic Messages API, translated at the edge (app/messages.py)
+                await messages_api.handle(self, scope, receive, send)
+            elif path.startswith(responses_api.PREFIX):  # the OpenAI Responses API (app/responses.py)
+                await responses_api.handle(self, scope, receive, send)
+            elif path in embeddings_api.PATHS:  # /v1/embeddings, passed through (app/embeddings.py)
+                await embeddings_api.handle(self, scope, receive, send)
+            elif path in route_only.PATHS:  # /v1/route: the decision without a model call (app/route_only.py)
+                await route_only.handle(self, scope, receive, send)
             elif path in learning_api.PATHS:  # /v1/feedback, /admin/drift
                 await learning_api.handle(self, scope, receive, send)
             elif path.startswith(accounts_api.PREFIXES):  # /admin/keys..., /admin/budgets...
@@ -507,11 +520,12 @@ class Gateway:
                                     "names): it may not use the admin API", code="forbidden")
 
     # -- chat completions --------------------------------------------------------------------------------
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, adapter: Any = None) -> None:
         """Run the stages (app/pipeline.py) under one failure policy: errors become OpenAI-shaped answers and
-        every request, answered or not, becomes a ledger row."""
+        every request, answered or not, becomes a ledger row. ``adapter``: another API's request, translated at
+        the edge (app/edge.py; ``send`` then translates the answers back)."""
         ex = Exchange(scope, receive, send, time.perf_counter(),
-                      LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0))
+                      LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0), adapter=adapter)
         record, started = ex.record, ex.started
         try:
             for stage in self.stages:
@@ -584,13 +598,17 @@ class Gateway:
             raise GatewayError(408, f"the request body did not arrive within {self.body_timeout_s:g} s", code="request_timeout",
                                type="invalid_request_error", headers={"connection": "close"}) from None
         ex.raw = raw = parse_json_object(body)
+        if ex.adapter is not None:  # /v1/messages, /v1/responses: into a chat body, once the caller is known
+            ex.raw = raw = await ex.adapter.request(raw, ex)
         ex.request = request = validate_chat_request(raw)
         record = ex.record
         record.requested_model = request.model
         record.stream = bool(request.stream)
         if record.user is None and request.user:
             record.user = request.user[:MAX_TAG_LENGTH]
-        ex.ctx = RouteContext(raw, _knob_overrides(ex.headers), _session(ex.headers), _cascade_mode(ex.headers),
+        # no x-pointsman-session: an agent's conversation is recognised by its first messages (routing/sticky.py)
+        record.session = _session(ex.headers) or conversation_session(raw)
+        ex.ctx = RouteContext(raw, _knob_overrides(ex.headers), record.session, _cascade_mode(ex.headers),
                               tenant=tenant_of(record.key_id, record.team))
         ex.include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return False

@@ -53,6 +53,8 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     name: str
     provider: str  # a key of pointsman.providers.PROVIDERS: "openai", "anthropic", "local"
+    # "embedding": serves POST /v1/embeddings only (passed through), never routed chat requests
+    kind: Literal["chat", "embedding"] = "chat"
     model: str | None = None  # the upstream's model id; defaults to `name`
     base_url: str | None = None
     api_key_env: str | None = None
@@ -114,8 +116,14 @@ class SemanticTierConfig(msgspec.Struct, forbid_unknown_fields=True):
     lambda_: float = msgspec.field(default=DEFAULT_LAMBDA, name="lambda")
     floor: float | None = None
     min_confidence: float = 0.0  # below it the decision is deferred to tier 3 (when a judge is configured)
+    # for a tool-using request (an agent), the share of its input priced at each model's cached-input rate: an
+    # agent resends its history every turn and the provider's prompt cache serves it (a setting, not a measurement;
+    # a continuing conversation's own history share is used when larger)
+    agent_cached_share: float = 0.8
 
     def __post_init__(self) -> None:
+        if not 0 <= self.agent_cached_share <= 1:
+            raise ValueError("semantic.agent_cached_share must be within 0..1")
         if self.lambda_ < 0:
             raise ValueError("semantic.lambda must be >= 0")
         if self.floor is not None and not 0 <= self.floor <= 1:
@@ -184,6 +192,9 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
     judge: JudgeTierConfig | None = None
     cascade: CascadeConfig | None = None  # cheap model first, verified, escalated (README, "Cascades")
     sticky_s: float = 0.0  # > 0: a session (x-pointsman-session) keeps its model this long
+    # a tool-using session (an agent: named, or recognised from its opening) keeps its model this long; 0 = it may
+    # switch (switching throws away the provider's prompt cache: routing/sticky.py)
+    agent_sticky_s: float = 3600.0
     default: str | None = None  # a pool model; None = the cheapest eligible model
     fallbacks: list[str] | None = None  # None = every other eligible model, cheapest first
     # the tiers in order (routing/tiers.py): built-ins by name (rules, sticky, semantic, judge), others as

@@ -47,6 +47,8 @@ class Pool:
                                                  frozenset(model.capabilities), price)
         # Cheapest first (by a typical 3:1 input:output mix): the order of defaults and fallbacks.
         self.by_price = sorted(self.entries, key=lambda n: self.entries[n].config.prices.blended())
+        # what chat requests are routed among: models of kind "embedding" serve /v1/embeddings only
+        self.chat_models = [n for n in self.by_price if self.entries[n].config.kind == "chat"]
 
 
     def __contains__(self, name: str) -> bool:
@@ -59,16 +61,16 @@ class Pool:
         """Models able to take this request (capabilities, context window), cheapest first."""
         needed = ctx.required_capabilities
         tokens = ctx.estimated_tokens
-        return [name for name in self.by_price
+        return [name for name in self.chat_models
                 if needed <= self.entries[name].capabilities and self.entries[name].config.context_window >= tokens]
 
     def why_none_eligible(self, ctx: RouteContext) -> str:
         """Why no pool model can take the request, and what would change that."""
         needed = ctx.required_capabilities
-        capable = [n for n in self.by_price if needed <= self.entries[n].capabilities]
+        capable = [n for n in self.chat_models if needed <= self.entries[n].capabilities]
         if not capable:
             listed = ", ".join(f"{n} [{', '.join(sorted(self.entries[n].capabilities)) or 'no capabilities'}]"
-                               for n in self.by_price)
+                               for n in self.chat_models)
             missing = ", ".join(sorted(needed))
             return (f"no model in the pool supports {missing}; the pool: {listed}. A model that can takes "
                     f"`capabilities: [{missing}]` in its config entry")

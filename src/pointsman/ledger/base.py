@@ -61,6 +61,8 @@ class LedgerRecord(msgspec.Struct):
     error: str | None = None
     attempts: list[Attempt] = msgspec.field(default_factory=list)
     prompt: str | None = None  # the routing text, kept (in its own table) only with learning.store_prompts
+    # the conversation: x-pointsman-session, or an agent's recognised from its opening (routing/sticky.py)
+    session: str | None = None
 
 
 class LedgerSink(ABC):

@@ -94,6 +94,7 @@ def _backfill(db: Any, placeholder: str) -> None:
         for row in rows:
             rollup.add_row(row, sign=1)
         write_rollup(db.cursor(), rollup, placeholder)
+    cursor.close()  # PostgreSQL: an open named cursor would block a later step's ALTER TABLE in this transaction
 
 
 def _cost_columns(boolean: str, false: str) -> Callable[[Any], None]:
@@ -112,8 +113,13 @@ def _spend_daily(schema: str, placeholder: str) -> Callable[[Any], None]:
     return step
 
 
-SQLITE_STEPS: list[Migration] = [(1, [_cost_columns("INTEGER", "0")]), (2, [_spend_daily(SQLITE_SCHEMA, "?")])]
-POSTGRES_STEPS: list[Migration] = [(1, [_cost_columns("BOOLEAN", "false")]), (2, [_spend_daily(POSTGRES_SCHEMA, "%s")])]
+# Step 3: each request's session (routing/sticky.py), for per-session spend (too many sessions to roll up by day)
+_SESSION = ["ALTER TABLE requests ADD COLUMN session TEXT",
+            "CREATE INDEX IF NOT EXISTS requests_session ON requests (session, ts)"]
+SQLITE_STEPS: list[Migration] = [(1, [_cost_columns("INTEGER", "0")]), (2, [_spend_daily(SQLITE_SCHEMA, "?")]),
+                                 (3, _SESSION)]
+POSTGRES_STEPS: list[Migration] = [(1, [_cost_columns("BOOLEAN", "false")]), (2, [_spend_daily(POSTGRES_SCHEMA, "%s")]),
+                                   (3, _SESSION)]
 LEDGER_VERSION = SQLITE_STEPS[-1][0]
 assert [v for v, _ in POSTGRES_STEPS] == [v for v, _ in SQLITE_STEPS]
 

@@ -13,7 +13,7 @@ from pointsman.ledger.rollup import batch_rollup, write_rollup
 
 COLUMNS = ("id", "ts", "requested_model", "status", "chosen_model", "tier", "reason", "stream", "key_id",
            "user", "team", "cohort", "prompt_tokens", "completion_tokens", "cost_usd", "ttft_ms", "latency_ms",
-           "overhead_ms", "cache_hit", "error", "attempts", "cost_estimated", "cached_tokens")
+           "overhead_ms", "cache_hit", "error", "attempts", "cost_estimated", "cached_tokens", "session")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -39,7 +39,7 @@ def record_row(record: LedgerRecord) -> tuple[object, ...]:
             record.reason, record.stream, record.key_id, record.user, record.team, record.cohort,
             record.prompt_tokens, record.completion_tokens, record.cost_usd, record.ttft_ms, record.latency_ms,
             record.overhead_ms, record.cache_hit, record.error, _encode(record.attempts).decode(), record.cost_estimated,
-            record.cached_tokens)
+            record.cached_tokens, record.session)
 
 
 class SqliteSink(LedgerSink):

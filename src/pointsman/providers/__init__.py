@@ -20,8 +20,20 @@ PROVIDERS: dict[str, str] = {
 }
 
 
+# provider name -> "module:class" for models of kind "embedding" (POST /v1/embeddings)
+EMBEDDING_PROVIDERS: dict[str, str] = {
+    "openai": "pointsman.providers.embeddings:OpenAIEmbeddingsProvider",
+}
+
+
 def build_provider(config: ModelConfig, transport: Transport) -> Provider:
-    target = PROVIDERS.get(config.provider)
+    if config.kind == "embedding":
+        target = EMBEDDING_PROVIDERS.get(config.provider)
+        if target is None:
+            raise ValueError(f"model {config.name!r}: provider {config.provider!r} serves no embeddings; kind: embedding "
+                             f"takes {sorted(EMBEDDING_PROVIDERS)}")
+    else:
+        target = PROVIDERS.get(config.provider)
     if target is None:
         raise ValueError(f"model {config.name!r}: unknown provider {config.provider!r}; known: {sorted(PROVIDERS)}")
     module_name, class_name = target.split(":")
@@ -29,4 +41,4 @@ def build_provider(config: ModelConfig, transport: Transport) -> Provider:
     return cls(config, transport)
 
 
-__all__ = ["PROVIDERS", "Provider", "ProviderError", "build_provider"]
+__all__ = ["EMBEDDING_PROVIDERS", "PROVIDERS", "Provider", "ProviderError", "build_provider"]

@@ -23,7 +23,7 @@ from pointsman.gateway.pool import Pool
 from pointsman.routing.base import RouteContext, RouteDecision, Tier
 from pointsman.routing.rules import RuleTier
 from pointsman.routing.semantic import SemanticTier
-from pointsman.routing.sticky import SessionMemory
+from pointsman.routing.sticky import SessionMemory, session_ttl
 from pointsman.routing.tiers import TierBuild, build_tiers
 
 POLICY_PREFIX = "router/"
@@ -39,6 +39,8 @@ class CompiledPolicy:
     default: str | None
     fallbacks: list[str] | None
     cascade: Cascade | None = None
+    sticky_s: float = 0.0  # how long a session keeps its model; a tool-using one agent_sticky_s (routing/sticky.py)
+    agent_sticky_s: float = 0.0
 
     @property
     def rules(self) -> RuleTier | None:
@@ -71,7 +73,8 @@ class PolicyRouter:
         for target in targets:
             if target is not None and not target.startswith(POLICY_PREFIX) and target not in self.pool:
                 raise ValueError(f"policy {name!r} names {target!r}, which is not a pool model")
-        sessions = SessionMemory(policy.sticky_s) if policy.sticky_s > 0 else None
+        longest = max(policy.sticky_s, policy.agent_sticky_s)
+        sessions = SessionMemory(longest) if longest > 0 else None
         return CompiledPolicy(
             name=name,
             tiers=build_tiers(TierBuild(name, policy, self.pool, self.dispatcher, self.embedders, sessions,
@@ -82,6 +85,8 @@ class PolicyRouter:
             cascade=Cascade(policy.cascade, self.pool, self.embedders,
                             policy.semantic.lambda_ if policy.semantic else None,
                             agreement_embedder=self._agreement_embedder(policy)) if policy.cascade else None,
+            sticky_s=policy.sticky_s,
+            agent_sticky_s=policy.agent_sticky_s,
         )
 
     def _agreement_embedder(self, policy: Policy) -> Embedder | None:
@@ -188,7 +193,9 @@ class PolicyRouter:
             else:
                 decision = RouteDecision(model=eligible[0], tier="default", reason="cheapest eligible model")
         if policy.sessions is not None and ctx.session:
-            policy.sessions.remember(ctx.session, decision.model, ctx.tenant)
+            ttl = session_ttl(ctx.has_tools, policy.sticky_s, policy.agent_sticky_s)
+            if ttl > 0:
+                policy.sessions.remember(ctx.session, decision.model, ctx.tenant, ttl)
         candidates = policy.fallbacks if policy.fallbacks is not None else eligible
         decision.fallbacks = [m for m in candidates if m != decision.model and m in eligible]
         if policy.cascade is not None:

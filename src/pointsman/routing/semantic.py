@@ -22,6 +22,7 @@ from pointsman.config.schema import ModelConfig, SemanticTierConfig
 from pointsman.embed.registry import Embedders
 from pointsman.routing.base import RouteContext, RouteDecision
 from pointsman.config.priors import blended_price, quality_prior
+from pointsman.text import text_of
 
 DEFAULT_ROUTER = Path(__file__).with_name("default_router.npz")
 MIN_SLOPE = 0.5  # logit units per unit of prior: a weaker prior never predicts better answers (low, so that
@@ -55,6 +56,17 @@ def _warn_if_other_encoder_file(path: Path, recorded: str | None) -> None:
         logging.getLogger("pointsman.routing").warning(
             "router %s was trained on embeddings of another MiniLM file (SHA-256 %s..., installed %s...): its "
             "predictions may be off; retrain it", path, recorded[:16], installed[:16])
+
+
+def history_share(messages: list[dict[str, Any]]) -> float:
+    """The share of a conversation's text sent before its last turn: what the provider's prompt cache holds from
+    the turn before (the last turn being the trailing user or tool messages)."""
+    sizes = [len(text_of(m.get("content"), " ")) + sum(len(str(c)) for c in m.get("tool_calls") or ()) for m in messages]
+    total = sum(sizes)
+    last = len(messages)
+    while last > 0 and messages[last - 1].get("role") in ("user", "tool"):
+        last -= 1
+    return sum(sizes[:last]) / total if total and last else 0.0
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -132,9 +144,10 @@ class SemanticTier:
     revises = False
 
     def __init__(self, config: SemanticTierConfig, pool: list[ModelConfig], embedders: Embedders,
-                 routers_dir: str | Path = "pointsman-routers") -> None:
+                 routers_dir: str | Path = "pointsman-routers", cached_rates: dict[str, float] | None = None) -> None:
         self.config = config
         self.pool = {m.name: m for m in pool}
+        self.cached_rates = cached_rates or {}  # USD per million cached input tokens, per model (accounting/prices.py)
         self.embedders = embedders  # the artefact names its encoder
         self.routers_dir = routers_dir
         self.path = router_file(config.router, routers_dir)
@@ -179,7 +192,7 @@ class SemanticTier:
         names = self.quality_map.pool_names
         index = [names.index(m) for m in eligible]
         q, s = quality[index], sd[index]
-        prices = np.array([blended_price(self.pool[m]) for m in eligible])
+        prices, agent_share = self._prices(ctx, eligible)
         cost = prices / prices.max() if prices.max() > 0 else prices
         knob = self.knob(ctx)
         if knob.floor is not None:
@@ -189,9 +202,26 @@ class SemanticTier:
             choice = int(np.argmax(q - knob.lambda_ * cost - 1e-9 * cost))
         confidence = self._confidence(q, s, cost, knob, choice)
         scores = {m: round(float(v), 4) for m, v in zip(eligible, q)}
+        agent = f" agent prices ({agent_share:.0%} cached input)" if agent_share is not None else ""
         decision = RouteDecision(model=eligible[choice], tier=self.name, scores=scores, confidence=confidence,
-                                 reason=f"{knob.describe()} predicted {q[choice]:.2f} confidence {confidence:.2f}")
+                                 reason=f"{knob.describe()}{agent} predicted {q[choice]:.2f} confidence {confidence:.2f}")
         return decision
+
+    def _prices(self, ctx: RouteContext, eligible: list[str]) -> tuple[np.ndarray, float | None]:
+        """Each model's price per million tokens (3:1 input:output) as the knob weighs it, and the cached share
+        applied (None: list prices). An agent (a tool-using request) resends its history every turn, which the
+        provider's prompt cache serves at the cached-input rate: its input is priced at that rate for the share
+        `agent_cached_share` (or the history's own share of a continuing conversation, when larger), so that a
+        model whose cache is cheap is seen as the agent will pay for it."""
+        if not ctx.has_tools or not self.cached_rates:
+            return np.array([blended_price(self.pool[m]) for m in eligible]), None
+        share = max(self.config.agent_cached_share, history_share(ctx.messages))
+        prices = []
+        for m in eligible:
+            rates = self.pool[m].prices
+            cached = self.cached_rates.get(m, rates.input)
+            prices.append(0.75 * ((1 - share) * rates.input + share * cached) + 0.25 * rates.output)
+        return np.array(prices), share
 
     @staticmethod
     def _confidence(q: np.ndarray, s: np.ndarray, cost: np.ndarray, knob: Knob, choice: int) -> float:

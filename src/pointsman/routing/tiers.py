@@ -26,7 +26,7 @@ from typing import Any
 from pointsman.config.schema import JudgeTierConfig, Policy, SemanticTierConfig
 from pointsman.embed.registry import Embedders
 from pointsman.routing.base import RouteContext, RouteDecision
-from pointsman.routing.sticky import SessionMemory
+from pointsman.routing.sticky import CONVERSATION_PREFIX, SessionMemory, is_continuation, session_ttl
 
 __all__ = ["TierBuild", "register_tier", "build_tiers", "BUILT_IN_ORDER", "StickyTier"]
 
@@ -57,21 +57,28 @@ class TierBuild:
 
 
 class StickyTier:
-    """A conversation that sends ``x-pointsman-session`` keeps the model it was given (per tenant)."""
+    """A session keeps the model it was given (per tenant): one that sends ``x-pointsman-session`` for the policy's
+    ``sticky_s``, a tool-using one (an agent; its session named or recognised from its opening) for
+    ``agent_sticky_s`` (routing/sticky.py)."""
 
     name = "sticky"
     revises = False
 
-    def __init__(self, sessions: SessionMemory) -> None:
+    def __init__(self, sessions: SessionMemory, sticky_s: float = 0.0, agent_sticky_s: float = 0.0) -> None:
         self.sessions = sessions
+        self.sticky_s = sticky_s
+        self.agent_sticky_s = agent_sticky_s
 
     async def decide(self, ctx: RouteContext, eligible: list[str], tentative: RouteDecision | None = None
                      ) -> RouteDecision | None:
-        if not ctx.session:
+        if not ctx.session or session_ttl(ctx.has_tools, self.sticky_s, self.agent_sticky_s) <= 0:
             return None
+        if ctx.session.startswith(CONVERSATION_PREFIX) and not is_continuation(ctx.messages):
+            return None  # the same opening again is a new conversation, routed afresh
         model = self.sessions.get(ctx.session, ctx.tenant)
         if model in eligible:
-            return RouteDecision(model=model, tier=self.name, reason=f"session {ctx.session[:32]} keeps its model")
+            what = "agent session" if ctx.has_tools else "session"
+            return RouteDecision(model=model, tier=self.name, reason=f"{what} {ctx.session[:32]} keeps its model")
         return None
 
 
@@ -84,12 +91,14 @@ def _built_in(kind: str, build: TierBuild) -> Any:
     if kind == "rules":
         return RuleTier(policy.rules) if policy.rules else None
     if kind == "sticky":
-        return StickyTier(build.sessions) if build.sessions is not None else None
+        return (StickyTier(build.sessions, policy.sticky_s, policy.agent_sticky_s) if build.sessions is not None
+                else None)
     if kind == "semantic":
         if build.embedders is None:
             raise ValueError(f"policy {build.policy_name!r}: the semantic tier needs the embedding model")
         return SemanticTier(policy.semantic or SemanticTierConfig(), [e.config for e in build.pool.entries.values()],
-                            build.embedders, build.routers_dir)
+                            build.embedders, build.routers_dir,
+                            cached_rates={e.name: e.price.rates.cache_read for e in build.pool.entries.values()})
     judge: JudgeTierConfig | None = policy.judge
     if judge is None:
         raise ValueError(f"policy {build.policy_name!r}: the judge tier needs `judge: {{model: ...}}`")
@@ -123,7 +132,7 @@ def build_tiers(build: TierBuild) -> list[Any]:
     judge)."""
     policy = build.policy
     if policy.tiers is None:
-        specs: list[Any] = [kind for kind, on in zip(BUILT_IN_ORDER, (bool(policy.rules), policy.sticky_s > 0,
+        specs: list[Any] = [kind for kind, on in zip(BUILT_IN_ORDER, (bool(policy.rules), policy.sticky_s > 0 or policy.agent_sticky_s > 0,
                                                                       policy.semantic is not None, policy.judge is not None))
                             if on]
     else:

@@ -1,0 +1,115 @@
+"""`POST /v1/embeddings`: passed through to a pool model of `kind: embedding` (providers/embeddings.py).
+
+Nothing is routed by quality (an embedding model is chosen for its vector space, which a client's index depends
+on): the model named is called, or with `model: "auto"` the cheapest embedding model of the pool. The call goes
+through the dispatcher (retries, breaker, attempts), the budgets and rate limits apply as to a chat request, and
+each request is a ledger row with its tokens and cost, as a chat request is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+
+from pointsman.accounting.prices import TokenUsage, read_usage
+from pointsman.app.http import JSON_HEADERS, Receive, Scope, Send, encode_headers, parse_json_object, read_body, send_bytes, send_error
+from pointsman.app.pipeline import Exchange
+from pointsman.core import RouteContext, RouteDecision
+from pointsman.errors import GatewayError
+from pointsman.ledger import LedgerRecord
+
+__all__ = ["PATHS", "handle", "embedding_models"]
+
+PATHS = ("/v1/embeddings", "/embeddings")
+
+
+def embedding_models(pool: Any) -> list[str]:
+    """The pool's embedding models, cheapest first."""
+    return [name for name in pool.by_price if pool[name].config.kind == "embedding"]
+
+
+def _texts(value: Any) -> tuple[str, int]:
+    """(the input's text, its token ids counted): what a request without usage is estimated from."""
+    if isinstance(value, str):
+        return value, 0
+    if isinstance(value, list) and value:
+        if all(isinstance(v, str) for v in value):
+            return "\n".join(value), 0
+        if all(isinstance(v, int) for v in value):
+            return "", len(value)
+        if all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value):
+            return "", sum(len(v) for v in value)
+    raise GatewayError(400, "input: a string, a list of strings, or token ids (a list of integers, or of lists of "
+                            "integers), not empty", code="invalid_request", param="input")
+
+
+def _choose(pool: Any, requested: Any) -> RouteDecision:
+    if not isinstance(requested, str) or not requested:
+        raise GatewayError(400, "model: a string is required", code="invalid_request", param="model")
+    models = embedding_models(pool)
+    if requested in models:
+        return RouteDecision(model=requested, tier="direct", reason="model named by the client")
+    if requested == "auto" and models:
+        return RouteDecision(model=models[0], tier="default", reason="cheapest embedding model")
+    raise GatewayError(404, f"The model `{requested}` is not an embedding model of this gateway's pool (kind: "
+                            f"embedding): {', '.join(models) or 'it has none'}", code="model_not_found", param="model")
+
+
+async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    from pointsman.app.server import _request_id  # one sequence of request ids for every path
+
+    if scope["method"] != "POST":
+        raise GatewayError(405, f"{scope['method']} is not allowed on {scope['path']}; use POST",
+                           code="method_not_allowed", headers={"allow": "POST"})
+    ex = Exchange(scope, receive, send, time.perf_counter(),
+                  LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0))
+    record = ex.record
+    try:
+        await gateway._authenticate_stage(ex)
+        try:
+            async with asyncio.timeout(gateway.body_timeout_s):
+                raw = parse_json_object(await read_body(receive, ex.headers, gateway.server.max_body_bytes))
+        except TimeoutError:
+            raise GatewayError(408, "the request body did not arrive in time", code="request_timeout") from None
+        record.requested_model = str(raw.get("model") or "")[:256]
+        text, token_ids = _texts(raw.get("input"))
+        ex.decision = decision = _choose(gateway.pool, raw.get("model"))
+        record.tier, record.reason = decision.tier, decision.reason
+        # the budgets stage reads a chat request: the input as one user message, one output token
+        ex.raw = {"model": decision.model, "messages": [{"role": "user", "content": text or "x" * (4 * token_ids)}],
+                  "max_tokens": 1}
+        ex.ctx = RouteContext(ex.raw, tenant=f"{record.key_id or ''}|{record.team or ''}")
+        await gateway.budgets.stage(ex)
+        result = await gateway.dispatcher.run([decision.model], raw, stream=False)
+        answer = result.answer
+        assert answer is not None
+        tokens = read_usage(answer.get("usage"))
+        if tokens is None:  # some servers report no usage: estimated, and the row says so
+            tokens, record.cost_estimated = TokenUsage((len(text) + 3) // 4 + token_ids, 0), True
+        record.chosen_model, record.attempts = result.entry.name, result.attempts
+        record.prompt_tokens, record.cached_tokens = tokens.prompt, tokens.cached
+        record.cost_usd = result.entry.cost_of(tokens, record.ts)
+        record.overhead_ms = (time.perf_counter() - ex.started) * 1000 - result.upstream_ms
+        record.status = 200
+        headers = encode_headers({"x-pointsman-request-id": record.id, "x-pointsman-model": result.entry.name,
+                                  "x-pointsman-tier": decision.tier, "x-pointsman-reason": decision.reason,
+                                  "x-pointsman-cost-usd": f"{record.cost_usd:.8f}",
+                                  "x-pointsman-overhead-ms": f"{record.overhead_ms:.3f}",
+                                  "x-pointsman-attempts": str(len(result.attempts))})
+        payload = orjson.dumps(answer)
+        await send_bytes(send, 200, gateway.redactor.body(payload) if gateway.redactor else payload, [*JSON_HEADERS, *headers])
+    except GatewayError as error:
+        error.message = gateway._redact(error.message) or ""
+        record.status, record.error = error.status, error.message
+        if error.attempts:
+            record.attempts = error.attempts
+        await send_error(send, error, [(b"x-pointsman-request-id", record.id.encode())])
+    finally:
+        record.latency_ms = (time.perf_counter() - ex.started) * 1000
+        if record.status != 401 and record.status != 0:
+            gateway.ledger.record(record)
+        for release in ex.after:
+            await release()
