@@ -10,9 +10,10 @@ from typing import Any
 from pointsman import __version__
 from pointsman.accounting.commands import add_commands as add_account_commands
 from pointsman.learning.commands import add_commands as add_learning_commands
-from pointsman.learning.commands import add_train_options
 from pointsman.accounting.cli import add_command as add_spend_command
 from pointsman.observability.commands import add_command as add_audit_command
+from pointsman.guards.commands import add_command as add_guard_command
+from pointsman.learning.commands import add_train_options
 
 
 def _without_password(url: str) -> str:
@@ -489,9 +490,10 @@ def main(argv: list[str] | None = None) -> int:
                           help="with --cross-source: a trained router file to add as a row (e.g. the shipped default)")
     evaluate.set_defaults(handler=_eval)
     add_learning_commands(commands)  # promote, rollback, drift (learning/commands.py)
-    add_account_commands(commands)  # keys, budgets (accounting/commands.py)
     add_spend_command(commands)  # spend (accounting/cli.py)
     add_audit_command(commands)  # audit (observability/commands.py)
+    add_guard_command(commands)  # guard (guards/commands.py)
+    add_account_commands(commands)  # keys, budgets (accounting/commands.py)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING) if hasattr(args, "log_level") else logging.WARNING)
     try:

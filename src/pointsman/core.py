@@ -36,7 +36,8 @@ class lazy:  # noqa: N801 - reads like functools.cached_property, which takes a 
 class RouteContext:
     """The request as routing sees it; each feature is computed at most once, and only if asked for."""
 
-    __slots__ = ("body", "overrides", "session", "cascade_mode", "tenant", "calls", "_embeddings", "__dict__")
+    __slots__ = ("body", "overrides", "session", "cascade_mode", "tenant", "calls", "_embeddings", "allowed", "constraints",
+                 "sensitive", "__dict__")
 
     def __init__(self, body: dict[str, Any], overrides: dict[str, float] | None = None, session: str | None = None,
                  cascade_mode: str | None = None, tenant: str = "") -> None:
@@ -47,6 +48,19 @@ class RouteContext:
         self.calls: list[Any] = []  # upstream calls made to decide (the judge's), as ledger Attempts with their cost
         self.cascade_mode = cascade_mode  # x-pointsman-cascade: "off" | "always" | "route", None = the policy's
         self._embeddings: dict[tuple[Any, str, int | None], tuple[np.ndarray, np.ndarray]] = {}
+        # compliance (guards/): the models this request's constraints permit (None: all), and those constraints
+        # as said in errors and the ledger; Pool.eligible reads them, so every tier, fallback and own call obeys
+        self.allowed: frozenset[str] | None = None
+        self.constraints: list[str] = []
+        self.sensitive = False  # carries personal data or was flagged as an injection: no cache, no shadow answer
+
+    def restrict(self, models: set[str] | frozenset[str], why: str) -> None:
+        """Narrow the models this request may reach to ``models`` (constraints only ever narrow)."""
+        self.allowed = frozenset(models) if self.allowed is None else self.allowed & frozenset(models)
+        self.constraints.append(why)
+
+    def permits(self, model: str) -> bool:
+        return self.allowed is None or model in self.allowed
 
     async def embedding(self, embedder: Embedder, text: str | None = None, max_tokens: int | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:

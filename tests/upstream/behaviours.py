@@ -4,6 +4,7 @@ echo               answer "echo: <last user text>" at once (tool call when tools
                    text mentions the weather)
 slow:MS            wait MS milliseconds, then echo
 status:CODE[:RA]   answer HTTP CODE with an OpenAI error body (and `retry-after: RA` if given)
+quote:CODE         answer HTTP CODE with an error message quoting the last user text
 reset              close the connection without answering
 malformed          200 with a body that is not JSON
 huge:MB            200 with a body of MB megabytes

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.upstream.behaviours import Behaviour, chat_chunks, chat_completion, error_body
+from tests.upstream.behaviours import Behaviour, chat_chunks, chat_completion, error_body, last_user_text
 
 try:  # the Anthropic side is optional so the OpenAI side works on its own
     from tests.upstream.anthropic_api import messages_response, messages_stream_events
@@ -52,6 +52,11 @@ async def _before_answer(request: web.Request, behaviour: Behaviour) -> web.Stre
         return _json({"error": {"message": f"This model's maximum context length is {window} tokens. However, your "
                                            f"messages resulted in {window + 100} tokens.", "type": "invalid_request_error",
                                 "param": "messages", "code": "context_length_exceeded"}}, status=400)
+    elif behaviour.kind == "quote":  # an error that quotes the prompt back, as some providers' 400s do
+        body = await request.json()
+        quoted = last_user_text(body.get("messages") or [])
+        return _json({"error": {"message": f"invalid content: {quoted!r}", "type": "invalid_request_error",
+                                "param": "messages", "code": "invalid_content"}}, status=int(behaviour.arg(0, 400)))
     elif behaviour.kind == "reset":
         assert request.transport is not None
         request.transport.abort()

@@ -123,14 +123,17 @@ class CacheStage:
         if not keys.cacheable:
             return None
         verifier = self.verifier
-        sampled = verifier is not None and not control.bypass and verifier.sample()
+        # verification calls read the request: made only to models its compliance constraints permit (guards/)
+        judge = self.config.verify.judge
+        sampled = (verifier is not None and not control.bypass and (judge is None or ctx.permits(judge))
+                   and verifier.sample())
         try:
             async with asyncio.timeout(self.config.store_timeout_s):
                 found = await self._lookup(control, keys, ctx, embedder, request_id, sampled)
         except Exception as exc:  # noqa: BLE001 - the store is down or hangs: answer without the cache, say so
             self._store_failed("look-up", exc)
             return None
-        if sampled and isinstance(found, Hit) and found.kind == "semantic":
+        if sampled and isinstance(found, Hit) and found.kind == "semantic" and ctx.permits(found.model):
             assert verifier is not None
             if not verifier.on_path(keys.tenant):
                 verifier.check_later(ctx.body, keys.tenant, found, request_id)

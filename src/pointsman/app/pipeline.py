@@ -16,6 +16,7 @@ from typing import Any
 
 from pointsman.ledger import LedgerRecord
 from pointsman.core import RouteContext, RouteDecision
+from pointsman.guards.base import GuardState
 
 __all__ = ["Exchange", "Stage"]
 
@@ -41,6 +42,8 @@ class Exchange:
     after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # another API's request (app/messages.py, app/responses.py): translated into a chat body by the read stage
     adapter: Any = None
+    # what the guards found and what they ask of the later stages (guards/base.py)
+    guard: GuardState = field(default_factory=GuardState)
 
 
 Stage = Callable[[Exchange], Awaitable[bool]]

@@ -73,6 +73,7 @@ from pointsman.ledger import Attempt, BatchLedger, LedgerRecord, sink_from_url
 from pointsman.providers import ProviderError
 from pointsman.providers.transport import ReqwestTransport, Transport
 from pointsman.core import RouteContext, RouteDecision
+from pointsman.guards.chain import Guards
 from pointsman.routing.policy import PolicyRouter, needs_embeddings
 from pointsman.routing.sticky import conversation_session
 from pointsman.text import text_of
@@ -251,7 +252,8 @@ class Gateway:
         # its artefact's (the static table by default), the semantic cache for its own (cache.encoder:
         # MiniLM fine-tuned on duplicates by default), the verifier for MiniLM.
         semantic_cache = self.server.cache.enabled and self.server.cache.semantic
-        self.embedders = Embedders() if needs_embeddings(config) or semantic_cache else None
+        self.embedders = (Embedders() if needs_embeddings(config) or semantic_cache or config.guards.injection.action != "off"
+                          or config.guards.injection.overrides else None)
         self.router = PolicyRouter(config, self.pool, self.embedders)
         self.cache_embedder = self.embedders.get(self.server.cache.encoder) if semantic_cache and self.embedders is not None else None
         self.caching = (CacheStage(self.server.cache, getattr(self.cache_embedder, "model_id", ""))
@@ -289,8 +291,10 @@ class Gateway:
             self.caching.verifier.budgets = self.budgets
         # the request path (app/pipeline.py): a new concern is one more stage in this list
         # limits after route: per-model limits and the worst-case price need the routed model (accounting/limits.py)
-        self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, self._cache_stage, self._route_stage,
-                                    self.budgets.stage, self._answer_stage]
+        # guards (guards/chain.py): compliance, injection and PII before the cache; what the upstream may see after route
+        self.guards = Guards(config.guards, self.pool, self.router.resolve, self.embedders, self.router.static_window())
+        self.stages: list[Stage] = [self._authenticate_stage, self._read_stage, *self.guards.before_cache, self._cache_stage,
+                                    self._route_stage, *self.guards.after_route, self.budgets.stage, self._answer_stage]
         # metrics, traces and the JSON request log (observability/hooks.py); wraps the stages when tracing is on
         self.visibility = visibility.Visibility(self)
         if self.server.log_requests:
@@ -532,7 +536,7 @@ class Gateway:
                 if await stage(ex):
                     break
         except GatewayError as error:
-            error.message = self._redact(error.message) or ""
+            error.message = ex.guard.scrub(self._redact(error.message)) or ""
             record.status, record.error = error.status, error.message
             if error.attempts or not record.attempts:  # an error after the upstream answered keeps that paid call
                 record.attempts = error.attempts
@@ -559,6 +563,12 @@ class Gateway:
                 record.error = self._redact(record.error)
                 for attempt in record.attempts:
                     attempt.error = self._redact(attempt.error)
+            if ex.guard.scrubbers:  # the request's personal data never reaches the ledger or a log (guards/pii.py)
+                record.error = ex.guard.scrub(record.error)
+                for attempt in record.attempts:
+                    attempt.error = ex.guard.scrub(attempt.error)
+            if ex.guard.notes:  # what the guards found: in the row as in the x-pointsman-guards header
+                record.reason = "; ".join(filter(None, [record.reason, "guards: " + ex.guard.header()]))
             if ex.decision is not None and ex.decision.calls:  # an error after deciding: the judge's calls still count
                 _add_routing_calls(record, ex.decision.calls)
             if record.status == 401 and record.key_id is None:
@@ -615,7 +625,7 @@ class Gateway:
 
     async def _cache_stage(self, ex: Exchange) -> bool:
         """An earlier answer, when the cache has one; else where this answer will be stored."""
-        if self.caching is None or ex.raw is None or not self.caching.may_cache(ex.raw):
+        if self.caching is None or ex.raw is None or not self.caching.may_cache(ex.raw) or (ex.ctx and ex.ctx.sensitive):
             return False
         assert ex.ctx is not None
         # Tenants never share answers: the key's hash, and within it the team.
@@ -632,10 +642,11 @@ class Gateway:
     async def _route_stage(self, ex: Exchange) -> bool:
         """Which model answers (routing/policy.py), and why."""
         assert ex.ctx is not None
-        ex.decision = decision = await self.router.route(ex.request.model, ex.ctx)
+        # a guard may have decided already (guards.injection's route action)
+        ex.decision = decision = ex.decision or await self.router.route(ex.request.model, ex.ctx)
         ex.record.tier, ex.record.reason = decision.tier, decision.reason
         if self.learning.store_prompts:  # what `pointsman train --from-ledger` learns from, with the feedback
-            ex.record.prompt = ex.ctx.routing_text
+            ex.record.prompt = ex.guard.scrub(ex.ctx.routing_text)
         if self.shadow is not None and self.shadow.wants(ex.ctx, decision.tier):
             ex.answer_parts = []  # the answer's text is kept for the judge
         return False

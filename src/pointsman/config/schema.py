@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
+from pointsman.guards.config import GuardsConfig
 from pointsman.observability.config import ObservabilityConfig
 
 Capability = Literal["tools", "vision", "json"]
@@ -356,4 +357,5 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     policies: dict[str, Policy] = msgspec.field(default_factory=dict)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     learning: LearningConfig = msgspec.field(default_factory=LearningConfig)
+    guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)  # README, "Guards and compliance"
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)  # README, "Visibility"

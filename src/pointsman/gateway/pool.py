@@ -58,16 +58,21 @@ class Pool:
         return self.entries[name]
 
     def eligible(self, ctx: RouteContext) -> list[str]:
-        """Models able to take this request (capabilities, context window), cheapest first."""
+        """Models able to take this request (capabilities, context window) and permitted by its compliance
+        constraints (guards/compliance.py), cheapest first."""
         needed = ctx.required_capabilities
         tokens = ctx.estimated_tokens
         return [name for name in self.chat_models
-                if needed <= self.entries[name].capabilities and self.entries[name].config.context_window >= tokens]
+                if needed <= self.entries[name].capabilities and self.entries[name].config.context_window >= tokens
+                and ctx.permits(name)]
 
     def why_none_eligible(self, ctx: RouteContext) -> str:
         """Why no pool model can take the request, and what would change that."""
         needed = ctx.required_capabilities
         capable = [n for n in self.chat_models if needed <= self.entries[n].capabilities]
+        if ctx.allowed is not None and not any(ctx.permits(n) for n in capable):
+            return (f"no model both meets the constraints of this request ({'; '.join(ctx.constraints)}) and supports "
+                    f"what it needs ({', '.join(sorted(needed)) or 'nothing special'}; context window included)")
         if not capable:
             listed = ", ".join(f"{n} [{', '.join(sorted(self.entries[n].capabilities)) or 'no capabilities'}]"
                                for n in self.chat_models)

@@ -73,7 +73,8 @@ class ShadowSampler:
 
     def wants(self, ctx: RouteContext, tier: str) -> bool:
         """Whether this request gets a shadow answer (decided before answering, so the answer's text is kept)."""
-        if self.config.share <= 0 or tier in ("direct", "cache") or ctx.has_tools:
+        # a request with personal data or flagged by a guard goes to no more models than it must (guards/)
+        if self.config.share <= 0 or tier in ("direct", "cache", "guard") or ctx.has_tools or ctx.sensitive:
             return False
         return self.rng.random() < self.config.share
 
@@ -82,8 +83,8 @@ class ShadowSampler:
         chosen = record.chosen_model
         if chosen is None or not answer:
             return
-        others = self.candidates(ctx, chosen)
-        if not others:
+        others = self.candidates(ctx, chosen)  # eligible: within the request's compliance constraints
+        if not others or (self.config.judge is not None and not ctx.permits(self.config.judge)):  # the judge reads it too
             return
         if not self.budget.left():
             self.counts["over_budget"] += 1

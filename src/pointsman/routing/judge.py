@@ -84,6 +84,8 @@ class JudgeTier:
         if tentative is not None and (tentative.confidence is None or tentative.confidence >= self.min_confidence):
             return tentative
         fallback = tentative
+        if not ctx.permits(self.config.model):  # the judge reads the prompt: only within the request's constraints
+            return fallback
         grade = await self.grade(ctx)
         if grade is None:
             if fallback is not None:

@@ -137,6 +137,13 @@ class PolicyRouter:
         tiers = ([first.semantic] if first is not None and first.semantic is not None else []) + self._semantic_tiers()
         return tiers[0].predictor if tiers else None
 
+    def static_window(self) -> int | None:
+        """The window the default policy's semantic tier reads the routing text with: the injection guard asks for
+        the same, so that the request's static embedding is computed once (None: no semantic tier)."""
+        policy = self.policies.get(self.default_policy)
+        tier = policy.semantic if policy is not None else None
+        return getattr(tier, "window", None) if tier is not None else None
+
     def model_ids(self) -> list[str]:
         """What /v1/models lists: the pool's models, then "auto" and every policy."""
         return [*self.pool.by_price, "auto", *(POLICY_PREFIX + name for name in self.policies)]

@@ -1,0 +1,147 @@
+"""The injection guard: prompt-injection and jailbreak detection as a stage and a routing signal.
+
+Two sides of a conversation are scored apart, each against its own threshold:
+* the user's turns: the routing text (the last user message first, then the earlier ones), with the static
+  embedding the semantic tier computes for it (shared through ``RouteContext.embedding``, same window);
+* indirect injection: tool and function results (retrieved documents, web pages, API answers), which quote
+  instructions more often than people type them.
+A text longer than ``CHUNK_CHARS`` is also scored in pieces, the highest counting, so that an attack is not
+averaged away by the text around it.
+
+Actions, per policy, team or key (``overrides``): ``flag`` (the ``x-pointsman-guards`` header and the ledger
+row's reason), ``route`` (the request goes to ``route_to``, no tier runs), ``block`` (400 ``prompt_injection``).
+A flagged request skips the cache, both ways: an attack's answer is not kept for a paraphrase of it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from pointsman.errors import GatewayError
+from pointsman.guards.base import select
+from pointsman.guards.config import InjectionConfig
+from pointsman.guards.detector import DEFAULT_HEAD, InjectionHead, Score
+from pointsman.guards.rules import match_rule
+from pointsman.text import text_of
+
+if TYPE_CHECKING:
+    from pointsman.app.pipeline import Exchange
+    from pointsman.core import RouteContext
+    from pointsman.embed.base import Embedder
+    from pointsman.gateway.pool import Pool
+
+__all__ = ["InjectionGuard", "INDIRECT_ROLES", "CHUNK_CHARS", "chunks"]
+
+INDIRECT_ROLES = ("tool", "function")
+CHUNK_CHARS = 1000  # the head was trained on short texts: longer ones are also read in pieces of about this size
+MAX_CHUNKS = 32  # of one text (32,000 characters); beyond, the tail is read by the rules only
+
+
+def chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """Pieces of about ``size`` characters, cut at whitespace, overlapping by a quarter."""
+    out: list[str] = []
+    start = 0
+    while start < len(text) and len(out) < MAX_CHUNKS:
+        end = min(len(text), start + size)
+        if end < len(text):
+            space = text.rfind(" ", start + size // 2, end)
+            end = space if space != -1 else end
+        out.append(text[start:end])
+        if end >= len(text):
+            break
+        start = max(start + 1, end - size // 4)
+    return out
+
+
+class InjectionGuard:
+    name = "injection"
+
+    def __init__(self, config: InjectionConfig, pool: "Pool", policy_of: Callable[[str], str | None],
+                 embedder: "Embedder", window: int | None = None) -> None:
+        self.config = config
+        self.pool = pool
+        self.policy_of = policy_of
+        self.embedder = embedder
+        self.window = window  # the semantic tier's: the same (text, window) is embedded once per request
+        self.head = InjectionHead.load(DEFAULT_HEAD if config.head == "default" else config.head)
+        if embedder.model_id != self.head.encoder:
+            raise ValueError(f"guards.injection.head was trained on {self.head.encoder}, the gateway's static encoder "
+                             f"is {embedder.model_id}: retrain it (bench/guards/train.py)")
+        for target in [config.route_to, *(o.route_to for o in config.overrides)]:
+            if target is not None and target not in pool:
+                raise ValueError(f"guards.injection.route_to names {target!r}, which is not a pool model")
+
+    def thresholds(self, fpr: float | None) -> tuple[float, float]:
+        """(user side, indirect side) score thresholds: an override's fpr, else the config's thresholds, else the
+        head's calibration at the config's fprs."""
+        if fpr is not None:
+            bar = self.head.threshold_at(fpr)
+            return bar, bar
+        config = self.config
+        return (config.threshold if config.threshold is not None else self.head.threshold_at(config.fpr),
+                config.indirect_threshold if config.indirect_threshold is not None
+                else self.head.threshold_at(config.indirect_fpr))
+
+    async def _score(self, ctx: "RouteContext", text: str, shared: bool) -> Score:
+        rule = match_rule(text)
+        if rule is not None:
+            return Score(1.0, rule)
+        if shared:  # the routing text: the embedding the semantic tier uses (or will use) for this request
+            embedding = (await ctx.embedding(self.embedder, max_tokens=self.window))[0]
+        else:
+            embedding = (await ctx.embedding(self.embedder, text))[0]
+        best = self.head.score(text, embedding)
+        if len(text) > CHUNK_CHARS:
+            for piece in chunks(text):
+                found = self.head.score(piece, (await self.embedder.embed_with_features(piece))[0])
+                if found.score > best.score:
+                    best = found
+        return best
+
+    async def score(self, ctx: "RouteContext") -> tuple[Score, Score | None]:
+        """(the user's turns, the tool results or None when there are none)."""
+        user = await self._score(ctx, ctx.routing_text, shared=True) if ctx.routing_text else Score(0.0)
+        indirect: Score | None = None
+        if self.config.indirect:
+            for message in ctx.messages:
+                if isinstance(message, dict) and message.get("role") in INDIRECT_ROLES:
+                    text = text_of(message.get("content"), " ")
+                    if text:
+                        found = await self._score(ctx, text, shared=False)
+                        if indirect is None or found.score > indirect.score:
+                            indirect = found
+        return user, indirect
+
+    def action(self, ex: "Exchange") -> tuple[str, str | None, float | None]:
+        config = self.config
+        override = select(config.overrides, self.policy_of(ex.request.model), ex.record.team, ex.record.key_id)
+        if override is None:
+            return config.action, config.route_to, None
+        return override.action or config.action, override.route_to or config.route_to, override.fpr
+
+    async def __call__(self, ex: "Exchange") -> bool:
+        assert ex.ctx is not None
+        action, route_to, fpr = self.action(ex)
+        if action == "off":
+            return False
+        user, indirect = await self.score(ex.ctx)
+        user_bar, indirect_bar = self.thresholds(fpr)
+        hits = [f"{side} {s.score:.3f}" + (f" rule {s.rule}" if s.rule else "")
+                for side, s, bar in (("user", user, user_bar), ("tool", indirect, indirect_bar))
+                if s is not None and s.score >= bar]
+        if not hits:
+            return False
+        ex.ctx.sensitive = True
+        ex.guard.notes.append(f"injection {', '.join(hits)} {action}")
+        if action == "block":
+            raise GatewayError(400, f"the request was refused as a likely prompt injection ({', '.join(hits)}); "
+                                    "if it is not one, tell the gateway's operator the request id",
+                               code="prompt_injection")
+        if action == "route":
+            assert route_to is not None  # the config requires it with action route
+            if not ex.ctx.permits(route_to):
+                raise GatewayError(400, f"the request was flagged as a likely prompt injection and goes to {route_to}, "
+                                        f"which does not meet its constraints: {'; '.join(ex.ctx.constraints)}",
+                                   code="no_compliant_model")
+            ex.guard.route_to = route_to
+        return False
