@@ -202,16 +202,25 @@ learning: {{store_prompts: true}}
 """)
     process, url = serve_cli(["--config", str(path), "--workers", "2"], tmp_path,
                              {**os.environ, API_KEY_ENV: UPSTREAM_SECRET}, output=subprocess.DEVNULL, timeout_s=60)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def answer_and_score(i: int) -> str:
+        """A request and its feedback at once, each on a new connection: either may reach either worker."""
+        answer = httpx.post(f"{url}/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": f"q{i}"}]})
+        request_id = answer.headers["x-pointsman-request-id"]
+        response = httpx.post(f"{url}/v1/feedback", json={"request_id": request_id, "score": 1})
+        assert response.status_code == 200, response.text
+        return request_id[:16]  # ids start with the answering process's prefix
+
     try:
-        prefixes = set()
-        for i in range(30):  # new connections, so that the kernel spreads them over both workers
-            answer = httpx.post(f"{url}/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": f"q{i}"}]})
-            request_id = answer.headers["x-pointsman-request-id"]
-            prefixes.add(request_id[:16])
-            response = httpx.post(f"{url}/v1/feedback", json={"request_id": request_id, "score": 1})
-            assert response.status_code == 200, response.text
-        assert len(prefixes) == 2, "every request landed on one worker: the test did not cross workers"
+        prefixes: set[str] = set()
+        sent = 0
+        with ThreadPoolExecutor(6) as pool:  # concurrent, so that a busy worker leaves connections to the other
+            while (sent < 30 or len(prefixes) < 2) and sent < 600:
+                prefixes |= set(pool.map(answer_and_score, range(sent, sent + 6)))
+                sent += 6
+        assert len(prefixes) == 2, f"{sent} requests all landed on one worker: the test did not cross workers"
     finally:
         process.terminate()
         process.wait(30)
-    assert len(rows(ledger, "feedback")) == 30
+    assert len(rows(ledger, "feedback")) == sent

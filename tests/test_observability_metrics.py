@@ -184,6 +184,26 @@ def test_labels_come_from_closed_sets():
         activate(None)
 
 
+def send_until_both_workers_answer(url: str, at_least: int = 40, at_most: int = 800) -> int:
+    """Requests, 8 at a time on new connections, until both workers have answered some (the kernel hands
+    connections to whichever worker accepts first: one idle worker may take them all for a while); how many."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> str:
+        response = httpx.post(f"{url}/v1/chat/completions", json={"model": "cheap", "messages": HELLO}, timeout=30)
+        assert response.status_code == 200
+        return response.headers["x-pointsman-request-id"][:16]  # ids start with the process's prefix
+
+    workers: set[str] = set()
+    sent = 0
+    with ThreadPoolExecutor(8) as pool:
+        while (sent < at_least or len(workers) < 2) and sent < at_most:
+            workers |= set(pool.map(one, range(8)))
+            sent += 8
+    assert len(workers) == 2, f"{sent} requests all reached one worker"
+    return sent
+
+
 def test_serve_with_two_workers_adds_their_metrics_up(tmp_path, upstream):
     pool = {"models": [{"name": "cheap", "provider": "openai", "base_url": f"{upstream.url}/v1", "model": "echo",
                         "api_key_env": API_KEY_ENV, "prices": {"input": 1, "output": 2}}],
@@ -194,14 +214,11 @@ def test_serve_with_two_workers_adds_their_metrics_up(tmp_path, upstream):
     process, url = serve_cli(["--config", "pool.yaml", "--workers", "2", "--ledger", f"sqlite:///{tmp_path}/ledger.db"],
                              tmp_path, env)
     try:
-        with httpx.Client(timeout=30) as client:  # new connections: both workers take some
-            for _ in range(40):
-                assert client.post(f"{url}/v1/chat/completions", json={"model": "cheap", "messages": HELLO},
-                                   headers={"connection": "close"}).status_code == 200
-        settled(url, 40)
+        sent = send_until_both_workers_answer(url)
+        settled(url, sent)
         for _ in range(10):  # whichever worker answers the scrape, it counts both
             samples = scrape(url)
-            assert total(samples, "pointsman_requests_total", status="200") == 40
+            assert total(samples, "pointsman_requests_total", status="200") == sent
     finally:
         process.terminate()
         process.wait(30)
@@ -210,5 +227,5 @@ def test_serve_with_two_workers_adds_their_metrics_up(tmp_path, upstream):
     db = sqlite3.connect(tmp_path / "ledger.db")
     cost, n = db.execute("SELECT SUM(cost_usd), COUNT(*) FROM requests").fetchone()
     workers = {row[0] for row in db.execute("SELECT substr(id, 1, 16) FROM requests")}  # ids start with the process's
-    assert n == 40 and len(workers) == 2, workers
+    assert n == sent and len(workers) == 2, workers
     assert total(samples, "pointsman_cost_usd_total") == pytest.approx(cost, rel=1e-9)
