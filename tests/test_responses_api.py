@@ -148,6 +148,21 @@ def test_stored_responses_live_in_the_ledgers_database(gateway):
     assert request_id in {r["id"] for r in ledger_rows(gateway)}
 
 
+def test_stored_responses_are_purged_after_their_retention(gateway):
+    import asyncio
+    import time
+
+    from pointsman.app import responses
+
+    api = client(gateway)
+    kept = api.responses.create(model="auto", input="keep me for a while")
+    assert api.responses.retrieve(kept.id).id == kept.id
+    assert asyncio.run(responses.purge(gateway.gateway, time.time() - 3600)) == 0  # younger than the cut: kept
+    assert asyncio.run(responses.purge(gateway.gateway, time.time() + 1)) == 1
+    with pytest.raises(openai.NotFoundError):
+        api.responses.retrieve(kept.id)
+
+
 def test_stored_responses_and_sessions_in_postgresql(make_gateway, upstream, pg_url):  # noqa: F811
     """The same through a PostgreSQL ledger: previous_response_id continues across two replicas sharing it, and
     each row's session is in the ledger."""

@@ -47,6 +47,13 @@ async def store_of(gateway: Any) -> ConversationStore:
     return store
 
 
+async def purge(gateway: Any, before: float) -> int:
+    """Delete the responses stored before ``before`` (the gateway's hourly upkeep, server.responses_retention_days);
+    0 where this gateway never opened the store."""
+    store = _stores.get(gateway)
+    return 0 if store is None else await asyncio.to_thread(store.purge, before)
+
+
 def _invalid(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, code="invalid_request", param=param, type="invalid_request_error")
 

@@ -466,13 +466,18 @@ class Gateway:
                 log.error("the newly deployed router could not be loaded, the previous one stays: %s", exc)
 
     async def _purge_old_outcomes(self) -> None:
-        """Stored prompts, feedback and shadow rows older than learning.retention_days are deleted (hourly)."""
+        """Stored prompts, feedback and shadow rows older than learning.retention_days, and stored Responses API
+        conversations older than server.responses_retention_days, are deleted (hourly)."""
+        from pointsman.app import responses
+
         while True:
             assert self.outcomes is not None
+            now = time.time()
             try:
-                await asyncio.to_thread(self.outcomes.purge, time.time() - self.learning.retention_days * 86400)
+                await asyncio.to_thread(self.outcomes.purge, now - self.learning.retention_days * 86400)
+                await responses.purge(self, now - self.server.responses_retention_days * 86400)
             except Exception as exc:  # noqa: BLE001 - retried in an hour; serving goes on
-                log.warning("purging old learning rows failed: %s", exc)
+                log.warning("purging old learning rows or stored responses failed: %s", exc)
             await asyncio.sleep(3600)
 
     def drift(self, days: float) -> Any:

@@ -341,6 +341,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     ledger_url: str = "sqlite:///pointsman.db"
     ledger_flush_interval_s: float = 0.5
     ledger_batch_size: int = 512
+    responses_retention_days: float = 30.0  # stored Responses API conversations (store: true) are deleted after this
     cooldown_failures: int = 3  # consecutive failures that put a model in cooldown
     cooldown_s: float = 30.0
     max_retry_after_s: float = 10.0  # a longer Retry-After falls back instead of waiting
