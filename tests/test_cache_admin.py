@@ -318,7 +318,7 @@ def test_an_answer_stored_before_its_embedding_reaches_the_other_replica_s_seman
     assert "x-pointsman-cache" not in first
     assert ask(a, "How do I reverse a list in Python?")[0]["x-pointsman-cache"] == "hit-exact"
     mirror = b.gateway.caching.cache.backend.mirror
-    assert eventually(lambda: any(e.vector is not None for e in mirror.entries.values()), timeout=2.0)
+    assert eventually(lambda: any(e.namespace is not None for e in mirror.entries.values()), timeout=2.0)
     hit, text = ask(b, "How can I reverse a list in Python?")
     assert hit["x-pointsman-cache"] == "hit-semantic" and text == "echo: How do I reverse a list in Python?"
     assert calls(upstream, name) == 1

@@ -186,3 +186,21 @@ async def test_invalidate_by_tenant_and_model_reads_redis_not_only_the_mirror(re
     await wait_for(lambda: len(b.backend) == 1, RedisStore.PROPAGATION_BOUND_S)
     assert await b.invalidate(model="big") == 1 and await b.invalidate(model="auto") == 0
     await wait_for(lambda: len(a.backend) == 0, RedisStore.PROPAGATION_BOUND_S)
+
+
+async def test_a_streamed_answer_s_chunking_and_the_vector_reach_the_other_replica(replicas):
+    """The chunking travels as lengths, the vector as float32; the other replica's mirror keeps the vector in its
+    index only (int8) and replays the original chunks."""
+    a, b = replicas
+    pieces = ["Use ", "list.", "reverse()", "."]
+    k = a.keys(body("How do I reverse a list in Python?"), "t|")
+    eid = await a.store(k.exact_key, k.namespace, unit(3), k.query_text, answer("".join(pieces)), pieces=pieces)
+    await wait_for(lambda: eid in b.backend.mirror.entries, 2.0)
+    mirrored = b.backend.mirror.entries[eid]
+    assert mirrored.vector is None and eid in b.backend.mirror.indexes[mirrored.namespace]
+    assert mirrored.size == a.backend.mirror.entries[eid].size > len(answer("".join(pieces))["choices"][0]["message"]["content"])
+    k2 = b.keys(body("How can I reverse a list in Python?"), "t|")
+    hit = await b.lookup(k2.exact_key, k2.namespace, near(unit(3), 0.97), k2.query_text)
+    assert hit is not None and hit.kind == "semantic" and list(hit.pieces) == [len(p) for p in pieces]
+    events = hit.sse()
+    assert [e for e in events if b'"content":"list."' in e]  # the original chunks

@@ -11,6 +11,12 @@ gateway's resident memory and CPU, the machine's load.
 
     .venv/bin/python bench/soak/run.py                          # 200 req/s for 10 min -> bench/soak/RESULTS.md
     .venv/bin/python bench/soak/run.py --rate 50 --duration 60 --out /tmp/soak.md
+    .venv/bin/python bench/soak/run.py --cache --out bench/soak/RESULTS_CACHE.md
+
+``--cache``: every request at temperature 0 with a distinct prompt (~200 characters, so the echoed answer is a
+~450-byte chat.completion), so that every answer is stored (the cache is on by default), and policy ``auto``
+routes with the semantic tier after its rules (as the README's pool does): the cache's memory under load. The
+table adds the gateway's idle RSS (before the first request) and the cache's own counters at the end.
 """
 
 from __future__ import annotations
@@ -52,8 +58,10 @@ UPSTREAM_KINDS = {"upstream_error", "rate_limited", "timeout", "connect_error", 
                   "incomplete_stream", "upstream_auth_error", "upstream_model_not_found", "all_models_cooling_down"}
 
 
-def config_text(upstream: str, ledger: Path) -> str:
+def config_text(upstream: str, ledger: Path, cache: bool = False) -> str:
     common = f'base_url: "{upstream}/v1", api_key_env: {KEY_ENV}'
+    semantic = "\n    semantic: {}" if cache else ""
+    admin = f"\n  admin_key_env: {KEY_ENV}" if cache else ""  # for /admin/cache/metrics; chat requests send it too
     return f"""
 models:
   - {{name: small, provider: openai, model: echo, {common}, prices: {{input: 0.1, output: 0.3}}}}
@@ -63,7 +71,7 @@ models:
   - {{name: timing-out, provider: openai, model: "slow:2000", {common}, timeout_s: 0.2, max_retries: 0}}
 policies:
   auto:
-    rules: [{{name: code, when: {{regex: "```|\\\\bdef\\\\b"}}, route: big}}]
+    rules: [{{name: code, when: {{regex: "```|\\\\bdef\\\\b"}}, route: big}}]{semantic}
     default: small
     fallbacks: [big]
   flaky: {{default: flaky, fallbacks: [small]}}
@@ -73,7 +81,7 @@ server:
   ledger_url: "sqlite:///{ledger}"
   cooldown_failures: 5
   cooldown_s: 5
-  retry_backoff_s: 0.05
+  retry_backoff_s: 0.05{admin}
 """
 
 
@@ -105,13 +113,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def body_for(kind_body: dict, i: int) -> dict:
+WORDS = ("river harbour station valley market garden bridge tower forest island meadow canyon lighthouse orchard "
+         "quarry glacier desert lagoon plateau vineyard").split()
+
+
+def body_for(kind_body: dict, i: int, cache: bool = False) -> dict:
     text = f"request {i}: please summarise the weather report for region {i % 97} in two sentences."
+    if cache:  # distinct and ~200 characters: the echoed answer is a ~450-byte chat.completion
+        rng = random.Random(i)
+        text = (f"Request {i}: summarise in two sentences what the weather report says about the "
+                + " ".join(rng.choice(WORDS) for _ in range(12)) + f" near region {i % 97} tomorrow morning.")
     if kind_body.get("code"):
         text = f"def f{i}(x):\n    return x * {i}\n\nWhat does this function do?"
     body = {k: v for k, v in kind_body.items() if k != "code"}
     body["messages"] = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": text}]
     body["max_tokens"] = 64
+    if cache:
+        body["temperature"] = 0
     return body
 
 
@@ -151,7 +169,7 @@ async def one(session: aiohttp.ClientSession, url: str, i: int, name: str, body:
 
 
 async def drive(url: str, rate: float, duration: float, gateway: psutil.Process, others: dict[str, psutil.Process],
-                seed: int) -> list[Minute]:
+                seed: int, cache: bool = False) -> list[Minute]:
     rng = random.Random(seed)
     names = [m[1] for m in MIX]
     weights = [m[0] for m in MIX]
@@ -159,6 +177,7 @@ async def drive(url: str, rate: float, duration: float, gateway: psutil.Process,
     t0 = time.perf_counter()
     minutes = [Minute(started=t0 + 60 * k) for k in range(int((duration + 59) // 60))]
     connector = aiohttp.TCPConnector(limit=512, force_close=False)
+    headers = {"authorization": f"Bearer {os.environ.get(KEY_ENV, 'sk-soak')}"} if cache else None
     timeout = aiohttp.ClientTimeout(total=30)
     tasks: set[asyncio.Task] = set()
     stop_sampling = asyncio.Event()
@@ -184,7 +203,7 @@ async def drive(url: str, rate: float, duration: float, gateway: psutil.Process,
         minutes[last_minute].load = os.getloadavg()[0]
 
     sampler = asyncio.create_task(sample())
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
         total = int(rate * duration)
         for i in range(total):
             scheduled = t0 + i / rate
@@ -194,13 +213,25 @@ async def drive(url: str, rate: float, duration: float, gateway: psutil.Process,
             elif delay < -0.05:
                 minutes[min(len(minutes) - 1, int((scheduled - t0) // 60))].late_starts += 1
             name = rng.choices(names, weights)[0]
-            task = asyncio.create_task(one(session, url, i, name, body_for(bodies[name], i), scheduled, minutes, t0))
+            task = asyncio.create_task(one(session, url, i, name, body_for(bodies[name], i, cache), scheduled, minutes,
+                                           t0))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
     stop_sampling.set()
     await sampler
     return minutes
+
+
+def cache_metrics(url: str, key: str) -> dict | None:
+    import urllib.request
+
+    try:
+        request = urllib.request.Request(url, headers={"authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
 
 
 def wait_up(url: str, process: subprocess.Popen) -> None:
@@ -218,7 +249,8 @@ def wait_up(url: str, process: subprocess.Popen) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def report(minutes: list[Minute], args: argparse.Namespace, ledger_rows: int, ledger_statuses: dict, took: float) -> str:
+def report(minutes: list[Minute], args: argparse.Namespace, ledger_rows: int, ledger_statuses: dict, took: float,
+           idle_mb: float = float("nan"), cache_stats: dict | None = None) -> str:
     total = sum(sum(m.statuses.values()) for m in minutes)
     statuses = sum((m.statuses for m in minutes), collections.Counter())
     errors = sum((m.errors for m in minutes), collections.Counter())
@@ -254,11 +286,17 @@ def report(minutes: list[Minute], args: argparse.Namespace, ledger_rows: int, le
         f"| other non-200 | {total - statuses.get(200, 0) - gateway_5xx - upstream_5xx} |",
         f"| ledger rows after a clean shutdown | {ledger_rows} (statuses {dict(sorted(ledger_statuses.items()))}) |",
         f"| gateway RSS after warm-up (end of minute 1) → end | {warm:.1f} MB → {last:.1f} MB (**{growth:+.1f}%**), peak {peak:.1f} MB |",
+        f"| gateway RSS idle (up, before the first request) → peak | {idle_mb:.1f} MB → {peak:.1f} MB "
+        f"(**{peak - idle_mb:+.1f} MB**) |",
         f"| latency over the whole run p50 / p90 / p99 / max | {pct(all_lat, .5):.1f} / {pct(all_lat, .9):.1f} / "
         f"{pct(all_lat, .99):.1f} / {max(all_lat):.0f} ms |",
         "",
         "Errors by status and code: " + (", ".join(f"`{k}` ×{n}" for k, n in errors.most_common()) or "none") + ".",
         "",
+        *([f"Cache at the end (`/admin/cache/metrics`): {cache_stats.get('entries')} entries, "
+           f"{(cache_stats.get('bytes') or 0) / 2**20:.1f} MB by the store's estimate, "
+           f"{cache_stats.get('evictions')} evicted, {cache_stats.get('stored')} stored, "
+           f"{cache_stats.get('hits')} hits, {cache_stats.get('misses')} misses.", ""] if cache_stats else []),
         "## Per minute",
         "",
         "Latency from the scheduled start to the last byte (streams: to `[DONE]`); TTFT for streams; overhead is "
@@ -288,13 +326,16 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=600, help="seconds")
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    parser.add_argument("--cache", action="store_true", help="distinct prompts at temperature 0, semantic routing "
+                        "(see the module's docstring)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pointsman-soak-"))
     ledger = work / "ledger.db"
     up_port, gw_port = free_port(), free_port()
-    (work / "pointsman.yaml").write_text(config_text(f"http://127.0.0.1:{up_port}", ledger))
-    env = {**os.environ, KEY_ENV: "sk-soak", "PYTHONPATH": str(ROOT)}
+    (work / "pointsman.yaml").write_text(config_text(f"http://127.0.0.1:{up_port}", ledger, args.cache))
+    # this tree's code (src/) and its test upstream (tests/)
+    env = {**os.environ, KEY_ENV: "sk-soak", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     upstream = subprocess.Popen([sys.executable, "-m", "tests.upstream", "--port", str(up_port)], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gateway = subprocess.Popen([sys.executable, "-m", "pointsman.cli", "serve", "--config", str(work / "pointsman.yaml"),
@@ -303,6 +344,8 @@ def main() -> int:
     try:
         wait_up(f"http://127.0.0.1:{up_port}/_control/stats", upstream)
         wait_up(f"http://127.0.0.1:{gw_port}/health", gateway)
+        time.sleep(2.0)
+        idle_mb = psutil.Process(gateway.pid).memory_info().rss / 2**20
         try:
             import uvloop
 
@@ -312,8 +355,10 @@ def main() -> int:
         started = time.perf_counter()
         minutes = asyncio.run(drive(f"http://127.0.0.1:{gw_port}/v1/chat/completions", args.rate, args.duration,
                                     psutil.Process(gateway.pid),
-                                    {"upstream": psutil.Process(upstream.pid), "client": psutil.Process()}, args.seed))
+                                    {"upstream": psutil.Process(upstream.pid), "client": psutil.Process()}, args.seed,
+                                    args.cache))
         took = time.perf_counter() - started
+        cache_stats = cache_metrics(f"http://127.0.0.1:{gw_port}/admin/cache/metrics", env[KEY_ENV])
     finally:
         for process in (gateway, upstream):
             process.send_signal(signal.SIGINT)
@@ -326,7 +371,7 @@ def main() -> int:
     rows = db.execute("SELECT count(*) FROM requests").fetchone()[0]
     ledger_statuses = dict(db.execute("SELECT status, count(*) FROM requests GROUP BY status").fetchall())
     db.close()
-    text = report(minutes, args, rows, ledger_statuses, took)
+    text = report(minutes, args, rows, ledger_statuses, took, idle_mb, cache_stats)
     Path(args.out).write_text(text)
     print(text)
     print(f"work dir: {work}")

@@ -25,7 +25,7 @@ log = logging.getLogger("pointsman.cache")
 def _redis_store(url: str, config: CacheConfig) -> CacheStore:
     from pointsman.cache.redis import RedisStore
 
-    return RedisStore(url, config.prefix, max_entries=config.max_entries)
+    return RedisStore(url, config.prefix, max_entries=config.max_entries, max_bytes=config.max_bytes)
 
 
 # Shared stores by URL scheme: `server.cache.store: <scheme>://...`. A new store is one file with a CacheStore
@@ -45,7 +45,7 @@ def register_store(scheme: str) -> Callable[[StoreFactory], StoreFactory]:
 def make_cache(config: CacheConfig, vector_space: str = "") -> SemanticCache:
     """``vector_space``: the cache encoder's model id (see `SemanticCache`)."""
     if config.store == "memory":
-        store: CacheStore = MemoryStore(max_entries=config.max_entries)
+        store: CacheStore = MemoryStore(max_entries=config.max_entries, max_bytes=config.max_bytes)
     else:
         scheme = config.store.split("://", 1)[0]
         if scheme not in STORES:
@@ -54,6 +54,10 @@ def make_cache(config: CacheConfig, vector_space: str = "") -> SemanticCache:
     policy = CachePolicy(allow_sampled=config.allow_sampled, default_temperature=config.default_temperature,
                          tools_side_effect_free=config.tools_side_effect_free, semantic=config.semantic, ttl_s=config.ttl_s)
     cache = SemanticCache(store, policy, delta=config.delta, vector_space=vector_space, encoder=config.encoder)
+    # max_bytes is the whole cache's: the entries get what the side maps cannot take at their caps
+    local = store if isinstance(store, MemoryStore) else getattr(store, "mirror", None)
+    if isinstance(local, MemoryStore):
+        local.max_bytes = max(config.max_bytes // 2, config.max_bytes - cache.side_map_bytes())
     fitted_on = cache.acceptance.calibration.get("encoder")
     if config.semantic and vector_space and fitted_on and fitted_on != vector_space:
         # e.g. POINTSMAN_MINILM_DYNAMIC_INT8=0: the similarities differ a little from those it was calibrated on

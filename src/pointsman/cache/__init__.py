@@ -28,6 +28,7 @@ import copy
 import inspect
 import logging
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ import orjson
 
 from pointsman.cache.answers import (StreamRecorder, completion_body, is_refusal, replay_as_sse,
                                      uncacheable_reason)
-from pointsman.cache.base import (CacheEntry, CacheKeys, CachePolicy, CacheStore, Candidate, new_entry_id,
+from pointsman.cache.base import (CacheEntry, CacheKeys, CachePolicy, CacheStore, Candidate, chunking, new_entry_id,
                                   request_keys)
 from pointsman.cache.checks import CHECK_NAMES, AcceptanceModel, TextFacts, compare, facts, pair_features
 from pointsman.cache.memory import MemoryStore
@@ -77,7 +78,7 @@ class Hit:
     p_correct: float | None  # the acceptance model's probability (semantic hits)
     checks: tuple[str, ...]  # the checks the candidate passed
     answer: bytes  # the cached chat.completion (JSON)
-    pieces: list[str] | None  # original stream chunking, if it was streamed
+    pieces: array | None  # original stream chunking, if it was streamed (`base.chunking`)
     model: str  # the pool model that made the answer
     age_s: float
 
@@ -212,12 +213,14 @@ class SemanticCache:
         # told of every client reject of a semantic hit: (tenant, acceptance probability it was served at)
         self.on_reject: Callable[[str, float], object] | None = None
         self._recent: OrderedDict[int, tuple[str, float, np.ndarray | None]] = OrderedDict()  # entry → last hit
+        self.max_recent = 10_000
         # request id → (entry id, kind, similarity, acceptance state): what answered it, for feedback
         self._served: OrderedDict[str, tuple[int, str, float, np.ndarray | None]] = OrderedDict()
         self.max_served = 50_000
-        # query text → its facts, computed by a semantic look-up that missed: the answer's store reuses them
-        # instead of extracting them again (popped there; bounded for look-ups whose answer is never stored)
-        self._query_facts: OrderedDict[str, TextFacts] = OrderedDict()
+        # entry id → the facts of its prompt, for the entries that were candidates lately: an entry's facts cost
+        # ~4 KB, ~40 us to extract again, so only the ones look-ups meet are kept (ids are never reused)
+        self._facts: OrderedDict[int, TextFacts] = OrderedDict()
+        self.max_facts = 4096
         self.background: set[asyncio.Task] = set()  # a caller's stores still in flight: cancelled by close()
 
     # -- keys --------------------------------------------------------------------------------------------
@@ -277,18 +280,14 @@ class SemanticCache:
                 continue
             if q is None:
                 q = facts(query_text)
-                if len(query_text) <= 4096:  # bounded in count and size: a handful of long prompts stay cheap
-                    self._query_facts[query_text] = q
-                    if len(self._query_facts) > 256:
-                        self._query_facts.popitem(last=False)
-            if e.facts is None:
-                e.facts = facts(e.prompt_text)
-            result = compare(q, e.facts, self.enforce)
+            ef = self.entry_facts(e)
+            result = compare(q, ef, self.enforce)
             if not result.passed:
                 for name in result.failed:
                     m.rejected[name] += 1
                 continue
-            state = self.acceptance.state(pair_features(sim, q, e.facts, result), embedding, e.vector)
+            state = self.acceptance.state(pair_features(sim, q, ef, result), embedding,
+                                          cand.vector if cand.vector is not None else e.vector)
             p = self.acceptance.prob_state(state)
             if p < thr:
                 m.rejected["model"] += 1
@@ -300,6 +299,26 @@ class SemanticCache:
             if hit is not None:
                 return hit
         return None
+
+    # bytes per item of the side maps at their caps (bench/cache/memory.py): a served or recent item holding an
+    # acceptance state (a semantic hit), an entry's facts
+    SERVED_ITEM_BYTES, RECENT_ITEM_BYTES, FACTS_ITEM_BYTES = 520, 420, 4000
+
+    def side_map_bytes(self) -> int:
+        """At most what the side maps (served requests, recent hits, candidates' facts) hold at their caps."""
+        return (self.max_served * self.SERVED_ITEM_BYTES + self.max_recent * self.RECENT_ITEM_BYTES
+                + self.max_facts * self.FACTS_ITEM_BYTES)
+
+    def entry_facts(self, entry: CacheEntry) -> TextFacts:
+        """The facts of an entry's prompt, from the bounded map of recent candidates (or extracted now)."""
+        found = self._facts.get(entry.id)
+        if found is None:
+            found = self._facts[entry.id] = facts(entry.prompt_text)
+            if len(self._facts) > self.max_facts:
+                self._facts.popitem(last=False)
+        else:
+            self._facts.move_to_end(entry.id)
+        return found
 
     def floor_for(self, threshold: float) -> float:
         """The similarity floor (see ``floor``) for another threshold: tenants' thresholds from the online bound."""
@@ -328,7 +347,7 @@ class SemanticCache:
             self.metrics.hits_semantic += 1
         self.metrics.bytes_served += len(answer)
         self._recent[entry.id] = (kind, sim, x)
-        if len(self._recent) > 10_000:
+        if len(self._recent) > self.max_recent:
             self._recent.popitem(last=False)
         return Hit(kind, entry.id, sim, p, checks, answer, entry.pieces, entry.model, max(0.0, now - entry.created))
 
@@ -350,7 +369,8 @@ class SemanticCache:
                 answer, self.policy.tools_side_effect_free, status)
         body = b""
         if reason is None:
-            body = orjson.dumps(answer)
+            # an exact-size copy: orjson's bytes keep the ~4 KB its writer reserved, 7x a short answer
+            body = bytes(memoryview(orjson.dumps(answer)))
             if len(body) > self.policy.max_answer_bytes:
                 reason = "answer too large"
         if reason is not None:
@@ -362,10 +382,8 @@ class SemanticCache:
             vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
         entry = CacheEntry(id=new_entry_id(), namespace=namespace if vec is not None else None, exact_key=exact_key,
                            prompt_text=query_text, vector=vec, answer=body, model=model,
-                           streamed=pieces is not None, pieces=pieces,
-                           created=time.time() if now is None else now, ttl=ttl,
-                           facts=self._facts_for_store(query_text) if vec is not None else None,
-                           tenant=tenant, route=route)
+                           streamed=pieces is not None, pieces=chunking(pieces),
+                           created=time.time() if now is None else now, ttl=ttl, tenant=tenant, route=route)
         await self.backend.add(entry)
         self.metrics.stored += 1
         self.metrics.bytes_stored += len(body)
@@ -373,19 +391,13 @@ class SemanticCache:
             self._remember(request_id, entry.id, "stored", 1.0, None)
         return entry.id
 
-    def _facts_for_store(self, query_text: str) -> TextFacts:
-        """The stored prompt's facts (computed after the answer is sent, off the look-up path), reusing those
-        its own look-up extracted when it had candidates to check."""
-        found = self._query_facts.pop(query_text, None)
-        return found if found is not None else facts(query_text)
-
     async def attach_embedding(self, entry_id: int, namespace: str, embedding: np.ndarray, query_text: str) -> bool:
         """Give an entry stored exact-only (its embedding was not computed before the answer went out) its
         place in the semantic layer; False if it is gone meanwhile (or the store cannot)."""
         attach = getattr(self.backend, "attach", None)
         if attach is None:
             return False
-        done = attach(entry_id, namespace, embedding, facts(query_text))
+        done = attach(entry_id, namespace, embedding)
         return bool(await done if inspect.isawaitable(done) else done)
 
     def note_served(self, request_id: str, hit: Hit) -> None:

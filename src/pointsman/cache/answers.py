@@ -9,6 +9,7 @@ no error event, the client still there): :class:`StreamRecorder` collects it on 
 from __future__ import annotations
 
 import time
+from array import array
 from typing import Any
 
 import orjson
@@ -170,7 +171,7 @@ def completion_body(answer: bytes, request_id: str | None = None, created: int |
 
 
 def replay_as_sse(entry_or_answer: Any, include_usage: bool = False, request_id: str | None = None,
-                  created: int | None = None, pieces: list[str] | None = None) -> list[bytes]:
+                  created: int | None = None, pieces: list[str] | array | None = None) -> list[bytes]:
     """OpenAI chat.completion.chunk SSE events replaying a cached answer, ``data: [DONE]`` last.
 
     Accepts a :class:`~pointsman.cache.base.CacheEntry` (its stored pieces keep the original chunking)
@@ -187,6 +188,12 @@ def replay_as_sse(entry_or_answer: Any, include_usage: bool = False, request_id:
     choice = answer["choices"][0]
     message = choice.get("message") or {}
     content = message.get("content") or ""
+    if isinstance(pieces, array):  # the stored chunking: the deltas' lengths
+        cut, texts = 0, []
+        for n in pieces:
+            texts.append(content[cut:cut + n])
+            cut += n
+        pieces = texts if cut == len(content) else None
     if pieces is None or "".join(pieces) != content:
         pieces = _split_text(content)
     base = {"id": request_id or answer.get("id") or "", "object": "chat.completion.chunk",

@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import time
 from abc import ABC, abstractmethod
+from array import array
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +36,7 @@ import orjson
 
 __all__ = [
     "CacheEntry", "Candidate", "CacheStore", "CachePolicy", "CacheKeys", "request_keys", "new_entry_id",
-    "NOT_ANSWER_CHANGING",
+    "NOT_ANSWER_CHANGING", "entry_bytes", "chunking",
 ]
 
 # Request fields that never change the answer's content. Everything else is part of the key.
@@ -53,30 +55,56 @@ def new_entry_id() -> int:
     return int.from_bytes(os.urandom(8), "little") & 0x7FFF_FFFF_FFFF_FFFF or 1
 
 
+def chunking(pieces: list[str] | list[int] | array | None) -> array | None:
+    """A streamed answer's chunking, compactly: the length of each content delta (the deltas themselves are
+    the stored answer's content, cut at those lengths; a list of 2-7 character strings cost ~15x more)."""
+    if pieces is None or isinstance(pieces, array):
+        return pieces
+    lengths = [p if isinstance(p, int) else len(p) for p in pieces]
+    return array("H" if max(lengths, default=0) < 1 << 16 else "I", lengths)
+
+
+# What an entry costs besides its variable parts (answer, prompt, chunking), by bench/cache/memory.py on CPython
+# 3.11 (64-bit) at the default caps: the CacheEntry with its numbers and keys, its places in the entries, exact-key
+# and index maps, usearch's graph node (counted always: a namespace may grow past ann_threshold), and what the
+# allocators keep once entries churn (~1.6 KB an entry: RSS grows that much more than the live objects).
+ENTRY_OVERHEAD = 3400
+
+
+def entry_bytes(entry: CacheEntry, dim: int = 384) -> int:
+    """The estimated memory of ``entry`` in a process's store (what ``max_bytes`` bounds)."""
+    pieces = entry.pieces
+    chunks = 0 if pieces is None else sys.getsizeof(pieces) + (
+        0 if isinstance(pieces, array) else sum(sys.getsizeof(p) for p in pieces))
+    return (ENTRY_OVERHEAD + int(1.25 * (dim + 4)) + sys.getsizeof(entry.answer or b"") + sys.getsizeof(entry.prompt_text)
+            + chunks)
+
+
 @dataclass(slots=True)
 class CacheEntry:
     """One cached answer. ``answer`` is the final chat.completion JSON (bytes); for a streamed answer,
-    ``pieces`` are the content deltas as they arrived, so a replay keeps the original chunking."""
+    ``pieces`` is its chunking as the content deltas arrived (their lengths, see `chunking`), so a replay keeps it."""
 
     id: int
     namespace: str | None  # None: exact layer only (the request had no semantic form)
     exact_key: str
     prompt_text: str  # the last user message, for the false-hit checks
-    vector: np.ndarray | None  # (dim,) float32, L2-normalised; None: exact layer only
+    # (dim,) float32, L2-normalised; None: exact layer only. A store may keep it in its own form and drop it from
+    # the entry (MemoryStore keeps it, int8, in its index only: a stored entry's vector is None there)
+    vector: np.ndarray | None
     answer: bytes | None  # None in a replica's mirror until fetched
     model: str = ""
     streamed: bool = False
-    pieces: list[str] | None = None
+    pieces: array | None = None  # see `chunking`
     created: float = field(default_factory=time.time)
     ttl: float | None = None  # seconds; None = no expiry
     hits: int = 0
     last_used: float = 0.0
     min_similarity: float = 0.0  # per-entry floor, raised by rejected feedback (a "demotion")
     rejects: int = 0
-    size: int = 0  # bytes of answer + pieces, for the byte bound
+    size: int = 0  # estimated bytes in memory (`entry_bytes`), for the byte bound
     tenant: str = ""  # who may be served it ("<key id>|<team>"): feedback and invalidation are scoped by it
     route: str = ""  # the model or policy the request named
-    facts: Any = None  # checks.TextFacts of prompt_text, computed once on first use (never persisted)
 
     def expired(self, now: float) -> bool:
         return self.ttl is not None and now >= self.created + self.ttl
@@ -93,6 +121,7 @@ class CacheEntry:
 class Candidate:
     entry: CacheEntry
     similarity: float
+    vector: np.ndarray | None = None  # the entry's vector as stored, when the store has it at hand
 
 
 class CacheStore(ABC):

@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from pointsman.cache.base import CacheEntry, CacheStore, Candidate
-from pointsman.cache.checks import facts
+from pointsman.cache.base import CacheEntry, CacheStore, Candidate, chunking, entry_bytes
 from pointsman.cache.memory import MemoryStore
 
 __all__ = ["RedisStore"]
@@ -60,7 +59,7 @@ return 1
 
 
 def _entry_from(meta: dict[str, Any], vec: bytes | None) -> CacheEntry:
-    vector = np.frombuffer(vec, dtype=np.float32).copy() if vec else None
+    vector = np.frombuffer(vec, dtype=np.float32) if vec else None  # read only: the index keeps its own int8 copy
     return CacheEntry(id=int(meta["id"]), namespace=meta.get("namespace"), exact_key=meta["exact_key"],
                       prompt_text=meta.get("prompt_text", ""), vector=vector, answer=None,
                       model=meta.get("model", ""), streamed=bool(meta.get("streamed")), pieces=None,
@@ -73,7 +72,7 @@ class RedisStore(CacheStore):
     PROPAGATION_BOUND_S = 0.25
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "pointsman:cache", *,
-                 client: Any = None, dim: int = 384, max_entries: int = 100_000, max_bytes: int = 512 << 20,
+                 client: Any = None, dim: int = 384, max_entries: int = 100_000, max_bytes: int = 256 << 20,
                  ann_threshold: int = 4096, block_ms: int = 1000, stream_maxlen: int = 100_000,
                  touch_flush_s: float = 1.0, max_backoff_s: float = 2.0, served_ttl_s: float = 3600.0) -> None:
         if client is None:
@@ -221,14 +220,10 @@ class RedisStore(CacheStore):
             if eid in self._own:  # our own add: applied when written (and maybe deleted since)
                 self._own.discard(eid)
             elif eid not in self.mirror.entries:
-                entry = _entry_from(orjson.loads(f[b"meta"]), f.get(b"vec"))
-                if entry.vector is not None:
-                    entry.facts = facts(entry.prompt_text)  # here, not on the lookup path
-                self.mirror.put(entry)
-            elif f.get(b"vec") and self.mirror.entries[eid].vector is None:  # an exact-only entry got its vector
+                self.mirror.put(_entry_from(orjson.loads(f[b"meta"]), f.get(b"vec")))
+            elif f.get(b"vec") and self.mirror.entries[eid].namespace is None:  # an exact-only entry got its vector
                 meta = orjson.loads(f[b"meta"])
-                self.mirror.attach(eid, meta["namespace"], np.frombuffer(f[b"vec"], dtype=np.float32).copy(),
-                                   facts(meta.get("prompt_text", "")))
+                self.mirror.attach(eid, meta["namespace"], np.frombuffer(f[b"vec"], dtype=np.float32))
         elif op == b"del":
             self.mirror.remove(int(f[b"id"]))
         elif op == b"upd":
@@ -300,20 +295,21 @@ class RedisStore(CacheStore):
         if entry is None:
             entry = _entry_from(orjson.loads(meta), vec)
         entry.answer = answer
-        entry.pieces = orjson.loads(pieces) if pieces else None
+        entry.pieces = chunking(orjson.loads(pieces)) if pieces else None  # older entries hold the strings
         return entry
 
     # -- writes ------------------------------------------------------------------------------------------
     async def add(self, entry: CacheEntry) -> int:
+        entry.pieces = chunking(entry.pieces)
         if not entry.size:
-            entry.size = len(entry.answer or b"") + sum(len(p) for p in entry.pieces or ())
+            entry.size = entry_bytes(entry, self.mirror.dim)
         replaced = self.mirror.by_exact.get(entry.exact_key)
         meta = orjson.dumps(entry.meta())
         vec = np.asarray(entry.vector, dtype=np.float32).tobytes() if entry.vector is not None else b""
         key = self._k_entry(entry.id)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, mapping={"meta": meta, "vec": vec, "answer": entry.answer or b"",
-                                "pieces": orjson.dumps(entry.pieces) if entry.pieces is not None else b""})
+                                "pieces": orjson.dumps(entry.pieces.tolist()) if entry.pieces is not None else b""})
         if entry.ttl is not None:
             pipe.pexpire(key, max(1, int(entry.ttl * 1000)))
         pipe.zadd(self.k_lru, {str(entry.id).encode(): entry.created})
@@ -336,14 +332,14 @@ class RedisStore(CacheStore):
             await self._delete_global([int(m) for m, _ in popped])
         return entry.id
 
-    async def attach(self, eid: int, namespace: str, vector: np.ndarray, facts_: Any = None) -> bool:
+    async def attach(self, eid: int, namespace: str, vector: np.ndarray) -> bool:
         """Give an entry stored exact-only its place in the semantic layer, here and on every replica."""
-        if not self.mirror.attach(eid, namespace, vector, facts_):
+        if not self.mirror.attach(eid, namespace, vector):
             return False
         entry = self.mirror.entries[eid]
         meta = orjson.dumps(entry.meta())
         done = await self.r.eval(_ATTACH_IF_EXISTS, 2, self._k_entry(eid), self.k_log, meta,
-                                 np.asarray(entry.vector, dtype=np.float32).tobytes(), str(self.stream_maxlen), str(eid))
+                                 np.asarray(vector, dtype=np.float32).tobytes(), str(self.stream_maxlen), str(eid))
         if not done:  # deleted in Redis meanwhile
             self.mirror.remove(eid)
         return bool(done)

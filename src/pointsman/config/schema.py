@@ -246,6 +246,9 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     delta: float = 0.02  # the wrong-reuse bound the acceptance threshold is calibrated for (0.01 or 0.02)
     ttl_s: float = 24 * 3600.0
     max_entries: int = 100_000
+    # the cache's memory in each process (entries, their index and side maps, estimated), least recently used
+    # evicted past it; with Redis it bounds each replica's mirror
+    max_bytes: int = 256 << 20
     allow_sampled: bool = False  # serve and store requests with temperature > 0
     default_temperature: float = 1.0  # what an absent temperature means upstream (OpenAI: 1.0)
     tools_side_effect_free: bool = False  # tool-call answers may be cached
@@ -263,6 +266,8 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError(f"cache.store must be 'memory' or a store URL (redis://...), not {self.store!r}")
         if not 0 < self.delta < 1:
             raise ValueError("cache.delta must be within 0..1")
+        if self.max_bytes < 16 << 20 or self.max_entries < 1:
+            raise ValueError("cache.max_bytes must be >= 16 MB (16777216) and cache.max_entries >= 1")
 
 
 class ShadowConfig(msgspec.Struct, forbid_unknown_fields=True):
