@@ -15,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, get_args
 
 from pointsman.ledger.migrations import Migration, migrate
+from pointsman.ledger.tables import LedgerTables, is_postgres_url
 
 __all__ = ["KeyStore", "Limit", "METRICS", "SCOPES", "Scope", "VirtualKey", "hash_secret", "key_store_from_url"]
 
@@ -119,38 +118,25 @@ def check_limit(limit: Limit) -> None:
             raise ValueError(f"{metric} must be a number >= 0 (or absent: no limit), not {value!r}")
 
 
-class KeyStore:
-    """Keys and limits in SQL both SQLite and PostgreSQL speak; one connection per thread."""
+class KeyStore(LedgerTables):
+    """Keys and limits in the ledger's database (ledger/tables.py: SQLite or PostgreSQL, a connection per thread)."""
 
-    placeholder = "?"
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
         self.schema_version = migrate(self._conn, "accounting", MIGRATIONS)
 
-    # -- the dialect ---------------------------------------------------------------------------------------
-    def _connect(self) -> Any:
-        raise NotImplementedError
+    def _on_connect(self, db: Any) -> None:
+        # the ledger's requests table: spend is read from it (and indexed by the ledger's migrations)
+        if self.postgres:
+            from pointsman.ledger.postgres import SCHEMA as POSTGRES_SCHEMA
 
-    def _write(self, db: Any) -> Any:
-        raise NotImplementedError
+            for statement in POSTGRES_SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        else:
+            from pointsman.ledger.sqlite import SCHEMA
 
-    def _sql(self, query: str) -> str:
-        return query if self.placeholder == "?" else query.replace("?", self.placeholder)
-
-    @property
-    def _conn(self) -> Any:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-            with self._lock:
-                self._connections.append(db)
-        return db
-
-    def _fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return list(self._conn.execute(self._sql(query), params).fetchall())
+            db.executescript(SCHEMA)
 
     def _bump(self, db: Any) -> int:
         """The next version, taken under the write lock: commits come in version order."""
@@ -264,13 +250,6 @@ class KeyStore:
         usd, count = self._fetch(query, params)[0]
         return float(usd), int(count)
 
-    def close(self) -> None:
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
-        self._local = threading.local()
-
 
 def _key(row: tuple[Any, ...]) -> VirtualKey:
     values = dict(zip(_KEY_COLUMNS, row))
@@ -285,64 +264,10 @@ def _limit(row: tuple[Any, ...]) -> Limit:
     return Limit(**values)
 
 
-class SqliteKeyStore(KeyStore):
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__()
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        from pointsman.ledger.sqlite import SCHEMA
-
-        db.executescript(SCHEMA)  # the ledger's requests table: spend is read from it (and indexed by migrations)
-        return db
-
-    def _write(self, db: sqlite3.Connection) -> Any:
-        return _Immediate(db)
-
-
-class PostgresKeyStore(KeyStore):
-    placeholder = "%s"
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        super().__init__()
-
-    def _connect(self) -> Any:
-        import psycopg
-
-        from pointsman.ledger.postgres import SCHEMA
-
-        db = psycopg.connect(self.url, autocommit=True)  # reads see the last commit; writes open a transaction
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        return db
-
-    def _write(self, db: Any) -> Any:
-        return db.transaction()
-
-
-class _Immediate:
-    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK) on an autocommit SQLite connection."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
 def key_store_from_url(url: str) -> KeyStore:
     """The store in the ledger's database (server.ledger_url)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return PostgresKeyStore(url)
-    from pointsman.ledger import sqlite_path
+    if not is_postgres_url(url):
+        from pointsman.ledger import sqlite_path
 
-    return SqliteKeyStore(sqlite_path(url))
+        sqlite_path(url)  # refuses an unsupported URL, naming the supported forms
+    return KeyStore(url)

@@ -13,18 +13,15 @@ process being killed (WAL: the commit is in the log file before ``add_feedback``
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 from pointsman.ledger.sqlite import SCHEMA as LEDGER_SCHEMA
+from pointsman.ledger.tables import LedgerTables, is_postgres_url
 
-__all__ = ["OutcomeRow", "OutcomeStore", "PostgresOutcomeStore", "RequestOwner", "SqlOutcomeStore",
-           "SqliteOutcomeStore", "outcome_store_from_url"]
+__all__ = ["OutcomeRow", "OutcomeStore", "RequestOwner", "SqlOutcomeStore", "outcome_store_from_url"]
 
 # the ledger's tables (ledger/sqlite.py: requests, prompts) and the outcomes'
 SCHEMA = """
@@ -109,47 +106,21 @@ class OutcomeStore(ABC):
     def close(self) -> None: ...
 
 
-class SqlOutcomeStore(OutcomeStore):
-    """The store in the ledger's database, in SQL both SQLite and PostgreSQL speak. One connection per thread:
-    the gateway calls it from worker threads."""
+class SqlOutcomeStore(LedgerTables, OutcomeStore):
+    """The store in the ledger's database (ledger/tables.py: SQLite or PostgreSQL, a connection per thread)."""
 
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
-        self._create_tables()
-
-    # the dialect: subclasses connect, open a write transaction, and write placeholders their way
-    def _connect(self) -> Any:
-        raise NotImplementedError
-
-    def _transaction(self, db: Any) -> Any:
-        raise NotImplementedError
-
-    def _create_tables(self) -> None:
-        raise NotImplementedError
-
-    placeholder = "?"
-
-    def _sql(self, query: str) -> str:
-        return query if self.placeholder == "?" else query.replace("?", self.placeholder)
-
-    @property
-    def _conn(self) -> Any:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-            with self._lock:
-                self._connections.append(db)
-        return db
-
-    def _read_transaction(self, db: Any) -> Any:
-        return self._transaction(db)
-
-    def _fetch(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
         db = self._conn
-        with self._read_transaction(db):
-            return list(db.execute(self._sql(query), params).fetchall())
+        if self.postgres:
+            from pointsman.ledger.postgres import SCHEMA as POSTGRES_LEDGER_SCHEMA
+
+            with db.transaction():
+                for statement in (POSTGRES_LEDGER_SCHEMA + SCHEMA.replace(" REAL", " DOUBLE PRECISION")).split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        else:
+            db.executescript(LEDGER_SCHEMA + SCHEMA)
 
     def owner(self, request_id: str) -> RequestOwner | None:
         found = self._fetch("SELECT key_id, chosen_model, status, tier FROM requests WHERE id = ?", (request_id,))
@@ -158,7 +129,7 @@ class SqlOutcomeStore(OutcomeStore):
     def add_feedback(self, request_id: str, key_id: str | None, score: float, comment: str | None) -> bool:
         db = self._conn
         key = key_id or OPEN_GATEWAY
-        with self._transaction(db):
+        with self._write(db):
             existed = db.execute(self._sql("SELECT 1 FROM feedback WHERE request_id = ? AND key_id = ?"),
                                  (request_id, key)).fetchone()
             db.execute(self._sql("INSERT INTO feedback (request_id, key_id, score, comment, ts) VALUES (?, ?, ?, ?, ?) "
@@ -170,7 +141,7 @@ class SqlOutcomeStore(OutcomeStore):
     def add_shadow(self, request_id: str, scores: dict[str, float], judge: str, propensity: dict[str, float]) -> None:
         now = time.time()
         db = self._conn
-        with self._transaction(db):
+        with self._write(db):
             for model, score in scores.items():
                 db.execute(self._sql(
                     "INSERT INTO shadow (request_id, model, score, judge, ts, propensity) VALUES (?, ?, ?, ?, ?, ?) "
@@ -204,85 +175,16 @@ class SqlOutcomeStore(OutcomeStore):
     def purge(self, before: float) -> int:
         db = self._conn
         deleted = 0
-        with self._transaction(db):
+        with self._write(db):
             for table in ("prompts", "feedback", "shadow"):
                 deleted += db.execute(self._sql(f"DELETE FROM {table} WHERE ts < ?"), (before,)).rowcount
         return deleted
 
-    def close(self) -> None:
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
-        self._local = threading.local()
-
-
-class SqliteOutcomeStore(SqlOutcomeStore):
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__()
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # a commit is in the WAL file: it survives the process dying
-        return db
-
-    def _create_tables(self) -> None:
-        self._conn.executescript(LEDGER_SCHEMA + SCHEMA)
-
-    def _transaction(self, db: sqlite3.Connection) -> Any:
-        return _SqliteTransaction(db)
-
-    def _read_transaction(self, db: sqlite3.Connection) -> Any:
-        return contextlib.nullcontext(db)  # autocommit: a read sees the last commit and takes no write lock
-
-
-class PostgresOutcomeStore(SqlOutcomeStore):
-    """The store in the ledger's PostgreSQL database: replicas on several machines share it."""
-
-    placeholder = "%s"
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        super().__init__()
-
-    def _connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(self.url)
-
-    def _create_tables(self) -> None:
-        from pointsman.ledger.postgres import SCHEMA as POSTGRES_LEDGER_SCHEMA
-
-        db = self._conn
-        with db.transaction():
-            for statement in (POSTGRES_LEDGER_SCHEMA + SCHEMA.replace(" REAL", " DOUBLE PRECISION")).split(";"):
-                if statement.strip():
-                    db.execute(statement)
-
-    def _transaction(self, db: Any) -> Any:
-        return db.transaction()
-
-
-class _SqliteTransaction:
-    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK) on an autocommit connection."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
 
 def outcome_store_from_url(url: str) -> OutcomeStore:
     """The store for a ledger URL (the same database as the ledger)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return PostgresOutcomeStore(url)
-    from pointsman.ledger import sqlite_path
+    if not is_postgres_url(url):
+        from pointsman.ledger import sqlite_path
 
-    return SqliteOutcomeStore(sqlite_path(url))
+        sqlite_path(url)  # refuses an unsupported URL, naming the supported forms
+    return SqlOutcomeStore(url)

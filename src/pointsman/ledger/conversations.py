@@ -8,14 +8,13 @@ answer is sent, so that a replica the next turn reaches finds it.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from typing import Any
 
 import orjson
 
 from pointsman.ledger.migrations import Migration, migrate
+from pointsman.ledger.tables import LedgerTables
 
 __all__ = ["ConversationStore", "conversation_store_from_url"]
 
@@ -28,38 +27,12 @@ POSTGRES_STEPS: list[Migration] = [(1, [_TABLE.format(real="DOUBLE PRECISION"),
                                         "CREATE INDEX IF NOT EXISTS responses_ts ON responses (ts)"])]
 
 
-class ConversationStore:
-    """Blocking calls (run them in a worker thread); one connection per thread."""
+class ConversationStore(LedgerTables):
+    """Blocking calls (run them in a worker thread); ledger/tables.py: one connection per thread."""
 
     def __init__(self, url: str) -> None:
-        self.postgres = url.startswith(("postgresql://", "postgres://"))
-        self.url = url
-        self.mark = "%s" if self.postgres else "?"
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
+        super().__init__(url)
         migrate(self._conn, "responses", POSTGRES_STEPS if self.postgres else SQLITE_STEPS)
-
-    @property
-    def _conn(self) -> Any:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            if self.postgres:
-                import psycopg
-
-                db = psycopg.connect(self.url, autocommit=True)
-            else:
-                from pointsman.ledger import sqlite_path
-
-                db = sqlite3.connect(sqlite_path(self.url), check_same_thread=False, timeout=30, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
-
-    def _sql(self, query: str) -> str:
-        return query.replace("?", self.mark)
 
     def put(self, response_id: str, tenant: str, request_id: str, response: dict[str, Any],
             messages: list[dict[str, Any]]) -> None:
@@ -80,13 +53,6 @@ class ConversationStore:
 
     def purge(self, before: float) -> int:
         return int(self._conn.execute(self._sql("DELETE FROM responses WHERE ts < ?"), (before,)).rowcount)
-
-    def close(self) -> None:
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
-        self._local = threading.local()
 
 
 def conversation_store_from_url(url: str) -> ConversationStore:
