@@ -9,6 +9,10 @@ import pytest
 
 from tests.servers import GatewayServer, UpstreamServer
 
+# fixtures the accounting tests share (redis_prefix, pg_url): registered here, before any test imports the module,
+# so that pytest rewrites its asserts
+pytest_plugins = ["tests.accounting_services"]
+
 API_KEY_ENV = "POINTSMAN_TEST_UPSTREAM_KEY"
 UPSTREAM_SECRET = "sk-upstream-secret-do-not-leak-8c1f"
 

@@ -12,7 +12,6 @@ from pointsman.accounting.counters import Counter, MemoryCounters, RedisCounters
 from pointsman.accounting.limits import window
 from tests.accounting_services import REDIS_URL, redis_client
 
-pytest_plugins = ["tests.accounting_services"]  # its fixtures: redis_prefix
 
 
 @pytest.fixture(params=["memory", "redis"])

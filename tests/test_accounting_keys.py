@@ -16,7 +16,6 @@ from pointsman.cli import main as cli
 from tests.accounting_services import pg_rows
 from tests.conftest import ledger_rows, model
 
-pytest_plugins = ["tests.accounting_services"]  # its fixture: pg_url
 
 ADMIN = "sk-admin-accounting-5c2e"
 ENV_KEY = "sk-env-client-77a1"

@@ -20,7 +20,6 @@ from tests.accounting_services import REDIS_URL, pg_rows, redis_client
 from tests.conftest import API_KEY_ENV, UPSTREAM_SECRET, model
 from tests.servers import serve_cli
 
-pytest_plugins = ["tests.accounting_services"]  # its fixtures: pg_url, redis_prefix
 
 ADMIN = "sk-admin-replicas-9d04"
 PRICES = {"input": 1000, "output": 2000}  # USD per million tokens: dear enough for a few requests to count

@@ -19,6 +19,9 @@ except ImportError:  # pragma: no cover
 
 class UpstreamState:
     def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
         self.scripts: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
         self.counts: collections.Counter[str] = collections.Counter()
         self.last_headers: dict[str, str] = {}
@@ -152,7 +155,7 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    request.app[STATE] = UpstreamState()
+    request.app[STATE].clear()  # in place: aiohttp deprecates changing a started application's state
     return _json({"ok": True})
 
 
