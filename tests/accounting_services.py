@@ -1,8 +1,9 @@
-"""Fixtures for the accounting tests: the machine's Redis under a prefix of its own, and a PostgreSQL schema of its
+"""Fixtures for the tests of the ledger's database (registered in conftest.py): the machine's Redis under a prefix of its own, and a PostgreSQL schema of its
 own, each removed after the test."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -37,8 +38,10 @@ def redis_client():  # type: ignore[no-untyped-def]
     return redis.Redis.from_url(REDIS_URL)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A ledger URL on the machine's PostgreSQL in a schema of its own, dropped afterwards (skip, or fail under
+    CI=true, when no server answers)."""
     try:
         import psycopg
 
@@ -52,6 +55,12 @@ def pg_url() -> Iterator[str]:
     finally:
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
         admin.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with pg_schema() as url:
+        yield url
 
 
 def pg_rows(url: str, query: str, params: tuple = ()) -> list[tuple]:

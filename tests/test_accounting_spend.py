@@ -10,11 +10,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -23,9 +21,9 @@ from pointsman.accounting.prices import ModelPrice, Rates
 from pointsman.accounting.reports import SpendReader
 from pointsman.ledger import Attempt, LedgerRecord, sink_from_url
 from pointsman.ledger.migrations import LEDGER_VERSION
-from tests.conftest import model, skip_unless_service
+from tests.accounting_services import pg_schema
+from tests.conftest import model
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 DAY = 86400
 START = 1_764_547_200.0  # 2025-12-01 00:00 UTC
 COHORTS = ["acme", "globex", "initech", None]
@@ -61,19 +59,8 @@ def ledger_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
-    try:
-        import psycopg
-
-        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001 - no server on this machine
-        skip_unless_service(f"PostgreSQL is not reachable at {PG_SERVER}: {exc}")
-    schema = f"pm_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_SERVER}?options={quote(f'-csearch_path={schema}')}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+    with pg_schema() as url:
+        yield url
 
 
 def _write(url: str, records: list[LedgerRecord], batch: int = 97) -> None:

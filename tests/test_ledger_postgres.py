@@ -3,40 +3,12 @@ in its own schema: rows of every request, and replicas sharing one database for 
 
 from __future__ import annotations
 
-import uuid
-from urllib.parse import quote
-
 import httpx
 import openai
 import pytest
 
-from tests.conftest import model, skip_unless_service
-
-SERVER = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def pg_url():
-    try:
-        import psycopg
-
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001 - no server on this machine
-        skip_unless_service(f"PostgreSQL is not reachable at {SERVER}: {exc}")
-    schema = f"pm_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{SERVER}?options={quote(f'-csearch_path={schema}')}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
-
-
-def rows(url: str, query: str) -> list[tuple]:
-    import psycopg
-
-    with psycopg.connect(url) as db:
-        return list(db.execute(query).fetchall())
+from tests.accounting_services import pg_rows
+from tests.conftest import model
 
 
 def config(upstream, url: str) -> dict:
@@ -56,10 +28,10 @@ def test_every_request_is_a_row_in_postgres(make_gateway, upstream, pg_url, monk
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
     gateway.gateway.ledger.flush()
-    found = rows(pg_url, "SELECT status, chosen_model, stream, cost_usd, attempts FROM requests ORDER BY ts")
+    found = pg_rows(pg_url, "SELECT status, chosen_model, stream, cost_usd, attempts FROM requests ORDER BY ts")
     assert [(s, m, st) for s, m, st, _, _ in found] == [(200, "small", False), (200, "small", True), (404, None, False)]
     assert found[0][3] > 0 and found[0][4][0][0] == "small"  # attempts as JSONB arrays: [model, status, ...]
-    assert rows(pg_url, "SELECT text FROM prompts") == [("hi",), ("hi",)]
+    assert pg_rows(pg_url, "SELECT text FROM prompts") == [("hi",), ("hi",)]
 
 
 def test_replicas_sharing_postgres_take_feedback_on_each_others_requests(make_gateway, upstream, pg_url, monkeypatch):

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import API_KEY_ENV, ledger_rows, model
-from tests.test_ledger_postgres import pg_url, rows  # noqa: F401, F811 - the fixture
+from tests.accounting_services import pg_rows
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -163,7 +163,7 @@ def test_stored_responses_are_purged_after_their_retention(gateway):
         api.responses.retrieve(kept.id)
 
 
-def test_stored_responses_and_sessions_in_postgresql(make_gateway, upstream, pg_url):  # noqa: F811
+def test_stored_responses_and_sessions_in_postgresql(make_gateway, upstream, pg_url):
     """The same through a PostgreSQL ledger: previous_response_id continues across two replicas sharing it, and
     each row's session is in the ledger."""
     config = {"models": [model("cheap", upstream, capabilities=["tools"])], "server": {"ledger_url": pg_url}}
@@ -176,5 +176,5 @@ def test_stored_responses_and_sessions_in_postgresql(make_gateway, upstream, pg_
     assert client(two).responses.retrieve(first.id).id == first.id
     one.gateway.ledger.flush()
     two.gateway.ledger.flush()
-    sessions = {s for (s,) in rows(pg_url, "SELECT session FROM requests")}
+    sessions = {s for (s,) in pg_rows(pg_url, "SELECT session FROM requests")}
     assert len(sessions) == 1 and next(iter(sessions)).startswith("conv-")
