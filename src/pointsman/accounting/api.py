@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from pointsman.accounting.reports import Pricing, SpendReader, run_report
-from pointsman.app.http import Receive, Scope, Send, header_map, send_json
+from pointsman.app.http import Receive, Scope, Send, header_map, require_method, send_json
 from pointsman.errors import GatewayError
 
 __all__ = ["PATHS", "handle"]
@@ -31,10 +31,8 @@ def _report(gateway: Any, kind: str, options: dict[str, str]) -> dict[str, Any]:
 
 
 async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
-    path, method = scope["path"], scope["method"]
-    if method != "GET":
-        raise GatewayError(405, f"{method} is not allowed on {path}; use GET", code="method_not_allowed",
-                           headers={"allow": "GET"})
+    path = scope["path"]
+    require_method(scope, "GET")
     gateway._authenticate_admin(header_map(scope))
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     options = {name: values[-1] for name, values in query.items()}

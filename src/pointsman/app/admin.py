@@ -26,7 +26,7 @@ from typing import Any, Literal
 import msgspec
 
 from pointsman.app.caching import tenant_of
-from pointsman.app.http import Receive, Scope, Send, header_map, parse_json_object, read_body, send_json
+from pointsman.app.http import Receive, Scope, Send, header_map, parse_json_object, read_body, require_method, send_json
 from pointsman.errors import GatewayError
 
 log = logging.getLogger("pointsman.cache")
@@ -80,11 +80,8 @@ async def read_struct(gateway: Any, receive: Receive, headers: dict[bytes, bytes
 
 async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one request to a path of ``PATHS`` (raises GatewayError for the gateway to send)."""
-    path, method = scope["path"], scope["method"]
-    allowed = PATHS[path]
-    if method != allowed:
-        raise GatewayError(405, f"{method} is not allowed on {path}; use {allowed}", code="method_not_allowed",
-                           headers={"allow": allowed})
+    path = scope["path"]
+    require_method(scope, PATHS[path])
     headers = header_map(scope)
     key_id = None
     if path == "/v1/cache/feedback":

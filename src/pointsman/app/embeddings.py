@@ -8,18 +8,15 @@ each request is a ledger row with its tokens and cost, as a chat request is.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import orjson
 
 from pointsman.accounting.prices import TokenUsage, read_usage
-from pointsman.app.http import JSON_HEADERS, Receive, Scope, Send, encode_headers, parse_json_object, read_body, send_bytes, send_error
-from pointsman.app.pipeline import Exchange
+from pointsman.app.http import JSON_HEADERS, Receive, Scope, Send, encode_headers, send_bytes, require_method, send_error
 from pointsman.core import RouteContext, RouteDecision
 from pointsman.errors import GatewayError
-from pointsman.ledger import LedgerRecord
 
 __all__ = ["PATHS", "handle", "embedding_models"]
 
@@ -59,21 +56,12 @@ def _choose(pool: Any, requested: Any) -> RouteDecision:
 
 
 async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
-    from pointsman.app.server import _request_id  # one sequence of request ids for every path
-
-    if scope["method"] != "POST":
-        raise GatewayError(405, f"{scope['method']} is not allowed on {scope['path']}; use POST",
-                           code="method_not_allowed", headers={"allow": "POST"})
-    ex = Exchange(scope, receive, send, time.perf_counter(),
-                  LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0))
+    require_method(scope, "POST")
+    ex = gateway.new_exchange(scope, receive, send)
     record = ex.record
     try:
         await gateway._authenticate_stage(ex)
-        try:
-            async with asyncio.timeout(gateway.body_timeout_s):
-                raw = parse_json_object(await read_body(receive, ex.headers, gateway.server.max_body_bytes))
-        except TimeoutError:
-            raise GatewayError(408, "the request body did not arrive in time", code="request_timeout") from None
+        raw = await gateway.read_json(ex)
         record.requested_model = str(raw.get("model") or "")[:256]
         text, token_ids = _texts(raw.get("input"))
         ex.decision = decision = _choose(gateway.pool, raw.get("model"))

@@ -23,7 +23,7 @@ import msgspec
 
 from pointsman.app.admin import read_struct
 from pointsman.app.caching import tenant_of
-from pointsman.app.http import Receive, Scope, Send, header_map, send_json
+from pointsman.app.http import Receive, Scope, Send, header_map, require_method, send_json
 from pointsman.errors import GatewayError
 
 log = logging.getLogger("pointsman.learning")
@@ -54,11 +54,8 @@ def _score(body: FeedbackBody) -> float:
 
 
 async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
-    path, method = scope["path"], scope["method"]
-    allowed = PATHS[path]
-    if method != allowed:
-        raise GatewayError(405, f"{method} is not allowed on {path}; use {allowed}", code="method_not_allowed",
-                           headers={"allow": allowed})
+    path = scope["path"]
+    require_method(scope, PATHS[path])
     headers = header_map(scope)
     if path == "/v1/feedback":
         key_id = gateway._authenticate(headers)

@@ -69,6 +69,13 @@ async def send_error(send: Send, error: GatewayError, extra: Iterable[tuple[byte
     await send_bytes(send, error.status, error.body(), [*JSON_HEADERS, *encode_headers(error.headers), *extra])
 
 
+def require_method(scope: Scope, *allowed: str) -> None:
+    """A 405 naming the methods the path takes (and its ``allow`` header) unless the request uses one of them."""
+    if scope["method"] not in allowed:
+        raise GatewayError(405, f"{scope['method']} is not allowed on {scope['path']}; use {' or '.join(allowed)}",
+                           code="method_not_allowed", headers={"allow": ", ".join(allowed)})
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """A request body that must be one JSON object; a clear 400 otherwise."""
     try:

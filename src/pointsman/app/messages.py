@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from pointsman.app.edge import EdgeSend, header, sse
-from pointsman.app.http import Receive, Scope, Send, header_map, parse_json_object, read_body, send_error, send_json
+from pointsman.app.http import Receive, Scope, Send, header_map, parse_json_object, read_body, send_error, require_method, send_json
 from pointsman.errors import GatewayError
 from pointsman.text import text_of
 
@@ -353,9 +353,7 @@ async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> No
     adapter = MessagesAdapter()
     edge = EdgeSend(send, adapter)
     try:
-        if scope["method"] != "POST":
-            raise GatewayError(405, f"{scope['method']} is not allowed on {scope['path']}; use POST",
-                               code="method_not_allowed", headers={"allow": "POST"})
+        require_method(scope, "POST")
         if scope["path"] == "/v1/messages":
             await gateway._chat(scope, receive, edge, adapter)
             return

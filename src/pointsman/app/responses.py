@@ -19,7 +19,7 @@ from typing import Any
 
 from pointsman.app.caching import tenant_of
 from pointsman.app.edge import EdgeSend, header, sse
-from pointsman.app.http import Receive, Scope, Send, send_json
+from pointsman.app.http import Receive, Scope, Send, require_method, send_json
 from pointsman.app.pipeline import Exchange
 from pointsman.errors import GatewayError
 from pointsman.ledger import LedgerRecord
@@ -426,18 +426,14 @@ async def _tenant(gateway: Any, scope: Scope) -> str:
 async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
     path, method = scope["path"], scope["method"]
     if path == PREFIX:
-        if method != "POST":
-            raise GatewayError(405, f"{method} is not allowed on {path}; use POST", code="method_not_allowed",
-                               headers={"allow": "POST"})
+        require_method(scope, "POST")
         adapter = ResponsesAdapter(gateway)
         await gateway._chat(scope, receive, EdgeSend(send, adapter), adapter)
         return
     response_id = path[len(PREFIX) + 1:]
     if not response_id or "/" in response_id:
         raise GatewayError(404, f"no route for {method} {path}", code="not_found")
-    if method not in ("GET", "DELETE"):
-        raise GatewayError(405, f"{method} is not allowed on {path}; use GET or DELETE", code="method_not_allowed",
-                           headers={"allow": "GET, DELETE"})
+    require_method(scope, "GET", "DELETE")
     tenant = await _tenant(gateway, scope)
     store = await store_of(gateway)
     if method == "GET":

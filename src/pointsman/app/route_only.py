@@ -19,11 +19,10 @@ from typing import Any
 import msgspec
 
 from pointsman.app.caching import tenant_of
-from pointsman.app.http import Receive, Scope, Send, encode_headers, send_error, send_json
+from pointsman.app.http import Receive, Scope, Send, encode_headers, send_error, require_method, send_json
 from pointsman.app.pipeline import Exchange
 from pointsman.core import RouteContext, RouteDecision
 from pointsman.errors import GatewayError
-from pointsman.ledger import LedgerRecord
 
 __all__ = ["PATHS", "handle", "DEFAULT_OUTPUT_TOKENS"]
 
@@ -75,13 +74,8 @@ def cascade_plan(decision: RouteDecision) -> dict[str, Any] | None:
 
 
 async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
-    from pointsman.app.server import _request_id  # one sequence of request ids for every path
-
-    if scope["method"] != "POST":
-        raise GatewayError(405, f"{scope['method']} is not allowed on {scope['path']}; use POST",
-                           code="method_not_allowed", headers={"allow": "POST"})
-    ex = Exchange(scope, receive, send, time.perf_counter(),
-                  LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0))
+    require_method(scope, "POST")
+    ex = gateway.new_exchange(scope, receive, send)
     record = ex.record
     try:
         await gateway._authenticate_stage(ex)

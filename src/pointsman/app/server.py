@@ -35,6 +35,7 @@ from pointsman.app.http import (
     header_map,
     parse_json_object,
     read_body,
+    require_method,
     send_bytes,
     send_error,
     send_json,
@@ -380,9 +381,7 @@ class Gateway:
                 raise GatewayError(431, f"request headers too large: at most {MAX_HEADER_COUNT} headers, {MAX_HEADER_BYTES} bytes",
                                    code="request_header_fields_too_large", type="invalid_request_error")
             if path in ("/v1/chat/completions", "/chat/completions"):
-                if method != "POST":
-                    raise GatewayError(405, f"{method} is not allowed on {path}; use POST", code="method_not_allowed",
-                                       headers={"allow": "POST"})
+                require_method(scope, "POST")
                 await self._chat(scope, receive, send)
             elif path in ("/v1/models", "/models") and method == "GET":
                 self._authenticate(header_map(scope))
@@ -436,9 +435,7 @@ class Gateway:
                      "consecutive_failures": e.breaker.failures, "cooldown_remaining_s": round(e.breaker.cooldown_remaining(), 3)}
                     for e in self.pool.entries.values()], "unauthenticated_requests": self.unauthenticated})
             elif path in METHODS_OF:
-                allowed = METHODS_OF[path]
-                raise GatewayError(405, f"{method} is not allowed on {path}; use {allowed}", code="method_not_allowed",
-                                   headers={"allow": allowed})
+                require_method(scope, METHODS_OF[path])
             else:
                 raise GatewayError(404, f"no route for {method} {path}", code="not_found")
         except GatewayError as error:
@@ -533,8 +530,7 @@ class Gateway:
         """Run the stages (app/pipeline.py) under one failure policy: errors become OpenAI-shaped answers and
         every request, answered or not, becomes a ledger row. ``adapter``: another API's request, translated at
         the edge (app/edge.py; ``send`` then translates the answers back)."""
-        ex = Exchange(scope, receive, send, time.perf_counter(),
-                      LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0), adapter=adapter)
+        ex = self.new_exchange(scope, receive, send, adapter)
         record, started = ex.record, ex.started
         try:
             for stage in self.stages:
@@ -604,15 +600,25 @@ class Gateway:
             self.keys.identify(virtual, ex.record)
         return False
 
-    async def _read_stage(self, ex: Exchange) -> bool:
-        """The body, within its time and size limits, parsed once and validated; the route context."""
+    @staticmethod
+    def new_exchange(scope: Scope, receive: Receive, send: Send, adapter: Any = None) -> Exchange:
+        """A request on its way, on any path: its id (one sequence for every path), its arrival, an empty row."""
+        return Exchange(scope, receive, send, time.perf_counter(),
+                        LedgerRecord(id=_request_id(), ts=time.time(), requested_model="", status=0), adapter=adapter)
+
+    async def read_json(self, ex: Exchange) -> dict[str, Any]:
+        """The request's JSON object body, within the body's time and size limits."""
         try:
             async with asyncio.timeout(self.body_timeout_s):
                 body = await read_body(ex.receive, ex.headers, self.server.max_body_bytes)
         except TimeoutError:
             raise GatewayError(408, f"the request body did not arrive within {self.body_timeout_s:g} s", code="request_timeout",
                                type="invalid_request_error", headers={"connection": "close"}) from None
-        ex.raw = raw = parse_json_object(body)
+        return parse_json_object(body)
+
+    async def _read_stage(self, ex: Exchange) -> bool:
+        """The body, within its time and size limits, parsed once and validated; the route context."""
+        ex.raw = raw = await self.read_json(ex)
         if ex.adapter is not None:  # /v1/messages, /v1/responses: into a chat body, once the caller is known
             ex.raw = raw = await ex.adapter.request(raw, ex)
         ex.request = request = validate_chat_request(raw)

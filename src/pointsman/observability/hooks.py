@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pointsman import __version__
-from pointsman.app.http import Receive, Scope, Send, header_map, send_bytes
+from pointsman.app.http import Receive, Scope, Send, header_map, require_method, send_bytes
 from pointsman.errors import GatewayError
 from pointsman.observability import metrics as metrics_module
 from pointsman.observability.metrics import CONTENT_TYPE, Metrics
@@ -143,10 +143,8 @@ def _mark(function: Any) -> None:
 
 async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one request to a path of ``PATHS`` (raises GatewayError for the gateway to send)."""
-    path, method = scope["path"], scope["method"]
-    if method != "GET":
-        raise GatewayError(405, f"{method} is not allowed on {path}; use GET", code="method_not_allowed",
-                           headers={"allow": "GET"})
+    path = scope["path"]
+    require_method(scope, "GET")
     visibility: Visibility = gateway.visibility
     if path == METRICS_PATH:
         if visibility.metrics is None:
