@@ -95,6 +95,15 @@ def test_embeddings_upstream_failure_is_retried_and_recorded(gateway, upstream):
     assert row["cost_estimated"] == 1 and row["prompt_tokens"] == 4
 
 
+def test_an_embeddings_body_too_deep_to_forward_is_a_400_and_a_row(gateway):
+    nested = "[" * 300 + "]" * 300
+    body = ('{"model": "embed", "input": "x", "extra": ' + nested + "}").encode()
+    response = httpx.post(f"{gateway.base_url}/embeddings", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json", response.text
+    row = ledger_rows(gateway)[-1]
+    assert row["id"] == response.headers["x-pointsman-request-id"] and row["status"] == 400
+
+
 def test_litellm_routes_through_pointsman(gateway, upstream):
     """LiteLLM 1.108.7 with PointsmanRouting (examples/litellm_routing.py) picks the deployment /v1/route names. Needs
     LiteLLM's own venv (bench/gateway/setup.sh makes bench/.venv-litellm): skipped without it, CI included."""

@@ -8,15 +8,19 @@ each request is a ledger row with its tokens and cost, as a chat request is.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import orjson
 
 from pointsman.accounting.prices import TokenUsage, read_usage
-from pointsman.app.http import JSON_HEADERS, Receive, Scope, Send, encode_headers, send_bytes, require_method, send_error
+from pointsman.app.http import (JSON_HEADERS, ClientDisconnected, Receive, Scope, Send, encode_headers, require_method,
+                                 send_bytes, send_error)
 from pointsman.core import RouteContext, RouteDecision
 from pointsman.errors import GatewayError
+
+log = logging.getLogger("pointsman")
 
 __all__ = ["PATHS", "handle", "embedding_models"]
 
@@ -95,6 +99,16 @@ async def handle(gateway: Any, scope: Scope, receive: Receive, send: Send) -> No
         if error.attempts:
             record.attempts = error.attempts
         await send_error(send, error, [(b"x-pointsman-request-id", record.id.encode())])
+    except orjson.JSONEncodeError:  # the provider re-encodes the body: orjson reads 1024 levels, writes 254
+        record.status, record.error = 400, "request JSON is nested too deeply to forward"
+        await send_error(send, GatewayError(400, "request JSON is nested too deeply to forward (at most 254 levels)",
+                                            code="invalid_json"), [(b"x-pointsman-request-id", record.id.encode())])
+    except ClientDisconnected:
+        record.status, record.error = 499, "client disconnected before the request was read"
+    except Exception:  # noqa: BLE001 - the client gets a clean 500 and the row, the log gets the traceback
+        log.exception("unexpected error in embeddings request %s", record.id)
+        record.status, record.error = 500, "internal error"
+        await send_error(send, GatewayError(500, f"internal gateway error (request {record.id})", code="internal_error"))
     finally:
         record.latency_ms = (time.perf_counter() - ex.started) * 1000
         if record.status != 401 and record.status != 0:
