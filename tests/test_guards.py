@@ -186,6 +186,29 @@ def _no_raw_pii(make_gateway, upstream, caplog, lines):
     assert not any(v in dump for v in VALUES) and len(backend) == 0
 
 
+ADDRESS = "221B Baker Street, London NW1 6XE"
+WITH_ADDRESS = f"Send the parcel to {ADDRESS} and mail {EMAIL} the tracking number."
+
+
+def test_addresses_are_an_opt_in_entity_redacted_and_restored_like_the_others(make_gateway, upstream):
+    default = make_gateway({"models": pool(upstream, m={}), "guards": {"pii": {"action": "redact", "restore": False}}})
+    assert ADDRESS in text_of(chat(default, WITH_ADDRESS))  # not among the default entities
+    entities = ["EMAIL_ADDRESS", "ADDRESS"]
+    kept = make_gateway({"models": pool(upstream, m={}),
+                         "guards": {"pii": {"action": "redact", "restore": False, "entities": entities}}})
+    seen = chat(kept, WITH_ADDRESS)
+    assert text_of(seen) == "echo: Send the parcel to <ADDRESS_1> and mail <EMAIL_ADDRESS_1> the tracking number."
+    assert "pii ADDRESS:1,EMAIL_ADDRESS:1 redact" in seen.headers["x-pointsman-guards"]
+    restored = make_gateway({"models": pool(upstream, m={}), "guards": {"pii": {"action": "redact", "entities": entities}}})
+    assert text_of(chat(restored, WITH_ADDRESS, stream=True)) == f"echo: {WITH_ADDRESS}"
+    blocked = make_gateway({"models": pool(upstream, m={}), "guards": {"pii": {"action": "block", "entities": ["ADDRESS"]}}})
+    refused = chat(blocked, "Is Hauptstraße 12, 10115 Berlin near a pharmacy?")
+    assert refused.status_code == 400 and "ADDRESS" in refused.json()["error"]["message"] and "Haupt" not in refused.text
+    assert chat(blocked, "Is Berlin near the sea?").status_code == 200  # a town alone is no address
+    rows = ledger_rows(kept)
+    assert ADDRESS not in repr(rows) and "Baker" not in repr(rows)
+
+
 # -- compliance ---------------------------------------------------------------------------------------------------
 def test_team_constraint_filters_routing_and_fallbacks(make_gateway, upstream):
     name = f"eu-down-{uuid.uuid4().hex[:6]}"

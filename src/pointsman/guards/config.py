@@ -82,6 +82,7 @@ class PiiConfig(msgspec.Struct, forbid_unknown_fields=True):
     # flag: header + ledger; redact: the upstream too gets placeholders, unless every model of the plan is tagged
     # `pii_tag`; block: 400 pii_detected naming the kinds found (never the values)
     action: PiiAction = "off"
+    # the kinds looked for; "ADDRESS" (street addresses, by pattern) is known but not among the defaults
     entities: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_PII_ENTITIES))
     min_score: float = 0.5  # presidio's confidence below which a match is ignored (its phone numbers start at 0.4)
     restore: bool = True  # redact: placeholders in the answer are mapped back to the values for the client

@@ -2,8 +2,9 @@
 
 E-mail addresses, phone numbers, card numbers (Luhn checksum), IBANs (checksum), IP addresses, national ids
 (US SSN, UK NINO, Spanish NIF, Italian fiscal code, Polish PESEL) and API keys and secrets (patterns of the
-common providers' key formats, private-key blocks, JWTs, ``api_key=...`` assignments). Names and addresses
-would need an NER model: none is used.
+common providers' key formats, private-key blocks, JWTs, ``api_key=...`` assignments); street addresses
+(``ADDRESS``, guards/address.py) when the config lists them. Person names are not detected: no model that ships
+offline fits the stage's latency (bench/guards/PII_NAMES.md).
 
 Every value found gets a placeholder (``<EMAIL_ADDRESS_1>``, the same for every occurrence of a value). Whatever
 the action, a request with PII:
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import orjson
 
 from pointsman.errors import GatewayError
+from pointsman.guards.address import find_addresses
 from pointsman.guards.base import check_allowed, select
 from pointsman.guards.config import PiiConfig
 from pointsman.text import text_of
@@ -70,11 +72,23 @@ def _recognizers(entities: list[str]) -> list[Any]:
         "EMAIL_ADDRESS": OfflineEmailRecognizer, "PHONE_NUMBER": PhoneRecognizer, "CREDIT_CARD": CreditCardRecognizer,
         "IBAN_CODE": IbanRecognizer, "IP_ADDRESS": IpRecognizer, "US_SSN": UsSsnRecognizer, "UK_NINO": UkNinoRecognizer,
         "ES_NIF": EsNifRecognizer, "IT_FISCAL_CODE": ItFiscalCodeRecognizer, "PL_PESEL": PlPeselRecognizer,
-        "API_KEY": lambda: secrets}
+        "API_KEY": lambda: secrets, "ADDRESS": AddressRecognizer}
     unknown = sorted(set(entities) - set(known))
     if unknown:
         raise ValueError(f"guards.pii.entities: no recognizer for {', '.join(unknown)} (known: {', '.join(known)})")
     return [known[name]() for name in entities]
+
+
+class AddressRecognizer:
+    """``ADDRESS``: street addresses (guards/address.py), shaped as presidio's recognizers for the scanner."""
+
+    supported_entities = ["ADDRESS"]
+    score = 0.7
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any) -> list[Any]:
+        from presidio_analyzer import RecognizerResult
+
+        return [RecognizerResult("ADDRESS", start, end, self.score) for start, end in find_addresses(text)]
 
 
 class PiiScanner:
