@@ -108,13 +108,22 @@ def dynamic_int8_model(model_path: str | os.PathLike, cache_dir: str | os.PathLi
     into float32 weights at load. Here the folded float graph is re-quantised with onnxruntime's
     ``quantize_dynamic`` (MatMulInteger, per-channel int8 weights): the file is keyed by the source's
     hash, so a new model version converts again. Needs the ``onnx`` package.
+
+    The file is then made lean for one-text runs, where ONNX Runtime's fixed cost per node weighs about as
+    much as the arithmetic: each attention's key transpose, exported as shape nodes around a
+    reshape-transpose-reshape chain, becomes one Transpose (:func:`lean_attention`), and every int8 product
+    (MatMulInteger, Cast, two Muls, bias Add) one MatMulIntegerToFloat. Both leave every output bit as it
+    was: the file is checked against the plain int8 graph on probe inputs when it is made, and kept plain
+    if any bit differs. ONNX Runtime's other fusions are left out: they move where the dynamic int8
+    activations are rounded, and so the embeddings the cache's acceptance model was fitted on
+    (bench/cache/GATEWAY.md).
     """
     from pointsman.paths import default_cache_dir, exclusive
 
     src = Path(model_path)
     if cache_dir is None:
         cache_dir = default_cache_dir()
-    out = Path(cache_dir) / "models" / f"minilm-{_digest_file(src)}-dynamic-int8-pc.onnx"
+    out = Path(cache_dir) / "models" / f"minilm-{_digest_file(src)}-dynamic-int8-pc-lean.onnx"
     if out.is_file():
         return out
     with exclusive(out):  # several workers starting at once: one converts, the others wait and use it
@@ -193,7 +202,8 @@ def _truncate(model: Any, depth: int) -> Any:
     return cut
 
 
-def _convert_dynamic_int8(src: Path, out: Path) -> None:
+def _convert_dynamic_int8(src: Path, out: Path, lean: bool = True) -> None:
+    import onnx
     import onnxruntime as ort
 
     try:
@@ -204,6 +214,8 @@ def _convert_dynamic_int8(src: Path, out: Path) -> None:
     tag = f"{os.getpid()}.{threading.get_ident()}"
     folded = out.with_name(f"{out.stem}.{tag}.float.onnx")
     tmp = out.with_name(f"{out.stem}.{tag}.tmp.onnx")
+    leaner = out.with_name(f"{out.stem}.{tag}.lean.onnx")
+    fused = out.with_name(f"{out.stem}.{tag}.fused.onnx")
     try:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # constant folding only
@@ -216,13 +228,112 @@ def _convert_dynamic_int8(src: Path, out: Path) -> None:
             quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         finally:
             root.setLevel(level)
+        if lean:
+            model = onnx.load(str(tmp))
+            lean_attention(model.graph)
+            onnx.save(model, str(leaner))
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            so.optimized_model_filepath = str(fused)
+            ort.InferenceSession(str(leaner), sess_options=so, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=_ROUNDING_FUSIONS)
+            if _same_outputs(tmp, fused):
+                os.replace(fused, tmp)
+            else:
+                log.warning("the lean MiniLM graph does not reproduce the plain int8 graph here; keeping the plain one")
         os.replace(tmp, out)
     finally:
-        for p in (folded, tmp):
+        for p in (folded, tmp, leaner, fused):
             try:
                 p.unlink()
             except FileNotFoundError:
                 pass
+
+
+# ONNX Runtime's extended-level fusions other than MatMulIntegerToFloatFusion (bit-exact, wanted) that could touch
+# this graph: they move where the dynamic int8 activations are rounded (a scale folded into a quantised product,
+# a residual add into a LayerNorm, an attention or GELU rewritten) or share constants for nothing. A fusion a later
+# ONNX Runtime adds is caught by _same_outputs.
+_ROUNDING_FUSIONS = ["MatMulScaleFusion", "SkipLayerNormFusion", "BiasSkipLayerNormFusion", "DynamicQuantizeMatMulFusion",
+                     "ConstantSharing", "MatmulTransposeFusion", "MatMulAddFusion", "AttentionFusion", "BiasSoftmaxFusion",
+                     "GeluFusionL1", "GeluFusionL2", "BiasGeluFusion", "FastGeluFusion", "QuickGeluFusion",
+                     "LayerNormFusionL1", "LayerNormFusionL2", "EmbedLayerNormFusion"]
+
+
+def _same_outputs(reference: Path, candidate: Path) -> bool:
+    """Whether two graphs give bit-identical hidden states on probe inputs: one text, and a padded batch."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    lengths = (1, 7, 19)
+    ids = np.zeros((len(lengths), max(lengths)), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for k, n in enumerate(lengths):
+        ids[k, :n] = rng.integers(1000, 30000, n)
+        mask[k, :n] = 1
+    probes = [(ids[2:], mask[2:]), (ids, mask)]
+    runs = []
+    for path in (reference, candidate):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        outs = []
+        for x, m in probes:
+            feeds = {"input_ids": x, "attention_mask": m, "token_type_ids": np.zeros_like(x)}
+            outs.append(sess.run(None, {k: v for k, v in feeds.items() if k in names})[0])
+        runs.append(outs)
+    return all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def _perm(node: Any) -> list[int] | None:
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+
+
+def lean_attention(graph: Any) -> int:
+    """Rewrite, in place, the exported attention's bit-exact detours into single nodes: a key transpose
+    spelt Reshape(Transpose(Reshape(Transpose(x, 0213)), 021)) becomes Transpose(x, 0231), and the NaN guard
+    after each softmax (Where(IsNaN(p), 0, p): the additive mask is finite, so p has no NaN) goes. Nodes left
+    without a consumer are dropped. Returns how many detours were replaced."""
+    from onnx import helper
+
+    producer = {o: n for n in graph.node for o in n.output}
+    direct: dict[str, Any] = {}
+    rename: dict[str, str] = {}
+    for n in graph.node:
+        if n.op_type == "Reshape":
+            t3 = producer.get(n.input[0])
+            r3 = producer.get(t3.input[0]) if t3 is not None and t3.op_type == "Transpose" and _perm(t3) == [0, 2, 1] else None
+            t4 = producer.get(r3.input[0]) if r3 is not None and r3.op_type == "Reshape" else None
+            if t4 is not None and t4.op_type == "Transpose" and _perm(t4) == [0, 2, 1, 3]:
+                direct[n.output[0]] = helper.make_node("Transpose", [t4.input[0]], [n.output[0]], perm=[0, 2, 3, 1],
+                                                       name=f"{n.name}_lean")
+        elif n.op_type == "Where":
+            guard = producer.get(n.input[0])
+            if guard is not None and guard.op_type == "IsNaN" and guard.input[0] == n.input[2]:
+                rename[n.output[0]] = n.input[2]
+    nodes = []
+    for n in graph.node:
+        n = direct.get(n.output[0], n) if n.output else n
+        for k, name in enumerate(n.input):
+            n.input[k] = rename.get(name, name)
+        nodes.append(n)
+    producer = {o: n for n in nodes for o in n.output}
+    alive: set[int] = set()
+    stack = [o.name for o in graph.output]
+    while stack:
+        p = producer.get(stack.pop())
+        if p is not None and id(p) not in alive:
+            alive.add(id(p))
+            stack.extend(i for i in p.input if i)
+    kept = [n for n in nodes if id(n) in alive]  # the original order is topological, and stays so
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {i for n in graph.node for i in n.input}
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    return len(direct) + len(rename)
 
 
 class MiniLMEncoder:
@@ -372,7 +483,10 @@ class MiniLMEncoder:
         one int or one per text), ending in [SEP], and the full lengths."""
         tokenizer = self.loaded_tokenizer()
         windows = self._windows(len(texts), max_tokens)
-        encs = tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        if len(texts) == 1:  # the gateway's usual call: encode_batch costs a thread-pool round trip more
+            encs = [tokenizer.encode(texts[0], add_special_tokens=True)]
+        else:
+            encs = tokenizer.encode_batch(list(texts), add_special_tokens=True)
         ids, full = [], np.empty(len(encs), dtype=np.int64)
         for k, e in enumerate(encs):
             x = e.ids
@@ -395,8 +509,11 @@ class MiniLMEncoder:
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
         hidden = self._session.run(None, feeds)[0]  # (n, L, 384)
-        m = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        if all(len(x) == L for x in ids):  # no padding (one text, say): the same sums without the mask's copies
+            pooled = hidden.sum(axis=1) / np.float32(L)
+        else:
+            m = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
         norm = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.clip(norm, 1e-12, None)).astype(np.float32)
 
