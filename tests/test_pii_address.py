@@ -49,3 +49,18 @@ def test_the_scanner_knows_the_kind_and_names_it_in_an_unknown_entity_error():
         ("EMAIL_ADDRESS", "a@example.org"), ("ADDRESS", "12 High Street, Oxford OX1 4AP")]
     with pytest.raises(ValueError, match="ADDRESS"):
         PiiScanner(["POSTAL"], 0.5)
+
+
+@pytest.mark.parametrize("text", [
+    "12 Main Street, " + "A-" * 40 + "x",  # a town of many hyphenated words, no postcode: was exponential
+    "12 Foo, " + "Ab-" * 40 + "!",
+    "12 High Street, " + "Town " * 2000,
+    "1 " * 20_000,  # digits everywhere: the whole text is one window
+    "Calle " + "De " * 5000 + "5",
+])
+def test_adversarial_text_is_scanned_in_bounded_time(text):
+    import time
+
+    start = time.perf_counter()
+    find_addresses(text)
+    assert time.perf_counter() - start < 0.5
