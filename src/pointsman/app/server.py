@@ -253,7 +253,10 @@ class Gateway:
         # its artefact's (the static table by default), the semantic cache for its own (cache.encoder:
         # MiniLM fine-tuned on duplicates by default), the verifier for MiniLM.
         semantic_cache = self.server.cache.enabled and self.server.cache.semantic
-        self.embedders = (Embedders() if needs_embeddings(config) or semantic_cache or config.guards.injection.action != "off"
+        self.in_flight = 0  # HTTP requests being handled (streams until their last chunk)
+        # a lone request's short text is embedded on the event loop: no other request's I/O waits for it there
+        self.embedders = (Embedders(inline_when=lambda: self.in_flight <= 1)
+                          if needs_embeddings(config) or semantic_cache or config.guards.injection.action != "off"
                           or config.guards.injection.overrides else None)
         self.router = PolicyRouter(config, self.pool, self.embedders)
         self.cache_embedder = self.embedders.get(self.server.cache.encoder) if semantic_cache and self.embedders is not None else None
@@ -352,7 +355,11 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            self.in_flight += 1
+            try:
+                await self._http(scope, receive, send)
+            finally:
+                self.in_flight -= 1
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

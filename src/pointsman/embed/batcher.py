@@ -7,7 +7,11 @@ next batch starts at once with whatever is waiting: under load batches fill by t
 default wait is 0 (take what is queued now) and a lone request at idle does not wait at all.
 
 A text the encoder's LRU already holds (a repeated prompt, or the cache's and the router's request
-for the same short text) is answered on the event loop without queueing. Each request may name its
+for the same short text) is answered on the event loop without queueing. A short text is also encoded on the
+event loop when nothing else would wait for it: ``inline_when`` (the gateway: no other request in flight) says
+so, no text is waiting for the worker, and no other text went inline in this turn of the loop. Handing one text to
+the worker thread and back costs two thread wake-ups, which on a busy machine wait for a core; on the loop
+the run keeps the core the request already has. Each request may name its
 own window (``max_tokens``): the router reads a prefix, the semantic cache the full window.
 ``workers`` batches may run at once (one per core helps throughput under load; default 1).
 """
@@ -17,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from pointsman.embed.base import Encoder
 
-__all__ = ["EmbedBatcher"]
+__all__ = ["EmbedBatcher", "INLINE_MAX_CHARS"]
+
+INLINE_MAX_CHARS = 200  # about 50 tokens: a few milliseconds of the event loop at most
 
 # one waiting request: its text, its window, and the future its (embedding, features) go to
 _Item = tuple[str, "int | None", "asyncio.Future[tuple[np.ndarray, np.ndarray]]"]
@@ -31,8 +37,13 @@ _Item = tuple[str, "int | None", "asyncio.Future[tuple[np.ndarray, np.ndarray]]"
 
 class EmbedBatcher:
     def __init__(self, encoder: Encoder, max_batch: int = 32, max_wait_ms: float = 0.0,
-                 executor: concurrent.futures.Executor | None = None, workers: int = 1):
+                 executor: concurrent.futures.Executor | None = None, workers: int = 1,
+                 inline_when: Callable[[], bool] | None = None, inline_max_chars: int = INLINE_MAX_CHARS):
         self.encoder = encoder
+        self.inline_when = inline_when  # None: every text goes to the worker thread
+        self.inline_max_chars = inline_max_chars
+        self._inline_turn = False  # a text went inline in this turn of the loop: the others queue (and batch)
+        self._waiting = 0  # texts queued for the worker, or in its batch, and not yet answered
         self.model_id = getattr(encoder, "model_id", type(encoder).__name__)  # keys per-request embeddings
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
@@ -47,6 +58,7 @@ class EmbedBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0       # counters for observability and benchmarks
         self.items = 0
+        self.inlined = 0
 
     def _ensure_started(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue[_Item]]:
         loop = asyncio.get_running_loop()
@@ -63,10 +75,29 @@ class EmbedBatcher:
             found = self._cached(text, max_tokens)
             if found is not None:
                 return found
+        if self._may_inline(text):
+            loop = asyncio.get_running_loop()
+            self._inline_turn = True
+            loop.call_soon(self._end_inline_turn)  # runs after the tasks already scheduled for this turn
+            self.inlined += 1
+            emb, feats = self.encoder.encode_with_features([text], max_tokens=max_tokens)
+            return emb[0], feats[0]
         loop, queue = self._ensure_started()
         fut: asyncio.Future[tuple[np.ndarray, np.ndarray]] = loop.create_future()
         queue.put_nowait((text, max_tokens, fut))
-        return await fut
+        self._waiting += 1
+        try:
+            return await fut
+        finally:
+            self._waiting -= 1
+
+    def _may_inline(self, text: str) -> bool:
+        return (self.inline_when is not None and len(text) <= self.inline_max_chars and not self._inline_turn
+                and self._waiting == 0
+                and getattr(self.encoder, "loaded", False) and self.inline_when())
+
+    def _end_inline_turn(self) -> None:
+        self._inline_turn = False
 
     async def embed(self, text: str, max_tokens: int | None = None) -> np.ndarray:
         """The L2-normalised embedding (384,) of one text."""

@@ -426,6 +426,11 @@ class MiniLMEncoder:
             self._session = sess
         return self
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the ONNX session is loaded (an encode will not load it first)."""
+        return self._session is not None
+
     def unload(self) -> None:
         """Drop the ONNX session (the next encode loads it again)."""
         with self._lock:

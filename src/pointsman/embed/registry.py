@@ -11,7 +11,7 @@ embeddings: minilm).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pointsman.embed.base import Embedder, Encoder
 
@@ -60,11 +60,14 @@ class Embedders:
     An expensive encoder (MiniLM) sits behind the micro-batcher and a worker thread; a cheap one
     (``inline``, the static table) runs on the event loop. ``batch=False`` runs every encoder inline
     (offline tools, where there is nothing to batch with). ``given`` supplies ready embedders by kind.
+    ``inline_when``: the batchers run a short text on the event loop while it says true (see EmbedBatcher).
     """
 
-    def __init__(self, given: dict[str, Embedder] | None = None, batch: bool = True) -> None:
+    def __init__(self, given: dict[str, Embedder] | None = None, batch: bool = True,
+                 inline_when: Callable[[], bool] | None = None) -> None:
         self._by_kind: dict[str, Embedder] = dict(given or {})
         self.batch = batch
+        self.inline_when = inline_when
 
     def get(self, kind: str) -> Embedder:
         found: Embedder | None = self._by_kind.get(kind)
@@ -73,7 +76,7 @@ class Embedders:
             if self.batch and not getattr(encoder, "inline", False):
                 from pointsman.embed.batcher import EmbedBatcher
 
-                found = EmbedBatcher(encoder)
+                found = EmbedBatcher(encoder, inline_when=self.inline_when)
             else:
                 from pointsman.embed.inline import InlineEmbedder
 
