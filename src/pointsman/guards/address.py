@@ -5,7 +5,7 @@ alone is not an address and is never matched, nor is a street named without its 
 
 Written from the postal conventions of the US, Canada, the UK, Germany, Austria, Switzerland, France, Spain,
 Italy and the Netherlands (bench/guards/PII_NAMES.md measures it). English street words are the common ones,
-not the whole USPS list: a rarer one (12 Regina Mountains) is missed.
+not the whole USPS list: a rarer one (12 Regina Mountains) is found only when a town and postcode follow.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ _EN_STREET = (r"Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|
               r"Trail|Trl|Plaza|Alley|Expressway|Freeway|Loop|Pike|Turnpike|Hill|Green|Rise|Vale|View|Park")
 _EN_UNIT = r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|#)\.?\s*#?\s*\w{1,6})?"
 # 12 Main Street, 1600 Pennsylvania Avenue NW, 221B Baker St., Flat 3, 12 Green Lane
-_EN = rf"(?:\b(?:Flat|Studio|Apartment|Unit)\s+\w{{1,5}},\s*)?\b\d{{1,6}}[A-Za-z]?\s+(?:{_WORD}\s+){{1,3}}(?:{_EN_STREET})\b\.?(?:\s+[NS][EW]?\b|\s+[EW]\b)?{_EN_UNIT}"
+_EN = (rf"(?:\b(?:Flat|Studio|Apartment|Unit)\s+\w{{1,5}},\s*)?\b\d{{1,6}}[A-Za-z]?\s+(?:{_WORD}\s+){{1,3}}"
+       rf"(?:{_EN_STREET})\b\.?(?:\s+[NS][EW]?\b|\s+[EW]\b)?{_EN_UNIT}")
 # Hauptstraße 12, Vogtallee 22-15, Oda-Preiß-Straße 1, Reinhardtstr. 4, Kerkstraat 3, Lizeweg 686
 _DE_NL_SUFFIX = (r"straße|strasse|str\.|weg|gasse|allee|platz|ring|damm|ufer|chaussee|steig|pfad|markt|"
                  r"straat|laan|baan|boulevard|plein|gracht|kade|singel|dijk|dreef|hof|park|pad|steeg|kwartier")
@@ -32,8 +33,8 @@ _FR = (rf"\b\d{{1,4}}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|pla
        rf"passage|square|voie|rond-point)\s+(?:(?:de la|de l'|du|des|de|d'|la|le|les)\s*)?{_WORD}(?:[ \-]{_WORD}){{0,3}}")
 # Calle Mayor 5, Avenida de la Constitución, 12, Vicolo Sgalambro, 59, Via Roma 1
 _ES_IT_STREET = (r"Calle|C/|Avenida|Avda\.|Paseo|Plaza|Camino|Carrer|Ronda|Travesía|Travesia|Glorieta|Callejón|Cuesta|"
-                 r"Pasaje|Alameda|Vial|Urbanización|Rambla|Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Contrada|Borgo|Strada|"
-                 r"Rotonda|Incrocio|Stretto|Canale|Lungomare|Salita")
+                 r"Pasaje|Alameda|Vial|Urbanización|Rambla|Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Contrada|"
+                 r"Borgo|Strada|Rotonda|Incrocio|Stretto|Canale|Lungomare|Salita")
 _ES_IT = (rf"\b(?:{_ES_IT_STREET})\s+(?:(?:de la|de los|de las|del|de|dei|degli|della|delle|del|di)\s+)?"
           rf"{_WORD}(?:\s+(?:de\s+)?{_WORD}){{0,3}},?\s+(?:n\.?\s?|nº\s?)?\d{{1,4}}[a-zA-Z]?\b"
           rf"(?:\s+(?:Apt|Puerta|Piso|Appartamento|Piano|Interno|Scala)\.?\s*\w{{1,4}})?")
@@ -69,13 +70,13 @@ def find_addresses(text: str) -> list[tuple[int, int]]:
             end = digits.end() + _AFTER
             continue
         if start >= 0:
-            found.extend(_search(text, start, end, found))
+            found.extend(_search(text, start, end))
         start, end = max(0, digits.start() - _BEFORE), digits.end() + _AFTER
     if start >= 0:
-        found.extend(_search(text, start, end, found))
+        found.extend(_search(text, start, end))
     return found
 
 
-def _search(text: str, start: int, end: int, found: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    begin = max(start, found[-1][1]) if found else start  # windows overlap by up to _AFTER: no match twice
-    return [(m.start(), m.end()) for m in _ADDRESS.finditer(text, begin, min(end, len(text)))]
+def _search(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    # windows that overlap were merged: a match lies within one window, found once
+    return [(m.start(), m.end()) for m in _ADDRESS.finditer(text, start, min(end, len(text)))]
