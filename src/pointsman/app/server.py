@@ -254,8 +254,9 @@ class Gateway:
         # MiniLM fine-tuned on duplicates by default), the verifier for MiniLM.
         semantic_cache = self.server.cache.enabled and self.server.cache.semantic
         self.in_flight = 0  # HTTP requests being handled (streams until their last chunk)
-        # a lone request's short text is embedded on the event loop: no other request's I/O waits for it there
-        self.embedders = (Embedders(inline_when=lambda: self.in_flight <= 1)
+        # the one request in flight has a short text embedded on the event loop: no other request's I/O waits for
+        # it there; with none in flight the text is background work (a deferred store) and goes to the worker
+        self.embedders = (Embedders(inline_when=lambda: self.in_flight == 1)
                           if needs_embeddings(config) or semantic_cache or config.guards.injection.action != "off"
                           or config.guards.injection.overrides else None)
         self.router = PolicyRouter(config, self.pool, self.embedders)
