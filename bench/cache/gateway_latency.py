@@ -13,6 +13,8 @@ without), then measures sequentially (c=1) with one keep-alive HTTP client:
   miss, real questions  distinct Quora questions (../shared/data/qqp, when present) in the populated namespace:
                 the miss cost at real questions' lengths (the "miss" texts above carry a 19-digit number, 21 tokens)
   not cacheable requests without temperature 0 (sampled): the pre-check only
+With `--compare-src DIR` a third gateway, cache on, runs the code in DIR/src (a worktree of another commit: what a
+change buys, measured in the same rounds), and the cache-on rows are repeated for it, marked "(compare)".
 The measurements are interleaved: `--rounds` rounds, each running n/rounds requests of every measurement in
 turn, so that load from other work on the machine spreads over all of them; p50 is over all requests, and
 "round p50s" shows the spread between rounds. The table is printed (and written to --out if given);
@@ -104,13 +106,20 @@ def main() -> int:
                              "the prompt for routing and the cache shares that embedding")
     parser.add_argument("--cache-encoder", default="minilm-dup", choices=("minilm-dup", "minilm"),
                         help="the cache's encoder (cache.encoder)")
+    parser.add_argument("--compare-src", default=None,
+                        help="also run a cache-on gateway from this directory's src (e.g. a worktree of the commit "
+                             "before a change), interleaved with the others")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pointsman-cachebench-"))
-    up_port, on_port, off_port = free_port(), free_port(), free_port()
+    up_port, on_port, off_port, cmp_port = free_port(), free_port(), free_port(), free_port()
     env = {**os.environ, "BENCH_KEY": "sk-bench"}
     processes = [subprocess.Popen([sys.executable, "-m", "tests.upstream", "--port", str(up_port)], cwd=ROOT, env=env)]
+    gateways = [(on_port, "true", env), (off_port, "false", env)]
+    if args.compare_src:
+        src = str(Path(args.compare_src).resolve() / "src")
+        gateways.append((cmp_port, "true", {**env, "PYTHONPATH": os.pathsep.join([src, env.get("PYTHONPATH", "")])}))
     try:
-        for port, cache in ((on_port, "true"), (off_port, "false")):
+        for port, cache, gateway_env in gateways:
             config = work / f"pool-{port}.yaml"
             second = (f"""  - {{name: m2, provider: openai, base_url: "http://127.0.0.1:{up_port}/v1", model: echo, api_key_env: BENCH_KEY,
       prices: {{input: 10, output: 30}}}}
@@ -122,8 +131,8 @@ policies: {{auto: {{semantic: {{}}}}}}
 {second}server: {{ledger_url: "sqlite:///{work}/ledger-{port}.db", cache: {{enabled: {cache}, encoder: {args.cache_encoder}}}}}
 """)
             processes.append(subprocess.Popen([sys.executable, "-m", "pointsman.cli", "serve", "--config", str(config),
-                                               "--port", str(port)], cwd=work, env=env))
-        for port in (up_port, on_port, off_port):
+                                               "--port", str(port)], cwd=work, env=gateway_env))
+        for port in (up_port, *(g[0] for g in gateways)):
             wait(f"http://127.0.0.1:{port}/health" if port != up_port else f"http://127.0.0.1:{port}/_control/stats")
         client = httpx.Client(timeout=30)
 
@@ -140,6 +149,8 @@ policies: {{auto: {{semantic: {{}}}}}}
 
         for q in QUESTIONS:  # fill the cache
             timed(on_port, q)
+            if args.compare_src:
+                timed(cmp_port, q)
         variants = paraphrase_variants()
         real = real_questions(args.n)
         unique = (f"Unique question number {i} about {k} {time.time_ns()}?" for i, k in enumerate(iter(int, 1)))
@@ -153,6 +164,11 @@ policies: {{auto: {{semantic: {{}}}}}}
                    ("miss, real questions, cache off", off_port, real, 0, False, None)] if real else []),
                 ("not cacheable (sampled), cache on", on_port, QUESTIONS, None, False, None),
                 ("not cacheable (sampled), cache off", off_port, QUESTIONS, None, False, None)]
+        if args.compare_src:  # the other code's cache-on rows, each placed right after this code's
+            for k in range(len(plan) - 1, -1, -1):
+                name, port, *rest = plan[k]
+                if port == on_port:
+                    plan.insert(k + 1, (f"{name} (compare)", cmp_port, *rest))
         samples: dict[str, list[float]] = {p[0]: [] for p in plan}
         round_p50: dict[str, list[float]] = {p[0]: [] for p in plan}
         kinds: dict[str, dict[str, int]] = {p[0]: {} for p in plan}
@@ -175,7 +191,10 @@ policies: {{auto: {{semantic: {{}}}}}}
         load = os.getloadavg()
         lines = ["# Cache latency through the gateway", "",
                  f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: `.venv/bin/python "
-                 f"bench/cache/gateway_latency.py --n {args.n} --rounds {args.rounds}`" + (f"; {args.label}" if args.label else ""),
+                 f"bench/cache/gateway_latency.py --n {args.n} --rounds {args.rounds}"
+                 + (" --semantic-routing" if args.semantic_routing else "")
+                 + (f" --compare-src {args.compare_src}" if args.compare_src else "") + "`"
+                 + (f"; {args.label}" if args.label else ""),
                  f"- Machine: 2 cores shared with other work; load average after the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
                  "- Sequential requests (c=1), one keep-alive client, the test upstream answering at once; in-process store,",
                  "  semantic layer on (the cache encoder's query embedding, minilm-dup by default), default delta 2%;",

@@ -63,7 +63,7 @@ def serve_with_timers(report: Path, argv: list[str]) -> None:
     timed(caching.CacheStage, "lookup", "2 cache look-up (exact, embedding, semantic)")
     timed(cache.SemanticCache, "find_exact", "2a exact look-up")
     timed(batcher.EmbedBatcher, "embed_with_features", "2b query embedding, as the event loop waits for it")
-    timed(encoder.MiniLMEncoder, "encode_with_features", "2b.1 encoder call in the worker thread")
+    timed(encoder.MiniLMEncoder, "encode_with_features", "2b.1 encoder call (on the loop when lone and short, else in the worker)")
     timed(encoder.MiniLMEncoder, "tokenize", "2b.1.1 tokenising")
     timed(encoder.MiniLMEncoder, "_run", "2b.1.2 onnxruntime run + pooling")
     timed(cache.SemanticCache, "find_semantic", "2c semantic look-up (search, checks, acceptance)")
