@@ -13,6 +13,7 @@ validation split at the config's false-positive rates; the test split is read on
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import os
@@ -32,9 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from bench.guards.data import ROOT as DATA, alpacaeval, multilingual, s_labs  # noqa: E402
-from bench.guards.train import embed, shipped, train, with_benign  # noqa: E402
+from bench.guards.train import embed, train, with_benign  # noqa: E402
 from bench.guards.triggers import prompts as trigger_prompts  # noqa: E402
-from pointsman.guards.detector import InjectionHead  # noqa: E402
+from pointsman.core import RouteContext  # noqa: E402
+from pointsman.embed.registry import Embedders  # noqa: E402
+from pointsman.guards.config import InjectionConfig  # noqa: E402
+from pointsman.guards.detector import InjectionHead, Score  # noqa: E402
+from pointsman.guards.injection import InjectionGuard  # noqa: E402
 from pointsman.guards.rules import match_rule  # noqa: E402
 
 FPRS = (0.01, 0.035)  # 0.01: the config's default (guards.injection.fpr); 0.035: the issue's second point
@@ -76,16 +81,68 @@ def benign_ood() -> dict[str, list[str]]:
     return out
 
 
+def guard_of(second_stage: str | None, recall: float = 0.995) -> InjectionGuard:
+    """The gateway's injection guard (the serving code path: rules, chunks, gate, second stage), offline."""
+    config = InjectionConfig(action="flag", second_stage=second_stage, second_stage_recall=recall)
+    return InjectionGuard(config, _AnyPool(), lambda _: None, Embedders(batch=False))
+
+
+class _AnyPool:
+    def __contains__(self, name: str) -> bool:
+        return True
+
+
+def guard_scores(guard: InjectionGuard, texts: Sequence[str]) -> list[Score]:
+    async def run() -> list[Score]:
+        return [(await guard.score(RouteContext({"messages": [{"role": "user", "content": t}]})))[0] for t in texts]
+
+    return asyncio.run(run())
+
+
+def flags(found: Sequence[Score], bar: float) -> np.ndarray:
+    return np.array([s.flagged(bar) for s in found])
+
+
+def evaluate(guard: InjectionGuard, name: str, test_texts: list[str], test_labels: np.ndarray) -> dict[str, Any]:
+    """One detector's held-out figures: test split, real prompts, over-defence, evasion."""
+    found = guard_scores(guard, test_texts)
+    bars = {str(f): guard.thresholds(f)[0] for f in FPRS}
+    out: dict[str, Any] = {"name": name, "thresholds": bars,
+                           "test": {f: metrics(flags(found, bar), test_labels) for f, bar in bars.items()}}
+    ran = np.array([s.stage == 2 for s in found])
+    out["second_stage_read"] = {"attacks": float(np.mean(ran[test_labels == 1])),
+                                "benign": float(np.mean(ran[test_labels == 0]))}
+    out["ood_benign"] = {}
+    for source, texts in benign_ood().items():
+        b = guard_scores(guard, texts)
+        out["ood_benign"][source] = {"n": len(texts), **{f: float(np.mean(flags(b, bar))) for f, bar in bars.items()},
+                                     "second_stage_read": float(np.mean([s.stage == 2 for s in b]))}
+    triggers = trigger_prompts()
+    t = guard_scores(guard, triggers)
+    out["overdefence"] = {"n": len(triggers), **{f: float(np.mean(~flags(t, bar))) for f, bar in bars.items()}}
+    bar = bars["0.01"]
+    detected = [x for x, y, sc in zip(test_texts, test_labels, found) if y == 1 and sc.flagged(bar)]
+    rng = random.Random(20)
+    padded = [f"{x} {rng.choice(PADS)}" for x in detected]
+    out["evasion"] = {"n": len(detected), "flipped": float(np.mean(~flags(guard_scores(guard, padded), bar)))}
+    return out
+
+
 def quality() -> dict[str, Any]:
     test_texts, test_labels = s_labs("test")
-    head = shipped()
-    report: dict[str, Any] = {"head": head.info, "thresholds": {str(f): head.threshold_at(f) for f in FPRS}}
-    s = scores(head, test_texts)
+    report: dict[str, Any] = {}
+    two = guard_of("default")
+    assert two.second is not None
+    report["two_stage"] = evaluate(two, "two stages (shipped)", test_texts, test_labels)
+    first = guard_of(None)
+    report["first_stage"] = evaluate(first, "first stage alone (second_stage: null)", test_texts, test_labels)
+    report["head"], report["second_stage"] = first.head.info, two.second.info
+    report["gate"] = two.gate
+    s = np.array([sc.score for sc in guard_scores(first, test_texts)])
+    report["auc_first_stage"] = auc(s[test_labels == 1], s[test_labels == 0])
     rules = np.array([match_rule(t) is not None for t in test_texts])
-    report["auc"] = auc(s[test_labels == 1], s[test_labels == 0])
-    report["test"] = {str(f): metrics(s >= head.threshold_at(f), test_labels) for f in FPRS}
     report["test_rules"] = metrics(rules, test_labels)
-    # out of distribution, attacks: a head trained on S-Labs alone, tested on the multilingual source
+    # out of distribution, attacks: a first stage trained on S-Labs alone, tested on the multilingual source
     train_texts, train_labels = s_labs("train")
     only = train(*with_benign(train_texts, train_labels), "s-labs train split + the benign extras (no multilingual)")
     ml = multilingual()
@@ -95,24 +152,9 @@ def quality() -> dict[str, Any]:
                                            "s_labs_test_fpr": float(np.mean(ml_test[test_labels == 0] >= only.threshold_at(f)))}
                                   for f in FPRS}
     report["ood_multilingual_rules"] = float(np.mean([match_rule(t) is not None for t in ml]))
-    # out of distribution, benign: real user prompts of other sources (shipped head)
-    report["ood_benign"] = {}
-    for name, texts in benign_ood().items():
-        b = scores(head, texts)
-        report["ood_benign"][name] = {"n": len(texts), **{str(f): float(np.mean(b >= head.threshold_at(f))) for f in FPRS},
-                                      "rules": float(np.mean([match_rule(t) is not None for t in texts]))}
-    # over-defence: benign prompts with trigger words
-    triggers = trigger_prompts()
-    t = scores(head, triggers)
-    report["overdefence"] = {"n": len(triggers), **{str(f): float(np.mean(t < head.threshold_at(f))) for f in FPRS},
-                             "rules": float(np.mean([match_rule(x) is None for x in triggers]))}
-    # evasion: attacks detected at 1% FPR, with 1-5 harmless words or a polite sentence appended
-    bar = head.threshold_at(0.01)
-    detected = [x for x, y, sc in zip(test_texts, test_labels, s) if y == 1 and sc >= bar]
-    rng = random.Random(20)
-    padded = [f"{x} {rng.choice(PADS)}" for x in detected]
-    p = scores(head, padded)
-    report["evasion"] = {"n": len(detected), "flipped": float(np.mean(p < bar))}
+    report["ood_benign_rules"] = {source: float(np.mean([match_rule(t) is not None for t in texts]))
+                                  for source, texts in benign_ood().items()}
+    report["overdefence_rules"] = float(np.mean([match_rule(x) is None for x in trigger_prompts()]))
     return report
 
 
@@ -136,7 +178,8 @@ def wait(url: str, timeout_s: float = 180) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-SETUPS = {"off": "", "injection": "injection: {action: flag}", "pii": "pii: {action: flag}",
+SETUPS = {"off": "", "injection, first stage alone": "injection: {action: flag, second_stage: null}",
+          "injection": "injection: {action: flag}", "pii": "pii: {action: flag}",
           "both": "injection: {action: flag}, pii: {action: flag}"}
 WORDS = ("the report covers revenue, hiring plans, office moves and a new supplier contract for the northern region; "
          "please check the numbers, the tone and whether the summary at the end matches the tables above. ").split()
@@ -150,7 +193,22 @@ def prompt_of(i: int, chars: int = 1000) -> str:
     return f"Request {i}: " + " ".join(words)[:chars - 20]
 
 
+def real_prompts() -> list[str]:
+    """Real users' first turns (arena-bench, then AlpacaEval's odd half), as they come: of every length."""
+    texts = list(benign_ood().get("arena-bench prompts", []))
+    return texts + alpacaeval()[1::2]
+
+
+PROMPT_SETS = {"1,000 characters": lambda i: prompt_of(i), "real prompts": lambda i: REAL[i % len(REAL)]}
+REAL: list[str] = []
+
+
 def latency(n: int, rounds: int) -> dict[str, Any]:
+    REAL[:] = real_prompts()
+    return {name: latency_of(n, rounds, make) for name, make in PROMPT_SETS.items()}
+
+
+def latency_of(n: int, rounds: int, make: Any) -> dict[str, Any]:
     import httpx
 
     env = {**os.environ, "BENCH_UPSTREAM_KEY": "unused"}
@@ -175,19 +233,19 @@ def latency(n: int, rounds: int) -> dict[str, Any]:
             for port in ports.values():
                 wait(f"http://127.0.0.1:{port}/health")
             with httpx.Client(timeout=30) as client:
-                def overhead(name: str, i: int) -> float:
+                def overhead(name: str, text: str) -> float:
                     response = client.post(f"http://127.0.0.1:{ports[name]}/v1/chat/completions", json={
-                        "model": "auto", "messages": [{"role": "user", "content": prompt_of(i)}]})
+                        "model": "auto", "messages": [{"role": "user", "content": text}]})
                     response.raise_for_status()
                     return float(response.headers["x-pointsman-overhead-ms"])
 
                 for name in SETUPS:
-                    for i in range(30):
-                        overhead(name, 100_000 + i)
+                    for i in range(30):  # texts the measured rounds never send (no encoder cache hit later)
+                        overhead(name, prompt_of(100_000 + i))
                 per_round = n // rounds
                 for r in range(rounds):
                     for name in SETUPS:  # interleaved: the machine is shared; every setup sees the same prompts
-                        results[name].extend(overhead(name, r * per_round + i) for i in range(per_round))
+                        results[name].extend(overhead(name, make(r * per_round + i)) for i in range(per_round))
     finally:
         for process in processes:
             process.terminate()
@@ -195,9 +253,11 @@ def latency(n: int, rounds: int) -> dict[str, Any]:
             process.wait(10)
     out: dict[str, Any] = {}
     base = statistics.median(results["off"])
+    base_p90 = statistics.quantiles(results["off"], n=100)[89]
     for name, samples in results.items():
         q = statistics.quantiles(samples, n=100)
-        out[name] = {"p50": statistics.median(samples), "p90": q[89], "p99": q[98], "added_p50": statistics.median(samples) - base}
+        out[name] = {"p50": statistics.median(samples), "p90": q[89], "p99": q[98],
+                     "added_p50": statistics.median(samples) - base, "added_p90": q[89] - base_p90}
     return out
 
 
@@ -207,73 +267,113 @@ def pct(x: float) -> str:
 
 def write(report: dict[str, Any], args: argparse.Namespace) -> str:
     q = report["quality"]
+    two, first = q["two_stage"], q["first_stage"]
     lines = ["# Guards: injection detector quality and the latency of each guard", "",
              f"Run: `.venv/bin/python bench/guards/run.py --n {args.n} --rounds {args.rounds}` on "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}, numpy {np.__version__}; load average at the end "
              f"{os.getloadavg()[0]:.2f}.", "",
-             "The shipped detector (`src/pointsman/guards/models/injection.npz`, `bench/guards/train.py`): a logistic head on",
-             "the prompt's static embedding (the one tier-2 routing computes) and its hashed n-grams (words, word pairs,",
-             "character 4-grams), trained on the S-Labs train split, yanismiraoui's multilingual strings as extra",
-             "positives and benign prompts of other sources as extra negatives (2,000 MMLU questions, AlpacaEval's even-",
-             "numbered instructions: S-Labs' benign rows alone are short questions, and a head trained on them flagged",
-             "22.5% of AlpacaEval's and 35% of arena-bench's prompts at val FPR 0.01 in this bench's first run); the",
-             "rule layer (`guards/rules.py`) scores 1.0 on a match. Thresholds: read from the S-Labs",
-             "**validation** split's benign scores at the config's false-positive rate (`guards.injection.fpr`, default",
-             f"0.01 -> score {q['thresholds']['0.01']:.3f}; 0.035 -> {q['thresholds']['0.035']:.3f}). Test split: read here only.", "",
+             "The shipped detector has two stages (`guards/injection.py`), both trained on the S-Labs train split,",
+             "yanismiraoui's multilingual strings as extra positives and benign prompts of other sources as extra",
+             "negatives (2,000 MMLU questions, AlpacaEval's even-numbered instructions: S-Labs' benign rows alone are",
+             "short questions, and a head trained on them flagged 22.5% of AlpacaEval's and 35% of arena-bench's",
+             "prompts at val FPR 0.01 in this bench's first run):", "",
+             "1. rules (`guards/rules.py`, a match scores 1.0), then a logistic head on the prompt's static embedding",
+             "   (the one tier-2 routing computes) and its hashed n-grams (`train.py`, `models/injection.npz`);",
+             "2. for a text whose first-stage score reaches the gate (the score that 99.5% of the validation split's",
+             "   attacks reach: `guards.injection.second_stage_recall`, gate score "
+             f"{q['gate']:.3f}), MiniLM with all six layers",
+             "   fine-tuned for the task and a logistic head on its embedding (`finetune.py`,",
+             "   `embed/models/minilm-injection.npz`, `guards/models/injection-minilm-head.npz`); the decision score is",
+             "   the mean of both stages' log-odds. Below the gate a text is benign without the second look.", "",
+             "Thresholds: read from the S-Labs **validation** split's benign scores at the config's false-positive rate",
+             f"(`guards.injection.fpr`, default 0.01 -> decision score {two['thresholds']['0.01']:.3f}; first stage alone "
+             f"{first['thresholds']['0.01']:.3f}).",
+             "Test split: read here only. The second stage's epoch was chosen on 10% of its training data.", "",
+             "How the decision rule was chosen: the fine-tuned model alone, the mean of both log-odds, their minimum and",
+             "two weighted sums were compared by recall at 1% FPR on the validation split (two halves, thresholds from",
+             "one, recall on the other): 0.978, 0.981, 0.974, 0.980, 0.975; the first stage alone 0.949. The mean was",
+             "kept (the best there). That comparison also printed each rule's over-defence pass rate below (the",
+             "model alone 86.1%, the mean 96.1%): the over-defence figures are therefore not untouched by the choice.", "",
              "## Held-out: S-Labs test split (1,050 attacks, 1,051 benign)", "",
-             f"AUC {q['auc']:.4f}.", "",
+             f"First stage AUC {q['auc_first_stage']:.4f}.", "",
              "| detector | operating point | precision | recall | FPR |", "|---|---|---|---|---|"]
-    for f in FPRS:
-        m = q["test"][str(f)]
-        lines.append(f"| rules + head | val FPR {f:g} | {pct(m['precision'])} | {pct(m['recall'])} | {pct(m['fpr'])} |")
+    for d in (two, first):
+        for f in FPRS:
+            m = d["test"][str(f)]
+            lines.append(f"| {d['name']} | val FPR {f:g} | {pct(m['precision'])} | {pct(m['recall'])} | {pct(m['fpr'])} |")
     r = q["test_rules"]
+    read = two["second_stage_read"]
     lines += [f"| rules alone (baseline) | - | {pct(r['precision'])} | {pct(r['recall'])} | {pct(r['fpr'])} |", "",
+              f"The second stage read {pct(read['attacks'])} of the test attacks and {pct(read['benign'])} of its benign texts.", "",
               "## Out of distribution", "",
-              "Attacks from another source: a head trained without them (S-Labs train + the benign extras), thresholds from its",
-              f"validation split, tested on yanismiraoui's {len(multilingual())} multilingual injection strings (de, fr, es, pt, ...):", "",
+              "Attacks from another source: a first stage trained without them (S-Labs train + the benign extras),",
+              f"thresholds from its validation split, tested on yanismiraoui's {len(multilingual())} multilingual injection "
+              "strings (de, fr, es, pt, ...).",
+              "The second stage was trained with them, so it has no out-of-distribution row here.", "",
               "| detector | operating point | recall on multilingual | FPR on S-Labs test |", "|---|---|---|---|"]
     for f in FPRS:
         m = q["ood_multilingual"][str(f)]
-        lines.append(f"| rules + head (no multilingual) | val FPR {f:g} | {pct(m['recall'])} | {pct(m['s_labs_test_fpr'])} |")
+        lines.append(f"| first stage (no multilingual) | val FPR {f:g} | {pct(m['recall'])} | {pct(m['s_labs_test_fpr'])} |")
     lines += [f"| rules alone | - | {pct(q['ood_multilingual_rules'])} | {pct(q['test_rules']['fpr'])} |", "",
-              "Benign prompts from other sources (real user traffic, no attacks), shipped head: share flagged.", "",
-              "| source | prompts | flagged at val FPR 0.01 | at 0.035 | rules alone |", "|---|---|---|---|---|"]
-    for name, m in q["ood_benign"].items():
-        lines.append(f"| {name} | {m['n']} | {pct(m['0.01'])} | {pct(m['0.035'])} | {pct(m['rules'])} |")
-    o, e = q["overdefence"], q["evasion"]
+              "Benign prompts from other sources (real user traffic, no attacks): share flagged, and the share the",
+              "second stage read (what it costs: see the latency below).", "",
+              "| source | prompts | detector | flagged at val FPR 0.01 | at 0.035 | read by the second stage |",
+              "|---|---|---|---|---|---|"]
+    for source, m in two["ood_benign"].items():
+        f1 = first["ood_benign"][source]
+        lines.append(f"| {source} | {m['n']} | two stages | {pct(m['0.01'])} | {pct(m['0.035'])} | {pct(m['second_stage_read'])} |")
+        lines.append(f"| | | first stage alone | {pct(f1['0.01'])} | {pct(f1['0.035'])} | - |")
+        lines.append(f"| | | rules alone | {pct(q['ood_benign_rules'][source])} | | - |")
     lines += ["", "## Over-defence and evasion", "",
-              f"Over-defence: {o['n']} benign prompts written for this bench with trigger words (`triggers.py`: \"ignore the",
-              "previous paragraph\", \"act as\", \"system\", \"override\", \"password\", \"jailbreak an iPhone\"...), never trained on.", "",
-              "| detector | passed at val FPR 0.01 | at 0.035 | target |", "|---|---|---|---|",
-              f"| rules + head | {pct(o['0.01'])} | {pct(o['0.035'])} | >= 95% |",
-              f"| rules alone | {pct(o['rules'])} | {pct(o['rules'])} | |", "",
-              f"Evasion: the {e['n']} test attacks detected at val FPR 0.01, each with 1-5 harmless words or a polite",
-              f"sentence appended: **{pct(e['flipped'])} flip to benign** (target <= 5%).", ""]
+              f"Over-defence: {two['overdefence']['n']} benign prompts written for this bench with trigger words (`triggers.py`: "
+              "\"ignore the", "previous paragraph\", \"act as\", \"system\", \"override\", \"password\", \"jailbreak an "
+              "iPhone\"...), never trained on.", "",
+              "| detector | passed at val FPR 0.01 | at 0.035 | target |", "|---|---|---|---|"]
+    for d in (two, first):
+        o = d["overdefence"]
+        lines.append(f"| {d['name']} | {pct(o['0.01'])} | {pct(o['0.035'])} | >= 95% |")
+    lines += [f"| rules alone | {pct(q['overdefence_rules'])} | {pct(q['overdefence_rules'])} | |", "",
+              "Evasion: the test attacks each detector flags at val FPR 0.01, each with 1-5 harmless words or a polite",
+              "sentence appended (`PADS`): share that flip to benign (target <= 5%).", "",
+              "| detector | attacks detected | flipped |", "|---|---|---|"]
+    for d in (two, first):
+        lines.append(f"| {d['name']} | {d['evasion']['n']} | {pct(d['evasion']['flipped'])} |")
+    lines.append("")
     if "latency" in report:
-        lat = report["latency"]
         lines += ["## Added latency through the gateway", "",
-                  "`x-pointsman-overhead-ms` (the gateway's own time, upstream excluded) of sequential requests with a",
-                  "1,000-character prompt (each one new: no encoder cache hit), a two-model pool routed by the semantic",
-                  "tier (the static embedding is computed in every setup and shared by the injection guard), guards in",
-                  f"`flag` mode, {args.n} requests per setup in {args.rounds} interleaved rounds.", "",
-                  "| setup | p50 ms | p90 ms | p99 ms | added p50 ms | target |", "|---|---|---|---|---|---|"]
-        targets = {"off": "", "injection": "<= 1 ms", "pii": "<= 2 ms", "both": ""}
-        for name, m in lat.items():
-            lines.append(f"| {name} | {m['p50']:.2f} | {m['p90']:.2f} | {m['p99']:.2f} | {m['added_p50']:+.2f} | {targets[name]} |")
-        lines.append("")
+                  "`x-pointsman-overhead-ms` (the gateway's own time, upstream excluded) of sequential requests, a",
+                  "two-model pool routed by the semantic tier (the static embedding is computed in every setup and shared",
+                  f"by the injection guard), guards in `flag` mode, {args.n} requests per setup in {args.rounds} interleaved",
+                  "rounds, every text sent once per setup (no encoder cache hit). Two prompt sets: the issue's 1,000",
+                  "characters (an office request; it stays below the gate), and real users' prompts (arena-bench, then",
+                  "AlpacaEval's odd half, of every length; about a quarter reach the gate, see above).", ""]
+        targets = {"off": "", "injection, first stage alone": "<= 1 ms", "injection": "<= 1 ms", "pii": "<= 2 ms",
+                   "both": ""}
+        for prompts, lat in report["latency"].items():
+            lines += [f"{prompts}:", "", "| setup | p50 ms | p90 ms | p99 ms | added p50 ms | added p90 ms | target |",
+                      "|---|---|---|---|---|---|---|"]
+            for name, m in lat.items():
+                lines.append(f"| {name} | {m['p50']:.2f} | {m['p90']:.2f} | {m['p99']:.2f} | {m['added_p50']:+.2f} | "
+                             f"{m['added_p90']:+.2f} | {targets[name]} |")
+            lines.append("")
     lines += ["## Targets (issue 20)", ""]
-    rec = q["test"]["0.01"]
-    lines.append(f"- S-Labs test recall >= 95% at FPR <= 1%: recall {pct(rec['recall'])} at FPR {pct(rec['fpr'])}: "
+    rec = two["test"]["0.01"]
+    o, e = two["overdefence"], two["evasion"]
+    lines.append(f"- S-Labs test recall >= 95% at FPR <= 1%: recall {pct(rec['recall'])} at FPR {pct(rec['fpr'])} "
+                 f"(first stage alone {pct(first['test']['0.01']['recall'])}): "
                  + ("met." if rec["recall"] >= 0.95 and rec["fpr"] <= 0.01 else "**not met**."))
     lines.append(f"- Over-defence >= 95% passed: {pct(o['0.01'])}: " + ("met." if o["0.01"] >= 0.95 else "**not met**."))
     lines.append(f"- Evasion <= 5% flipped: {pct(e['flipped'])}: " + ("met." if e["flipped"] <= 0.05 else "**not met**."))
     if "latency" in report:
-        lat = report["latency"]
-        lines.append(f"- Injection stage <= 1 ms added p50: {lat['injection']['added_p50']:+.2f} ms: "
-                     + ("met." if lat["injection"]["added_p50"] <= 1 else "**not met**."))
+        lat = report["latency"]["1,000 characters"]
+        lines.append(f"- Injection stage <= 1 ms added p50 (1,000 characters): {lat['injection']['added_p50']:+.2f} ms: "
+                     + ("met." if lat["injection"]["added_p50"] <= 1 else "**not met**.")
+                     + f" Real prompts: {report['latency']['real prompts']['injection']['added_p50']:+.2f} ms p50, "
+                     f"{report['latency']['real prompts']['injection']['added_p90']:+.2f} ms p90.")
         lines.append(f"- PII stage <= 2 ms added p50 on 1,000 characters: {lat['pii']['added_p50']:+.2f} ms: "
-                     + ("met." if lat["pii"]["added_p50"] <= 2 else "**not met**."))
+                     + ("met." if lat["pii"]["added_p50"] <= 2 else "**not met**.")
+                     + f" Real prompts: {report['latency']['real prompts']['pii']['added_p50']:+.2f} ms.")
     return "\n".join(lines) + "\n"
 
 

@@ -15,11 +15,14 @@ from typing import Any, Callable
 
 from pointsman.embed.base import Embedder, Encoder
 
-__all__ = ["Embedders", "encoder_kind", "make_encoder", "default_window", "KINDS", "DUP_PATCH"]
+__all__ = ["Embedders", "encoder_kind", "make_encoder", "default_window", "KINDS", "DUP_PATCH", "INJECTION_PATCH"]
 
 KINDS = ("minilm", "static", "minilm-dup")
 # replacement weights for MiniLM, written by bench/cache/finetune.py (their file name is in the model id)
 DUP_PATCH = Path(__file__).with_name("models") / "minilm-dup.npz"
+# MiniLM fine-tuned to read prompt injections: the injection guard's second stage (bench/guards/finetune.py)
+INJECTION_PATCH = Path(__file__).with_name("models") / "minilm-injection.npz"
+PATCHES = {"minilm-dup": DUP_PATCH, "minilm-injection": INJECTION_PATCH}
 
 
 def encoder_kind(model_id: str | None) -> str:
@@ -46,11 +49,10 @@ def make_encoder(kind: str, max_seq_length: int | None = None) -> Encoder:
         from pointsman.embed.static import StaticEncoder
 
         return StaticEncoder() if max_seq_length is None else StaticEncoder(max_seq_length=max_seq_length)
-    if kind in ("minilm", "minilm-dup"):
+    if kind == "minilm" or kind in PATCHES:
         from pointsman.embed.encoder import MAX_SEQ_LENGTH, MiniLMEncoder
 
-        return MiniLMEncoder(max_seq_length=max_seq_length or MAX_SEQ_LENGTH,
-                             patch=DUP_PATCH if kind == "minilm-dup" else None)
+        return MiniLMEncoder(max_seq_length=max_seq_length or MAX_SEQ_LENGTH, patch=PATCHES.get(kind))
     raise ValueError(f"unknown encoder {kind!r}; choose one of {', '.join(KINDS)}")
 
 

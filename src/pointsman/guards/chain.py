@@ -48,7 +48,7 @@ class Guards:
 
             if embedders is None:
                 raise ValueError("guards.injection needs the gateway's embedders")
-            self.injection = InjectionGuard(config.injection, pool, policy, embedders.get("static"), window)
+            self.injection = InjectionGuard(config.injection, pool, policy, embedders, window)
         if config.pii.action != "off" or any(o.action not in (None, "off") for o in config.pii.overrides):
             from pointsman.guards.pii import PiiGuard
 

@@ -33,7 +33,7 @@ def _guard(args: argparse.Namespace) -> int:
     config = load_config(args.config).guards if args.config else GuardsConfig()
     embedders = Embedders(batch=False)
     pool: Any = _NoPool()
-    injection = InjectionGuard(config.injection, pool, lambda _: None, embedders.get("static"))
+    injection = InjectionGuard(config.injection, pool, lambda _: None, embedders)
     pii = PiiGuard(config.pii, pool, lambda _: None)
     user_bar, tool_bar = injection.thresholds(None)
     injection_action = config.injection.action if config.injection.action != "off" else "flag"
@@ -43,11 +43,13 @@ def _guard(args: argparse.Namespace) -> int:
         for prompt_id, body in read_prompts(args.prompts):
             ctx = RouteContext(body)
             user, tool = await injection.score(ctx)
-            flagged = user.score >= user_bar or (tool is not None and tool.score >= tool_bar)
+            flagged = user.flagged(user_bar) or (tool is not None and tool.flagged(tool_bar))
             redaction = pii.scan(ctx.messages)
             line = {"id": prompt_id,
                     "injection": {"user": round(user.score, 4), "tool": None if tool is None else round(tool.score, 4),
-                                  "rule": user.rule or (tool.rule if tool is not None else None), "flagged": flagged},
+                                  "rule": user.rule or (tool.rule if tool is not None else None), "flagged": flagged,
+                                  # which detector stage decided (2: the text reached the second stage's gate)
+                                  "stage": max(user.stage, tool.stage if tool is not None else 1)},
                     "pii": dict(redaction.kinds) if redaction is not None else {},
                     "action": {"injection": injection_action if flagged else None,
                                "pii": pii_action if redaction is not None else None}}

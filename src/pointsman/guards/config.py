@@ -52,8 +52,21 @@ class InjectionConfig(msgspec.Struct, forbid_unknown_fields=True):
     indirect_fpr: float = 0.01
     indirect_threshold: float | None = None
     overrides: list[InjectionOverride] = msgspec.field(default_factory=list)  # first match wins
+    # the second stage (MiniLM fine-tuned for the task, guards/second_stage.py): "default" (shipped), a path to
+    # one made with bench/guards/finetune.py, or null (the first stage decides alone); with it, fpr and
+    # threshold are read on its score. It reads the texts whose first-stage score reaches the gate: the score
+    # that `second_stage_recall` of the calibration split's attacks reach (the rest are benign without it)
+    second_stage: str | None = "default"
+    second_stage_recall: float = 0.995
+    # of one long text (read in pieces), at most this many pieces are read twice: those the first stage suspects
+    # most (each costs a MiniLM run); the others are not flagged unless a rule matches the text
+    second_stage_reads: int = 3
 
     def __post_init__(self) -> None:
+        if not 0 < self.second_stage_recall <= 1:
+            raise ValueError("guards.injection.second_stage_recall must be within 0..1 (0 exclusive)")
+        if self.second_stage_reads < 1:
+            raise ValueError("guards.injection.second_stage_reads must be at least 1 (second_stage: null turns it off)")
         for name in ("fpr", "indirect_fpr"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"guards.injection.{name} must be within 0..1 (exclusive)")

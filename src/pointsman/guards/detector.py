@@ -13,6 +13,7 @@ false-positive rate's threshold is read (``threshold_at``). ``fit`` trains it (s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import zlib
@@ -59,6 +60,12 @@ def hashed_ngrams(text: str, buckets: int = BUCKETS) -> tuple[np.ndarray, np.nda
 class Score:
     score: float  # 0..1
     rule: str | None = None  # the rule that matched, when one did
+    logit: float = 0.0  # the trained head's log-odds (the second stage adds its own reading to it)
+    stage: int = 1  # the detector stage whose score this is (guards/injection.py: first, or the second stage)
+    gated: bool = False  # below the second stage's gate: benign without the second look, whatever the score
+
+    def flagged(self, bar: float) -> bool:
+        return self.rule is not None or (not self.gated and self.score >= bar)
 
 
 class InjectionHead:
@@ -79,6 +86,14 @@ class InjectionHead:
         """The static encoder's model id the head was trained on (its embedding half)."""
         return str(self.info["encoder"])
 
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the weights: what a second stage's gate was calibrated with (second_stage.py)."""
+        digest = hashlib.sha256(self.hash_w_.tobytes())
+        digest.update(self.emb_w_.tobytes())
+        digest.update(np.float64(self.bias_).tobytes())
+        return digest.hexdigest()[:16]
+
     # -- scoring ------------------------------------------------------------------------------------------------
     def logit(self, text: str, embedding: np.ndarray) -> float:
         index, values = hashed_ngrams(text, self.buckets)
@@ -88,7 +103,8 @@ class InjectionHead:
         rule = match_rule(text)
         if rule is not None:
             return Score(1.0, rule)
-        return Score(float(1.0 / (1.0 + np.exp(-self.logit(text, embedding)))))
+        logit = self.logit(text, embedding)
+        return Score(float(1.0 / (1.0 + np.exp(-logit))), logit=logit)
 
     def threshold_at(self, fpr: float) -> float:
         """The score above which ``fpr`` of the calibration split's benign texts fall (rules not counted)."""

@@ -8,6 +8,11 @@ Two sides of a conversation are scored apart, each against its own threshold:
 A text longer than ``CHUNK_CHARS`` is also scored in pieces, the highest counting, so that an attack is not
 averaged away by the text around it.
 
+Two stages (``second_stage``, on by default): the first (detector.py: rules, then a linear head on cheap
+features, tens of microseconds) reads every text; the texts (or pieces) whose first-stage score reaches the gate
+are read again by MiniLM fine-tuned for the task (second_stage.py, milliseconds), and both readings decide
+them together. Without the second stage, the first stage's score decides.
+
 Actions, per policy, team or key (``overrides``): ``flag`` (the ``x-pointsman-guards`` header and the ledger
 row's reason), ``route`` (the request goes to ``route_to``, no tier runs), ``block`` (400 ``prompt_injection``).
 A flagged request skips the cache, both ways: an attack's answer is not kept for a paraphrase of it.
@@ -22,12 +27,14 @@ from pointsman.guards.base import select
 from pointsman.guards.config import InjectionConfig
 from pointsman.guards.detector import DEFAULT_HEAD, InjectionHead, Score
 from pointsman.guards.rules import match_rule
+from pointsman.guards.second_stage import DEFAULT_SECOND_STAGE, SecondStage
 from pointsman.text import text_of
 
 if TYPE_CHECKING:
     from pointsman.app.pipeline import Exchange
     from pointsman.core import RouteContext
     from pointsman.embed.base import Embedder
+    from pointsman.embed.registry import Embedders
     from pointsman.gateway.pool import Pool
 
 __all__ = ["InjectionGuard", "INDIRECT_ROLES", "CHUNK_CHARS", "chunks"]
@@ -57,16 +64,32 @@ class InjectionGuard:
     name = "injection"
 
     def __init__(self, config: InjectionConfig, pool: "Pool", policy_of: Callable[[str], str | None],
-                 embedder: "Embedder", window: int | None = None) -> None:
+                 embedders: "Embedders", window: int | None = None) -> None:
         self.config = config
         self.pool = pool
         self.policy_of = policy_of
-        self.embedder = embedder
+        self.embedder: Embedder = embedders.get("static")
         self.window = window  # the semantic tier's: the same (text, window) is embedded once per request
-        self.head = InjectionHead.load(DEFAULT_HEAD if config.head == "default" else config.head)
-        if embedder.model_id != self.head.encoder:
+        head_path = DEFAULT_HEAD if config.head == "default" else config.head
+        self.head = InjectionHead.load(head_path)
+        if self.embedder.model_id != self.head.encoder:
             raise ValueError(f"guards.injection.head was trained on {self.head.encoder}, the gateway's static encoder "
-                             f"is {embedder.model_id}: retrain it (bench/guards/train.py)")
+                             f"is {self.embedder.model_id}: retrain it (bench/guards/train.py)")
+        self.second: SecondStage | None = None
+        self.second_embedder: Embedder | None = None
+        self.gate = 0.0
+        if config.second_stage is not None:
+            path = DEFAULT_SECOND_STAGE if config.second_stage == "default" else config.second_stage
+            self.second = SecondStage.load(path)
+            if self.second.info.get("first_stage") != self.head.fingerprint:
+                raise ValueError(f"guards.injection.second_stage {path} was calibrated with another first stage than "
+                                 f"guards.injection.head ({head_path}): recalibrate it (bench/guards/finetune.py) "
+                                 "or set second_stage: null")
+            self.second_embedder = embedders.get(self.second.encoder_kind)
+            if self.second_embedder.model_id != self.second.encoder:
+                raise ValueError(f"guards.injection.second_stage {path} was made with {self.second.encoder}, the "
+                                 f"gateway's {self.second.encoder_kind} is {self.second_embedder.model_id}")
+            self.gate = self.second.gate_at(config.second_stage_recall)
         for target in [config.route_to, *(o.route_to for o in config.overrides)]:
             if target is not None and target not in pool:
                 raise ValueError(f"guards.injection.route_to names {target!r}, which is not a pool model")
@@ -74,13 +97,14 @@ class InjectionGuard:
     def thresholds(self, fpr: float | None) -> tuple[float, float]:
         """(user side, indirect side) score thresholds: an override's fpr, else the config's thresholds, else the
         head's calibration at the config's fprs."""
+        calibrated = self.head if self.second is None else self.second  # the stage whose score decides
         if fpr is not None:
-            bar = self.head.threshold_at(fpr)
+            bar = calibrated.threshold_at(fpr)
             return bar, bar
         config = self.config
-        return (config.threshold if config.threshold is not None else self.head.threshold_at(config.fpr),
+        return (config.threshold if config.threshold is not None else calibrated.threshold_at(config.fpr),
                 config.indirect_threshold if config.indirect_threshold is not None
-                else self.head.threshold_at(config.indirect_fpr))
+                else calibrated.threshold_at(config.indirect_fpr))
 
     async def _score(self, ctx: "RouteContext", text: str, shared: bool) -> Score:
         rule = match_rule(text)
@@ -90,13 +114,25 @@ class InjectionGuard:
             embedding = (await ctx.embedding(self.embedder, max_tokens=self.window))[0]
         else:
             embedding = (await ctx.embedding(self.embedder, text))[0]
-        best = self.head.score(text, embedding)
+        first = [(self.head.score(text, embedding), text)]
         if len(text) > CHUNK_CHARS:
             for piece in chunks(text):
-                found = self.head.score(piece, (await self.embedder.embed_with_features(piece))[0])
-                if found.score > best.score:
-                    best = found
-        return best
+                first.append((self.head.score(piece, (await self.embedder.embed_with_features(piece))[0]), piece))
+        best = max(first, key=lambda item: item[0].score)[0]
+        if self.second is None:
+            return best
+        assert self.second_embedder is not None
+        # the second stage decides the texts (or pieces: the whole of a long text is read by MiniLM only as far as
+        # its first piece) that reach the gate, the most suspect first and at most `second_stage_reads` of them;
+        # below the gate nothing is flagged
+        candidates = first[1:] if len(first) > 1 else first
+        reached = sorted((item for item in candidates if item[0].score >= self.gate), key=lambda item: -item[0].score)
+        decided: Score | None = None
+        for found, piece in reached[:self.config.second_stage_reads]:
+            deep = Score(self.second.score(await self.second_embedder.embed(piece), found.logit), stage=2)
+            if decided is None or deep.score > decided.score:
+                decided = deep
+        return decided if decided is not None else Score(best.score, stage=1, gated=True)
 
     async def score(self, ctx: "RouteContext") -> tuple[Score, Score | None]:
         """(the user's turns, the tool results or None when there are none)."""
@@ -128,7 +164,7 @@ class InjectionGuard:
         user_bar, indirect_bar = self.thresholds(fpr)
         hits = [f"{side} {s.score:.3f}" + (f" rule {s.rule}" if s.rule else "")
                 for side, s, bar in (("user", user, user_bar), ("tool", indirect, indirect_bar))
-                if s is not None and s.score >= bar]
+                if s is not None and s.flagged(bar)]
         if not hits:
             return False
         ex.ctx.sensitive = True
