@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from bench.guards.data import s_labs  # noqa: E402
 from bench.guards.train import embed  # noqa: E402
+from pointsman.embed.base import Encoder  # noqa: E402
 from pointsman.embed.registry import make_encoder  # noqa: E402
 from pointsman.guards.detector import InjectionHead  # noqa: E402
 from pointsman.guards.rules import match_rule  # noqa: E402
@@ -31,20 +32,22 @@ from pointsman.guards.second_stage import DEFAULT_SECOND_STAGE, SecondStage  # n
 KIND = "minilm-injection"
 
 
-def second_embeddings(texts: Sequence[str], batch: int = 64) -> tuple[np.ndarray, str]:
-    """The second stage's encoder's embeddings of ``texts``, as the gateway computes them, and its model id."""
-    encoder = make_encoder(KIND).load()
+def second_embeddings(texts: Sequence[str], encoder: Encoder | None = None, batch: int = 64) -> tuple[np.ndarray, str]:
+    """The second stage's encoder's embeddings of ``texts``, as the gateway computes them, and its model id
+    (``encoder``: another patch's, for run.py's out-of-distribution row)."""
+    encoder = (encoder or make_encoder(KIND)).load()
     out = [encoder.encode_with_features(list(texts[i:i + batch]))[0] for i in range(0, len(texts), batch)]
     return np.vstack(out), encoder.model_id
 
 
-def calibrate(w: np.ndarray, b: float, trained_on: str, head: InjectionHead | None = None) -> SecondStage:
+def calibrate(w: np.ndarray, b: float, trained_on: str, head: InjectionHead | None = None,
+              encoder: Encoder | None = None) -> SecondStage:
     head = head or InjectionHead.load()
     texts, labels = s_labs("validation")
     keep = np.array([match_rule(t) is None for t in texts])
     benign = [t for t, y, k in zip(texts, labels, keep) if y == 0 and k]
     attacks = [t for t, y, k in zip(texts, labels, keep) if y == 1 and k]
-    emb, model_id = second_embeddings(benign)
+    emb, model_id = second_embeddings(benign, encoder)
     stage = SecondStage(w, b, np.zeros(1), np.zeros(1), {
         "encoder": model_id, "encoder_kind": KIND, "first_stage": head.fingerprint, "trained_on": trained_on,
         "decision": "mean of the two stages' log-odds",

@@ -16,7 +16,7 @@ the calibration split (thresholds, read by the guard), the test split is only re
 torch is a bench tool here, not a dependency of the gateway: run it from a venv that has it, e.g.
 
     python3 -m venv /tmp/ftvenv && /tmp/ftvenv/bin/pip install torch -e '.[test]' onnx
-    /tmp/ftvenv/bin/python bench/guards/finetune.py --layers 6 --epochs 3 \
+    /tmp/ftvenv/bin/python bench/guards/finetune.py --layers 3 --depth 3 --epochs 3 \
         --out src/pointsman/embed/models/minilm-injection.npz --weights-out /tmp/injection-head-weights.npz
     .venv/bin/python bench/guards/calibrate.py --weights /tmp/injection-head-weights.npz
 """
@@ -77,6 +77,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-5, help="the transformer layers' (the head's is 20x)")
     ap.add_argument("--max-tokens", type=int, default=128, help="truncate texts for training")
+    ap.add_argument("--no-multilingual", action="store_true",
+                    help="leave yanismiraoui's strings out (run.py's out-of-distribution row tests on them)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="the encoder patch (shipped: src/pointsman/embed/models/"
                                                  "minilm-injection.npz)")
@@ -97,7 +99,7 @@ def main() -> int:
     enc.load()
 
     texts, labels = s_labs("train")
-    extra_pos, extra_neg = multilingual(), benign_extra()
+    extra_pos, extra_neg = ([] if args.no_multilingual else multilingual()), benign_extra()
     texts = texts + extra_pos + extra_neg
     y = np.concatenate([labels, np.ones(len(extra_pos)), np.zeros(len(extra_neg))]).astype(np.float32)
     tok, _ = enc.tokenize(texts, args.max_tokens)
@@ -155,7 +157,9 @@ def main() -> int:
         patch["__depth__"] = np.array(args.depth)
     np.savez_compressed(args.out, **patch)
     np.savez(args.weights_out, w=head.weight.detach().numpy()[0].astype(np.float32),
-             b=head.bias.detach().numpy().astype(np.float32), trained_on=np.array(TRAINED_ON))
+             b=head.bias.detach().numpy().astype(np.float32),
+             trained_on=np.array(TRAINED_ON.replace(" + yanismiraoui multilingual (positives)", "")
+                                 if args.no_multilingual else TRAINED_ON))
     print(f"wrote {args.out}: {len(patch)} initialisers, {Path(args.out).stat().st_size / 1e6:.1f} MB; the head's "
           f"weights: {args.weights_out} (calibrate.py makes the guard's artefact of them)", flush=True)
     return 0
