@@ -7,7 +7,10 @@ prompts of other sources as benign out-of-distribution text (arena-bench questio
 GSM8K questions) and this bench's own over-defence set (triggers.py). Thresholds are read from the S-Labs
 validation split at the config's false-positive rates; the test split is read only here.
 
-    .venv/bin/python bench/guards/run.py [--n 400] [--rounds 4] [--skip-latency]
+    .venv/bin/python bench/guards/run.py [--n 400] [--rounds 4] [--skip-latency] [--ood-second-stage PATCH WEIGHTS]
+
+The two stages' out-of-distribution row needs a second stage trained without the multilingual source (torch, in
+the bench venv of finetune.py): ``finetune.py --no-multilingual --out /tmp/ood.npz --weights-out /tmp/ood-w.npz``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from bench.guards.data import ROOT as DATA, alpacaeval, multilingual, s_labs  # noqa: E402
+from bench.guards.calibrate import calibrate, second_embeddings  # noqa: E402
 from bench.guards.train import embed, train, with_benign  # noqa: E402
 from bench.guards.triggers import prompts as trigger_prompts  # noqa: E402
 from pointsman.core import RouteContext  # noqa: E402
@@ -41,6 +45,7 @@ from pointsman.guards.config import InjectionConfig  # noqa: E402
 from pointsman.guards.detector import InjectionHead, Score  # noqa: E402
 from pointsman.guards.injection import InjectionGuard  # noqa: E402
 from pointsman.guards.rules import match_rule  # noqa: E402
+from pointsman.guards.second_stage import SecondStage  # noqa: E402
 
 FPRS = (0.01, 0.035)  # 0.01: the config's default (guards.injection.fpr); 0.035: the issue's second point
 SHARED = DATA.parent
@@ -128,7 +133,26 @@ def evaluate(guard: InjectionGuard, name: str, test_texts: list[str], test_label
     return out
 
 
-def quality() -> dict[str, Any]:
+def cascade(head: InjectionHead, stage: SecondStage, encoder: Any, texts: Sequence[str],
+            recall: float = 0.995) -> list[Score]:
+    """The guard's decision for short texts (no pieces) with a first stage and a second stage that are not the
+    shipped ones (the out-of-distribution row): rules, the gate, the mean of both log-odds."""
+    gate = stage.gate_at(recall)
+    found: list[Score] = []
+    reach: list[int] = []
+    for i, (text, emb) in enumerate(zip(texts, embed(texts))):
+        first = head.score(text, emb)
+        found.append(first if first.rule is not None else Score(first.score, logit=first.logit, gated=True))
+        if first.rule is None and first.score >= gate:
+            reach.append(i)
+    if reach:
+        deep, _ = second_embeddings([texts[i] for i in reach], encoder)
+        for i, e in zip(reach, deep):
+            found[i] = Score(stage.score(e, found[i].logit), stage=2)
+    return found
+
+
+def quality(ood_second: tuple[str, str] | None = None) -> dict[str, Any]:
     test_texts, test_labels = s_labs("test")
     report: dict[str, Any] = {}
     two = guard_of("default")
@@ -152,6 +176,19 @@ def quality() -> dict[str, Any]:
                                            "s_labs_test_fpr": float(np.mean(ml_test[test_labels == 0] >= only.threshold_at(f)))}
                                   for f in FPRS}
     report["ood_multilingual_rules"] = float(np.mean([match_rule(t) is not None for t in ml]))
+    if ood_second is not None:  # the two stages, both trained without the multilingual source
+        from pointsman.embed.encoder import MiniLMEncoder
+
+        patch, weights = ood_second
+        encoder = MiniLMEncoder(patch=patch)
+        with np.load(weights) as data:
+            stage = calibrate(data["w"], float(data["b"][0]), str(data["trained_on"]), only, encoder)
+        ml_two = cascade(only, stage, encoder, ml)
+        test_two = cascade(only, stage, encoder, test_texts)
+        report["ood_multilingual_two_stage"] = {
+            str(f): {"recall": float(np.mean(flags(ml_two, stage.threshold_at(f)))),
+                     "s_labs_test_fpr": float(np.mean(flags(test_two, stage.threshold_at(f))[test_labels == 0]))}
+            for f in FPRS}
     report["ood_benign_rules"] = {source: float(np.mean([match_rule(t) is not None for t in texts]))
                                   for source, texts in benign_ood().items()}
     report["overdefence_rules"] = float(np.mean([match_rule(x) is None for x in trigger_prompts()]))
@@ -269,7 +306,9 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> str:
     q = report["quality"]
     two, first = q["two_stage"], q["first_stage"]
     lines = ["# Guards: injection detector quality and the latency of each guard", "",
-             f"Run: `.venv/bin/python bench/guards/run.py --n {args.n} --rounds {args.rounds}` on "
+             f"Run: `.venv/bin/python bench/guards/run.py --n {args.n} --rounds {args.rounds}"
+             + (" --ood-second-stage " + " ".join(args.ood_second_stage) if args.ood_second_stage else "")
+             + (" --skip-latency" if args.skip_latency else "") + "` on "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}, numpy {np.__version__}; load average at the end "
              f"{os.getloadavg()[0]:.2f}.", "",
@@ -282,19 +321,20 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> str:
              "   (the one tier-2 routing computes) and its hashed n-grams (`train.py`, `models/injection.npz`);",
              "2. for a text whose first-stage score reaches the gate (the score that 99.5% of the validation split's",
              "   attacks reach: `guards.injection.second_stage_recall`, gate score "
-             f"{q['gate']:.3f}), MiniLM with all six layers",
-             "   fine-tuned for the task and a logistic head on its embedding (`finetune.py`,",
+             f"{q['gate']:.3f}), MiniLM cut to its first three layers,",
+             "   fine-tuned for the task, and a logistic head on its embedding (`finetune.py --layers 3 --depth 3`,",
              "   `embed/models/minilm-injection.npz`, `guards/models/injection-minilm-head.npz`); the decision score is",
              "   the mean of both stages' log-odds. Below the gate a text is benign without the second look.", "",
              "Thresholds: read from the S-Labs **validation** split's benign scores at the config's false-positive rate",
              f"(`guards.injection.fpr`, default 0.01 -> decision score {two['thresholds']['0.01']:.3f}; first stage alone "
              f"{first['thresholds']['0.01']:.3f}).",
              "Test split: read here only. The second stage's epoch was chosen on 10% of its training data.", "",
-             "How the decision rule was chosen: the fine-tuned model alone, the mean of both log-odds, their minimum and",
-             "two weighted sums were compared by recall at 1% FPR on the validation split (two halves, thresholds from",
-             "one, recall on the other): 0.978, 0.981, 0.974, 0.980, 0.975; the first stage alone 0.949. The mean was",
-             "kept (the best there). That comparison also printed each rule's over-defence pass rate below (the",
-             "model alone 86.1%, the mean 96.1%): the over-defence figures are therefore not untouched by the choice.", "",
+             "How the second stage (all six layers or the first three) and the decision rule (the fine-tuned model",
+             "alone, the mean of both log-odds, their minimum, two weighted sums) were chosen: `choose.py`, on the",
+             "validation split only (CHOICE.md): the first three layers with the mean had the best recall at 1% FPR",
+             "there, at half the six layers' time. That table also shows each rule's over-defence pass rate (the",
+             "model alone about 86%, the mean about 96%): the over-defence figures below are not untouched by the",
+             "choice.", "",
              "## Held-out: S-Labs test split (1,050 attacks, 1,051 benign)", "",
              f"First stage AUC {q['auc_first_stage']:.4f}.", "",
              "| detector | operating point | precision | recall | FPR |", "|---|---|---|---|---|"]
@@ -310,8 +350,13 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> str:
               "Attacks from another source: a first stage trained without them (S-Labs train + the benign extras),",
               f"thresholds from its validation split, tested on yanismiraoui's {len(multilingual())} multilingual injection "
               "strings (de, fr, es, pt, ...).",
-              "The second stage was trained with them, so it has no out-of-distribution row here.", "",
+              "The two stages' row: both trained without them (`finetune.py --no-multilingual`, gate and thresholds",
+              "calibrated with that first stage on the validation split), texts read whole (they are short).", "",
               "| detector | operating point | recall on multilingual | FPR on S-Labs test |", "|---|---|---|---|"]
+    for f in FPRS:
+        if "ood_multilingual_two_stage" in q:
+            m = q["ood_multilingual_two_stage"][str(f)]
+            lines.append(f"| two stages (no multilingual) | val FPR {f:g} | {pct(m['recall'])} | {pct(m['s_labs_test_fpr'])} |")
     for f in FPRS:
         m = q["ood_multilingual"][str(f)]
         lines.append(f"| first stage (no multilingual) | val FPR {f:g} | {pct(m['recall'])} | {pct(m['s_labs_test_fpr'])} |")
@@ -382,8 +427,11 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--ood-second-stage", nargs=2, metavar=("PATCH", "WEIGHTS"),
+                        help="a second stage trained without the multilingual source (finetune.py --no-multilingual): "
+                             "the two stages' out-of-distribution row")
     args = parser.parse_args()
-    report: dict[str, Any] = {"quality": quality()}
+    report: dict[str, Any] = {"quality": quality(args.ood_second_stage)}
     if not args.skip_latency:
         report["latency"] = latency(args.n, args.rounds)
     here = Path(__file__).parent
