@@ -16,7 +16,7 @@ the calibration split (thresholds, read by the guard), the test split is only re
 torch is a bench tool here, not a dependency of the gateway: run it from a venv that has it, e.g.
 
     python3 -m venv /tmp/ftvenv && /tmp/ftvenv/bin/pip install torch -e '.[test]' onnx
-    /tmp/ftvenv/bin/python bench/guards/finetune.py --layers 3 --depth 3 --epochs 3 \
+    /tmp/ftvenv/bin/python bench/guards/finetune.py --layers 6 --epochs 3 \
         --out src/pointsman/embed/models/minilm-injection.npz --weights-out /tmp/injection-head-weights.npz
     .venv/bin/python bench/guards/calibrate.py --weights /tmp/injection-head-weights.npz
 """
