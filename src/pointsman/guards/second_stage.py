@@ -14,9 +14,10 @@ words: bench/guards/RESULTS.md), against thresholds read from that score's calib
 benign texts). The gate can only lower the false-positive rate stated, and costs at most the attacks it lets
 through, which bench/guards measures.
 
-The artefact (``injection-minilm-head.npz``): the head's weights, the sorted second-stage scores of the
-calibration split's benign texts and the sorted first-stage scores of its attacks, and JSON info naming the
-encoder patch and the first-stage head it was calibrated with. Plain arrays (no pickle).
+The artefact (``injection-minilm-head.npz``): the head's weights, the sorted decision scores of the calibration
+split's benign texts and the sorted first-stage scores of its attacks, and JSON info naming the encoder (its
+model id, patch included) and the first stage it was calibrated with (a digest of its weights). Plain arrays
+(no pickle).
 """
 
 from __future__ import annotations
