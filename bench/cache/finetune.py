@@ -174,6 +174,16 @@ def export(model: MiniLM, init: dict[str, np.ndarray], layers: list[list[str]], 
     return out
 
 
+def load_model(depth: int = 0) -> tuple[MiniLMEncoder, MiniLM, dict[str, np.ndarray], list[list[str]]]:
+    """The installed MiniLM as a torch model (its first ``depth`` layers; 0: all six), with the ONNX file's
+    initialisers and per-layer matrix names that ``export`` writes back into, and the (float) encoder."""
+    enc = MiniLMEncoder(dynamic_int8=False)
+    init, layers = onnx_weights(enc.model_path())
+    if depth:
+        layers = layers[:depth]
+    return enc, MiniLM(init, layers), init, layers
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=3, help="top transformer layers to train")
@@ -191,11 +201,7 @@ def main() -> int:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
 
-    enc = MiniLMEncoder(dynamic_int8=False)
-    init, layers = onnx_weights(enc.model_path())
-    if args.depth:
-        layers = layers[: args.depth]
-    model = MiniLM(init, layers)
+    enc, model, init, layers = load_model(args.depth)
     frozen = len(layers) - args.layers
 
     # parity with the ONNX file (float products) before any training

@@ -25,7 +25,7 @@ import numpy as np
 
 from pointsman.guards.rules import match_rule
 
-__all__ = ["InjectionHead", "hashed_ngrams", "DEFAULT_HEAD", "BUCKETS", "Score"]
+__all__ = ["InjectionHead", "hashed_ngrams", "DEFAULT_HEAD", "BUCKETS", "Score", "quantile_above"]
 
 BUCKETS = 1 << 18
 DEFAULT_HEAD = Path(__file__).with_name("models") / "injection.npz"
@@ -54,6 +54,13 @@ def hashed_ngrams(text: str, buckets: int = BUCKETS) -> tuple[np.ndarray, np.nda
     index = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
     values = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
     return index, values / np.float32(np.sqrt(float(values @ values)))
+
+
+def quantile_above(sorted_scores: np.ndarray, share: float) -> float:
+    """The score that ``share`` of ``sorted_scores`` (ascending) are strictly above, at most: an operating point
+    read on a calibration split."""
+    k = min(len(sorted_scores) - 1, max(0, int(np.ceil((1.0 - share) * len(sorted_scores))) - 1))
+    return float(sorted_scores[k])
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +115,7 @@ class InjectionHead:
 
     def threshold_at(self, fpr: float) -> float:
         """The score above which ``fpr`` of the calibration split's benign texts fall (rules not counted)."""
-        neg = self.calibration_
-        k = min(len(neg) - 1, max(0, int(np.ceil((1.0 - fpr) * len(neg))) - 1))
-        return float(neg[k])
+        return quantile_above(self.calibration_, fpr)
 
     # -- training -----------------------------------------------------------------------------------------------
     @classmethod

@@ -28,15 +28,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SecondStage", "DEFAULT_SECOND_STAGE", "quantile_above"]
+from pointsman.guards.detector import quantile_above
+
+__all__ = ["SecondStage", "DEFAULT_SECOND_STAGE"]
 
 DEFAULT_SECOND_STAGE = Path(__file__).with_name("models") / "injection-minilm-head.npz"
-
-
-def quantile_above(sorted_scores: np.ndarray, share: float) -> float:
-    """The score that ``share`` of ``sorted_scores`` (ascending) are strictly above, at most."""
-    k = min(len(sorted_scores) - 1, max(0, int(np.ceil((1.0 - share) * len(sorted_scores))) - 1))
-    return float(sorted_scores[k])
 
 
 class SecondStage:
