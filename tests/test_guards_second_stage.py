@@ -88,3 +88,13 @@ def test_a_long_text_costs_at_most_second_stage_reads_runs_of_the_second_stage()
                                      {"role": "tool", "content": page}]})
     user, tool = asyncio.run(guard.score(ctx))
     assert tool is not None and tool.stage == 2 and len(reads) == 2
+
+
+def test_an_artefact_that_cannot_be_read_names_its_option(tmp_path):
+    from pointsman.embed.registry import Embedders
+    from pointsman.guards.config import InjectionConfig
+    from pointsman.guards.injection import InjectionGuard
+
+    with pytest.raises(ValueError, match=r"guards\.injection\.second_stage: cannot read .*missing\.npz"):
+        InjectionGuard(InjectionConfig(action="flag", second_stage=str(tmp_path / "missing.npz")), {},  # type: ignore[arg-type]
+                       lambda _: None, Embedders(batch=False))

@@ -20,7 +20,8 @@ A flagged request skips the cache, both ways: an attack's answer is not kept for
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from pointsman.errors import GatewayError
 from pointsman.guards.base import select
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from pointsman.gateway.pool import Pool
 
 __all__ = ["InjectionGuard", "INDIRECT_ROLES", "CHUNK_CHARS", "chunks"]
+
+T = TypeVar("T")
 
 INDIRECT_ROLES = ("tool", "function")
 CHUNK_CHARS = 1000  # the head was trained on short texts: longer ones are also read in pieces of about this size
@@ -60,6 +63,14 @@ def chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
     return out
 
 
+def _read(option: str, path: str | Path, load: Callable[[str | Path], T]) -> T:
+    """A detector artefact, or an error naming the option that points at a file that cannot be read."""
+    try:
+        return load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"guards.injection.{option}: cannot read {path}: {exc}") from exc
+
+
 class InjectionGuard:
     name = "injection"
 
@@ -71,7 +82,7 @@ class InjectionGuard:
         self.embedder: Embedder = embedders.get("static")
         self.window = window  # the semantic tier's: the same (text, window) is embedded once per request
         head_path = DEFAULT_HEAD if config.head == "default" else config.head
-        self.head = InjectionHead.load(head_path)
+        self.head = _read("head", head_path, InjectionHead.load)
         if self.embedder.model_id != self.head.encoder:
             raise ValueError(f"guards.injection.head was trained on {self.head.encoder}, the gateway's static encoder "
                              f"is {self.embedder.model_id}: retrain it (bench/guards/train.py)")
@@ -80,7 +91,7 @@ class InjectionGuard:
         self.gate = 0.0
         if config.second_stage is not None:
             path = DEFAULT_SECOND_STAGE if config.second_stage == "default" else config.second_stage
-            self.second = SecondStage.load(path)
+            self.second = _read("second_stage", path, SecondStage.load)
             if self.second.info.get("first_stage") != self.head.fingerprint:
                 raise ValueError(f"guards.injection.second_stage {path} was calibrated with another first stage than "
                                  f"guards.injection.head ({head_path}): recalibrate it (bench/guards/finetune.py) "
