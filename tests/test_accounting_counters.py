@@ -105,3 +105,22 @@ def test_windows_reset_as_new_keys():
     assert window("usd_per_day", 1767225600.0) == ("20260101", 1767312000.0)
     assert window("usd_per_month", 1767225599.0)[1] == 1767225600.0  # December resets on 1 January
     assert window("requests_per_minute", 120.5) == ("2", 180.0)
+
+
+def test_a_burst_of_reservations_shares_a_bounded_set_of_connections(redis_prefix):
+    """100 requests arriving at once must not open 100 Redis connections (each a connect and a handshake: a
+    cold burst then outlasts store_timeout_s on a busy machine and is refused with 503 limits_unavailable)."""
+    name = f"pm-burst-{redis_prefix.rsplit(':', 1)[-1]}"
+
+    async def go():
+        counters = RedisCounters(REDIS_URL, redis_prefix, connections=8, client_name=name)
+        await counters.start()
+        key = f"{redis_prefix}:rpm"
+        refused = await asyncio.gather(*(counters.reserve(f"r{i}", [Counter(key, 1, 1000, 60)], time.time() + 60)
+                                         for i in range(100)))
+        assert refused == [None] * 100 and await counters.values([key]) == [100]
+        opened = [c for c in redis_client().client_list() if c.get("name") == name]
+        await counters.close()
+        return len(opened)
+
+    assert 1 <= run(go()) <= 8

@@ -16,10 +16,14 @@ that resets is a new counter, which expires on its own, never a SET over a live 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+log = logging.getLogger("pointsman.accounting")
 
 __all__ = ["Counter", "CounterStore", "MemoryCounters", "RedisCounters", "Refused", "counters_from_url"]
 
@@ -246,13 +250,19 @@ return tonumber(value)
 class RedisCounters(CounterStore):
     """Counters in Redis, shared by every replica: one script call per reserve and per settle."""
 
-    def __init__(self, url: str, prefix: str = "pointsman:limits", *, timeout_s: float = 0.5, client: Any = None) -> None:
+    def __init__(self, url: str, prefix: str = "pointsman:limits", *, timeout_s: float = 0.5, connections: int = 16,
+                 client_name: str = "pointsman-limits", client: Any = None) -> None:
         if client is None:
             import redis.asyncio as aioredis
 
-            client = aioredis.Redis.from_url(url, decode_responses=False, socket_connect_timeout=timeout_s,
-                                             socket_timeout=timeout_s)
+            # A bounded pool: a burst of requests queues for a few connections instead of opening one each (a
+            # connect and a handshake per request, which on a busy machine outlasts store_timeout_s).
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=connections, timeout=timeout_s, socket_connect_timeout=timeout_s,
+                socket_timeout=timeout_s, client_name=client_name)
+            client = aioredis.Redis(connection_pool=pool, decode_responses=False)
         self.r = client
+        self.timeout_s = timeout_s
         self.prefix = prefix
         self.pending = f"{prefix}:pending"
         self.res_prefix = f"{prefix}:res:"
@@ -286,13 +296,23 @@ class RedisCounters(CounterStore):
     async def reconcile(self, key: str, settled: int, expire_s: int) -> int:
         return int(await self._reconcile(keys=[key, self.pending], args=[settled, expire_s, self.res_prefix]))
 
+    async def start(self) -> None:
+        """Open a connection and load the scripts before the first request (which would otherwise pay a NOSCRIPT
+        round trip). Redis being away at start is not fatal: requests then meet `on_store_error`."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                for script in (self._reserve, self._settle, self._sweep_all, self._reconcile):
+                    await self.r.script_load(script.script)
+        except Exception as exc:  # noqa: BLE001 - Redis down or slow at start
+            log.warning("limits store %s not reachable at start: %s", self.prefix, exc)
+
     async def close(self) -> None:
-        await self.r.aclose()
+        await self.r.aclose(close_connection_pool=True)
 
 
-def counters_from_url(url: str, prefix: str, timeout_s: float) -> CounterStore:
+def counters_from_url(url: str, prefix: str, timeout_s: float, connections: int = 16) -> CounterStore:
     if url == "memory":
         return MemoryCounters()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisCounters(url, prefix, timeout_s=timeout_s)
+        return RedisCounters(url, prefix, timeout_s=timeout_s, connections=connections)
     raise ValueError(f"server.limits.store must be 'memory' or a redis:// URL, not {url!r}")

@@ -141,7 +141,8 @@ class Budgets:
         self.config = config
         self.directory = directory
         self.pool = pool
-        self.counters = counters or counters_from_url(config.store, config.prefix, config.store_timeout_s)
+        self.counters = counters or counters_from_url(config.store, config.prefix, config.store_timeout_s,
+                                                      config.store_connections)
         self.shared = config.store != "memory"
         self.store_errors = 0  # reserve or settle calls the store failed (observability, GET /admin/budgets)
         self.refused = 0

@@ -322,6 +322,7 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
     prefix: str = "pointsman:limits"  # Redis key prefix
     on_store_error: Literal["closed", "open"] = "closed"  # Redis down: refuse (503) or serve unchecked
     store_timeout_s: float = 0.5  # a reserve or settle that takes longer counts as the store being down
+    store_connections: int = 16  # Redis connections per replica; a burst of requests queues for them
     reservation_timeout_s: float = 600.0  # a reservation never settled (a replica died) is taken back after this
     default_max_tokens: int = 4096  # the output assumed for the worst case when a request sets no max_tokens
     keys_refresh_s: float = 1.0  # how often replicas read changed keys and limits: the bound on a revocation
@@ -333,6 +334,8 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("limits: store_timeout_s and reservation_timeout_s must be > 0, keys_refresh_s >= 0")
         if self.default_max_tokens < 1:
             raise ValueError("limits.default_max_tokens must be >= 1")
+        if self.store_connections < 1:
+            raise ValueError("limits.store_connections must be >= 1")
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
