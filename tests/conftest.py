@@ -46,7 +46,7 @@ def make_gateway(tmp_path: Path, upstream: UpstreamServer, monkeypatch: pytest.M
 
 
 def ledger_rows(server: GatewayServer) -> list[dict[str, Any]]:
-    server.gateway.ledger.flush()
+    server.flush_ledger()
     db = sqlite3.connect(server.ledger_path)
     db.row_factory = sqlite3.Row
     try:

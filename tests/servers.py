@@ -98,6 +98,14 @@ class GatewayServer:
             time.sleep(0.01)
         return self
 
+    def flush_ledger(self, timeout_s: float = 10) -> None:
+        """Write every finished request's row now. A request's row is recorded after its answer is sent (the
+        client can hold the answer first), so wait until no request is in flight, then flush."""
+        deadline = time.monotonic() + timeout_s
+        while self.gateway.in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.gateway.ledger.flush()
+
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(30)

@@ -73,7 +73,7 @@ def test_two_replicas_hold_one_budget_under_200_concurrent_requests(pg_url, redi
     assert set(statuses) == {200, 429}, [a.text for a in answers if a.status_code not in (200, 429)][:3]
     assert {a.json()["error"]["code"] for a in answers if a.status_code == 429} == {"budget_exceeded"}
     for replica in replicas:
-        replica.gateway.ledger.flush()
+        replica.flush_ledger()
     assert [replica.gateway.ledger.written for replica in replicas] == [100, 100]  # the load was spread
     # All at once, worst cases (~7x the real cost) fill the budget and the rest is refused; settling gives the
     # difference back, so requests one at a time, on both replicas, go on until the real spend nears the budget.
@@ -85,7 +85,7 @@ def test_two_replicas_hold_one_budget_under_200_concurrent_requests(pg_url, redi
             break
     assert statuses[-1] == 429 and statuses[200:].count(200) > 10
     for replica in replicas:
-        replica.gateway.ledger.flush()
+        replica.flush_ledger()
     (spent, served), = pg_rows(pg_url, "SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) FROM requests "
                                        "WHERE team = 'ops' AND status = 200")
     assert served == statuses.count(200)

@@ -84,7 +84,7 @@ def serve_traffic(tmp_path: Path, upstream, weak_on: str, feedback_every: int = 
             verdict = "reject" if answer == "I do not know." else "accept"
             assert client.post("/v1/feedback", json={"request_id": request_id, "verdict": verdict}).status_code == 200
     assert wait_for(lambda: server.gateway.shadow.counts["scored"] == len(answered), 30), server.gateway.shadow.counts
-    server.gateway.ledger.flush()
+    server.flush_ledger()
     return server, config_path, answered
 
 
@@ -163,7 +163,7 @@ def test_shadow_answers_are_judged_costed_and_stored(make_gateway, upstream, tmp
     answered = routed(gateway.url, ["hello there"] * 6)
     assert {m for _, m, _ in answered} == {"small"}
     assert wait_for(lambda: gateway.gateway.shadow.counts["scored"] == 6), gateway.gateway.shadow.counts
-    gateway.gateway.ledger.flush()
+    gateway.flush_ledger()
     db = sqlite3.connect(gateway.ledger_path)
     try:
         shadow = db.execute("SELECT request_id, model, score, propensity FROM shadow ORDER BY request_id, model").fetchall()
@@ -191,7 +191,7 @@ def test_admin_drift_reports_recent_traffic_against_the_deployed_router(make_gat
     few = httpx.get(f"{gateway.url}/admin/drift", headers=admin)
     assert few.status_code == 200 and few.json()["retrain"] is False and "too few" in few.json()["reasons"][0]
     routed(gateway.url, MIXED, key="sk-drift-admin")
-    gateway.gateway.ledger.flush()
+    gateway.flush_ledger()
     report = httpx.get(f"{gateway.url}/admin/drift?days=1", headers=admin)
     assert report.status_code == 200, report.text
     body = report.json()

@@ -27,7 +27,7 @@ def test_every_request_is_a_row_in_postgres(make_gateway, upstream, pg_url, monk
             list(answer)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
-    gateway.gateway.ledger.flush()
+    gateway.flush_ledger()
     found = pg_rows(pg_url, "SELECT status, chosen_model, stream, cost_usd, attempts FROM requests ORDER BY ts")
     assert [(s, m, st) for s, m, st, _, _ in found] == [(200, "small", False), (200, "small", True), (404, None, False)]
     assert found[0][3] > 0 and found[0][4][0][0] == "small"  # attempts as JSONB arrays: [model, status, ...]

@@ -174,7 +174,7 @@ def test_stored_responses_and_sessions_in_postgresql(make_gateway, upstream, pg_
         {"type": "function_call_output", "call_id": first.output[0].call_id, "output": "sunny"}])
     assert second.output[0].type == "function_call"  # the conversation came back from the other replica
     assert client(two).responses.retrieve(first.id).id == first.id
-    one.gateway.ledger.flush()
-    two.gateway.ledger.flush()
+    one.flush_ledger()
+    two.flush_ledger()
     sessions = {s for (s,) in pg_rows(pg_url, "SELECT session FROM requests")}
     assert len(sessions) == 1 and next(iter(sessions)).startswith("conv-")
