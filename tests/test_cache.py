@@ -612,7 +612,9 @@ async def test_stage_embeds_an_empty_namespace_only_after_the_answer():
 
     class Counting:
         def __init__(self):
-            self.inner, self.texts = EmbedBatcher(MiniLMEncoder()), []
+            # loaded here, as the gateway warms its encoders at start: a first load inside the look-up can outlast
+            # cache.store_timeout_s, and the look-up is then given up as a miss
+            self.inner, self.texts = EmbedBatcher(MiniLMEncoder().load()), []
 
         async def embed_with_features(self, text, *args, **kwargs):
             self.texts.append(text)

@@ -6,7 +6,12 @@
   acceptance models), 20% calibration (choose thresholds for δ), 40% test (reported).
 * Rates are shares of ALL requests of the split: hit rate = served / N, wrong reuse = served label-0 / N.
 * Each learned configuration picks its threshold on the calibration split only: the lowest one whose
-  wrong-reuse rate there has a one-sided 95% Clopper-Pearson upper bound ≤ δ.
+  wrong-reuse rate there has a one-sided 95% Clopper-Pearson upper bound ≤ δ. ``--bound any-mix`` (the
+  default) bounds it among the requests that have no duplicate cached (label 0): since wrong reuse = (share of
+  such requests) × that rate, the bound then holds whatever the duplicate share of the traffic;
+  ``--bound calibration-mix`` bounds it among all calibration requests (holds on traffic mixed like QQP's).
+* For each δ the test split is also reweighted to other duplicate shares (10%, 25%, 50%): the rates a
+  threshold gives on traffic mixed unlike the calibration split.
 * Second table: the hand-written adversarial pairs of bench/cache/adversarial.jsonl.
 * ``--save`` writes the fitted logistic model into src/pointsman/cache/models/ (the shipped default;
   ``--save-mlp`` the mlp too).
@@ -36,7 +41,7 @@ from _embed import embed_texts, load_pairs  # noqa: E402
 from pointsman.cache.checks import CHECK_NAMES, AcceptanceModel, compare, facts, pair_features  # noqa: E402
 
 MODELS = HERE.parents[1] / "src" / "pointsman" / "cache" / "models"
-DELTAS = (0.01, 0.02)
+DELTAS = (0.005, 0.01, 0.02, 0.05)
 MIN_SIM = 0.7  # SemanticCache's pre-filter
 CONFIDENCE = 0.95
 
@@ -106,11 +111,23 @@ def scores(model: AcceptanceModel, Ea, Eb, X) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
-def calibrated_threshold(score, y, eligible, delta) -> tuple[float, dict]:
+def calibrated_threshold(score, y, eligible, delta, bound: str = "any-mix") -> tuple[float, dict]:
     m = AcceptanceModel(delta=delta, confidence=CONFIDENCE)
     s = np.where(eligible, score, -np.inf)
-    m.calibrate(s[eligible], y[eligible], delta, CONFIDENCE, n_total=len(y))
+    # the rate's denominator: the requests without a cached duplicate (any-mix) or all of them
+    n = int((y == 0).sum()) if bound == "any-mix" else len(y)
+    m.calibrate(s[eligible], y[eligible], delta, CONFIDENCE, n_total=n)
+    m.calibration["bound"] = bound
     return m.threshold, m.calibration
+
+
+MIXES = (0.10, 0.25, 0.50)  # duplicate shares the test split is reweighted to
+
+
+def mixed_rates(served, y) -> dict:
+    """Hit and wrong-reuse rates of ``served`` on the test split reweighted to each duplicate share."""
+    tpr, fpr = served[y == 1].mean(), served[y == 0].mean()
+    return {str(d): {"hit_rate": float(d * tpr + (1 - d) * fpr), "wrong_rate": float((1 - d) * fpr)} for d in MIXES}
 
 
 def rates(served, y) -> dict:
@@ -167,16 +184,20 @@ def run(args) -> dict:
         row = {}
         for delta in DELTAS:
             elig = (sim >= MIN_SIM) & (~any_hard if enforce else True)
-            thr, cal = calibrated_threshold(score[ca], y[ca], elig[ca], delta)
+            thr, cal = calibrated_threshold(score[ca], y[ca], elig[ca], delta, args.bound)
             served = elig & (score >= thr)
             a_served = (asim >= MIN_SIM) & (~a_any if enforce else True) & (ascore >= thr)
             row[str(delta)] = {"threshold": thr, "calibration": cal, "test": rates(served[te], y[te]),
+                               "test_mixes": mixed_rates(served[te], y[te]),
                                "calib": rates(served[ca], y[ca]),
                                "adversarial": {"wrong_hits": int((a_served & (ay == 0)).sum()), "negatives": int((ay == 0).sum()),
                                                "correct_hits": int((a_served & (ay == 1)).sum()), "positives": int((ay == 1).sum()),
                                                "wrong_pairs": [adv[i]["text_b"] for i in np.nonzero(a_served & (ay == 0))[0]]}}
             r = row[str(delta)]["test"]
-            print(f"{name:36s} δ={delta:.2f} thr={thr:.4f} test hit {r['hit_rate']:.3f} wrong {r['wrong_rate']:.4f} "
+            mix = " ".join(f"{float(d):.0%}: {v['hit_rate']:.3f}/{v['wrong_rate']:.4f}"
+                           for d, v in row[str(delta)]["test_mixes"].items())
+            print(f"{name:36s} δ={delta:g} thr={thr:.4f} test hit {r['hit_rate']:.3f} wrong {r['wrong_rate']:.4f} "
+                  f"| mixes {mix} "
                   f"| adversarial wrong {row[str(delta)]['adversarial']['wrong_hits']}/{(ay == 0).sum()} "
                   f"correct {row[str(delta)]['adversarial']['correct_hits']}/{(ay == 1).sum()}", flush=True)
         out["configs"][name] = row
@@ -204,9 +225,10 @@ def run(args) -> dict:
             cfg = out["configs"]["checks + mlp" if kind == "mlp" else "checks + logistic (shipped default)"]
             model.calibration = {"fitted_on": "QQP train split (bench/cache/eval.py)", "encoder": encoder.model_id,
                                  "confidence": CONFIDENCE,
-                                 "enforced_checks": list(CHECK_NAMES), "min_similarity": MIN_SIM,
+                                 "enforced_checks": list(CHECK_NAMES), "min_similarity": MIN_SIM, "bound": args.bound,
                                  "thresholds": {d: cfg[d]["threshold"] for d in cfg},
-                                 "test": {d: cfg[d]["test"] for d in cfg}}
+                                 "test": {d: cfg[d]["test"] for d in cfg},
+                                 "test_mixes": {d: cfg[d]["test_mixes"] for d in cfg}}
             model.threshold = cfg["0.02"]["threshold"]
             model.delta = 0.02
             model.save(MODELS / (f"acceptance_{kind}" + ("" if args.encoder == "minilm" else f"_{args.encoder}")))
@@ -281,6 +303,9 @@ def main(argv=None) -> int:
                    help="the cache encoder to embed with (and whose acceptance model --save writes)")
     p.add_argument("--encoder-patch", default=None,
                    help="experiments: MiniLM patched by this .npz instead (bench/cache/finetune.py)")
+    p.add_argument("--bound", choices=("any-mix", "calibration-mix"), default="any-mix",
+                   help="what δ bounds: wrong reuse among requests without a cached duplicate (any-mix, holds on "
+                        "any duplicate share) or among all calibration requests (calibration-mix)")
     p.add_argument("--out", default=None, help="default: results.json (minilm-dup), results_minilm.json (minilm)")
     args = p.parse_args(argv)
     if args.out is None:

@@ -52,7 +52,7 @@ __all__ = ["SemanticCache", "Hit", "CacheMetrics", "CacheControl", "CachePolicy"
 
 def default_acceptance_model(delta: float = 0.02, kind: str = "logistic", encoder: str = "minilm") -> AcceptanceModel:
     """The shipped acceptance model (fitted on QQP's training split and calibrated on its calibration split
-    by bench/cache/eval.py), with its threshold for ``delta`` (0.01 or 0.02; others: the nearest stricter).
+    by bench/cache/eval.py), with its threshold for ``delta`` (0.005, 0.01, 0.02 or 0.05; others: the nearest stricter).
 
     ``kind``: "logistic" (pair features only: the default) or "mlp" (a learned metric on the embeddings +
     pair features; not shipped: ``bench/cache/eval.py --save --save-mlp`` writes it). ``encoder``: the
