@@ -312,8 +312,39 @@ def main(argv=None) -> int:
         args.out = str(HERE / ("results.json" if args.encoder == "minilm-dup" else f"results_{args.encoder}.json"))
     out = run(args)
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))
-    print("wrote", args.out)
+    table = Path(args.out).with_suffix(".md")
+    table.write_text(markdown(out, args, " ".join(["bench/cache/eval.py", *(argv or sys.argv[1:])])))
+    print("wrote", args.out, "and", table)
     return 0
+
+
+def markdown(out: dict, args, command: str) -> str:
+    """The test-split table of every configuration and δ, with the reweighted mixes (the file beside the JSON)."""
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    lines = [f"# QQP held-out test split: `{args.encoder}`, δ bounded {args.bound}", "",
+             f"Written by `.venv/bin/python {command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+             f"Split (by groups of questions): {out['split']}. Rates are shares of all test requests; the mix "
+             "columns reweight the test split to that share of duplicates (hit rate / wrong reuse). Thresholds "
+             "chosen on the calibration split only; the oracle is the most any threshold chosen on the test split "
+             "itself could serve within δ (not a result).", "",
+             "| configuration | δ | threshold | hit rate | wrong reuse | precision | 50% duplicates | 25% | 10% "
+             "| adversarial wrong hits | paraphrases served | oracle hit rate |", "|---" * 12 + "|"]
+    for name, row in out["configs"].items():
+        for delta, r in row.items():
+            t, m, a = r["test"], r["test_mixes"], r["adversarial"]
+            mixes = " | ".join(f"{pct(m[d]['hit_rate'])} / {100 * m[d]['wrong_rate']:.2f}%" for d in ("0.5", "0.25", "0.1"))
+            lines.append(f"| {name} | {float(delta):g} | {r['threshold']:.4f} | {pct(t['hit_rate'])} | "
+                         f"{100 * t['wrong_rate']:.2f}% | {pct(t['precision'] or 0)} | {mixes} | "
+                         f"{a['wrong_hits']}/{a['negatives']} | {a['correct_hits']}/{a['positives']} | "
+                         f"{pct(out['oracle_test'][name][delta])} |")
+    static = out["static_0.92"]["test"]
+    lines += ["", f"Static cosine 0.92 (no calibration): {pct(static['hit_rate'])} hits, "
+              f"{100 * static['wrong_rate']:.2f}% wrong, adversarial {out['static_0.92']['adversarial_wrong']}/72."]
+    for delta, g in out.get("global_cache", {}).items():
+        lines.append(f"Real cache, every test question in one namespace, δ {float(delta):g}: {pct(g['hit_rate'])} hits "
+                     f"(own pair correct {pct(g['own_pair_correct'])}, own pair wrong {100 * g['own_pair_wrong']:.2f}%, "
+                     f"another entry {pct(g['other_entry'])}), look-up p50 {g['lookup_ms_p50']:.2f} ms.")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
