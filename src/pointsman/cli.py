@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from pointsman import __version__
-from pointsman.accounting.commands import add_commands as add_account_commands
+from pointsman.accounting.commands import LedgerUnavailable, add_commands as add_account_commands
 from pointsman.learning.commands import add_commands as add_learning_commands
 from pointsman.accounting.cli import add_command as add_spend_command
 from pointsman.observability.commands import add_command as add_audit_command
@@ -501,6 +501,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad data or arguments: a message, not a traceback
         print(f"pointsman {args.command}: {exc}", file=sys.stderr)
         return 2
+    except LedgerUnavailable as exc:  # keys, budgets, spend: a ledger URL that does not open
+        from urllib.parse import urlsplit
+
+        password = urlsplit(exc.url).password  # a driver's message should not carry it; if one does, it is hidden
+        reason = str(exc).replace(password, "***") if password else str(exc)
+        print(f"pointsman {args.command}: cannot open the ledger {_without_password(exc.url)}: {reason}", file=sys.stderr)
+        return 1
     except ModuleNotFoundError as exc:  # a training-only dependency (scipy: the train extra)
         print(f"pointsman {args.command}: needs the {exc.name} package: pip install 'pointsman[train]'", file=sys.stderr)
         return 2

@@ -90,7 +90,10 @@ def spend(args: argparse.Namespace) -> int:
     options = {"group_by": args.group_by, "group": args.group, "since": args.since, "until": args.until,
                "baseline": args.baseline, "factor": args.factor, "min_requests": args.min_requests, "strong": args.strong,
                "limit": args.limit}
+    from pointsman.accounting.commands import opened
+
     with SpendReader(url) as reader:
+        opened(url, reader._connect)  # a ledger that cannot be opened: one line, not a traceback
         report = run_report(reader, kind, {k: str(v) for k, v in options.items() if v is not None}, pricing)
     print(json.dumps(_finite(report), indent=2) if args.json else _text(kind, report))
     return 0

@@ -10,11 +10,39 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from pointsman.accounting.keys import METRICS, SCOPES, KeyStore, Limit, Scope, key_store_from_url
 
-__all__ = ["add_commands"]
+__all__ = ["LedgerUnavailable", "add_commands", "opened"]
+
+T = TypeVar("T")
+
+
+class LedgerUnavailable(Exception):
+    """The ledger's database could not be opened; `pointsman` says so in one line (URL without its password)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(reason)
+        self.url = url
+
+
+def opened(url: str, open_: Callable[[], T]) -> T:
+    """``open_()``, whose database errors (a missing folder, a refused connection) become LedgerUnavailable."""
+    import sqlite3
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    try:
+        import psycopg
+
+        errors += (psycopg.Error,)
+    except ImportError:  # the postgres extra is not installed: only SQLite URLs open
+        pass
+    try:
+        return open_()
+    except errors as exc:
+        raise LedgerUnavailable(url, " ".join(str(exc).split()) or type(exc).__name__) from exc
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -25,7 +53,8 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _store(args: argparse.Namespace) -> KeyStore:
-    return key_store_from_url(args.ledger or _config(args).server.ledger_url)
+    url = args.ledger or _config(args).server.ledger_url
+    return opened(url, lambda: key_store_from_url(url))
 
 
 def _when(ts: float | None) -> str:
