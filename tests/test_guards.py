@@ -120,6 +120,25 @@ def test_pii_block_names_the_kinds_never_the_values(make_gateway, upstream):
     assert chat(gateway, BENIGN).status_code == 200
 
 
+def test_phone_numbers_are_found_by_default_from_their_format_or_a_context_word(make_gateway, upstream):
+    """presidio scores every valid number 0.4, under the default min_score (0.5): phones were never found."""
+    from pointsman.guards.config import DEFAULT_PII_ENTITIES
+    from pointsman.guards.pii import PiiScanner
+
+    scanner = PiiScanner(DEFAULT_PII_ENTITIES, 0.5)
+    for text, number in [("call me at 415-555-2671", "415-555-2671"), ("office: (212) 555-0123", "(212) 555-0123"),
+                         ("hello +44 20 7946 0958", "+44 20 7946 0958"), ("ruf an: +49 30 901820", "+49 30 901820"),
+                         ("my phone is 4155552671", "4155552671"), ("text me on 07700 900123", "07700 900123")]:
+        assert scanner.find(text) == [("PHONE_NUMBER", number)], text
+    for text in ["Compute 1234567890 * 2", "Order #4155552671 shipped", "between 2021-12-06 and 2022-01-01"]:
+        assert scanner.find(text) == [], text  # bare digits without a phone word, dates
+    assert scanner.find("server 192.168.0.100") == [("IP_ADDRESS", "192.168.0.100")]  # not read as a phone
+    gateway = make_gateway({"models": pool(upstream, m={}), "guards": {"pii": {"action": "block"}}})
+    refused = chat(gateway, "Please call me back at (212) 555-0123 tomorrow.")
+    assert refused.status_code == 400 and "PHONE_NUMBER" in refused.json()["error"]["message"]
+    assert "555-0123" not in refused.text
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_redact_sends_placeholders_upstream_and_restores_them(make_gateway, upstream, stream):
     restored = make_gateway({"models": pool(upstream, m={}), "guards": {"pii": {"action": "redact"}}})
