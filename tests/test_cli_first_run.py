@@ -45,3 +45,24 @@ def test_a_postgres_ledger_that_cannot_be_reached_is_one_line_without_its_passwo
     assert "Traceback" not in done.stderr and "s3cretpw" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"pointsman {command[0]}: cannot open the ledger postgresql://u:***@127.0.0.1:{port}/test: ")
+
+
+def test_eval_names_the_prices_file_and_its_columns(tmp_path, capsys):
+    rows = [{"prompt": f"question {i}", "model": m, "score": i % 2} for i in range(6) for m in ("small", "big")]
+    (tmp_path / "outcomes.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    prices = tmp_path / "prices.csv"
+    prices.write_text("model,input,output\nsmall,0.2,0.6\nbig,5,15\n")
+    code = main(["eval", str(tmp_path / "outcomes.jsonl"), "--prices", str(prices), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip().splitlines()[-1] == (f"pointsman eval: {prices}: a prices CSV needs the columns "
+                                            "model,input_usd_per_mtok,output_usd_per_mtok (it has model,input,output)")
+
+
+def test_eval_names_a_price_that_is_not_a_number(tmp_path, capsys):
+    (tmp_path / "outcomes.jsonl").write_text(json.dumps({"prompt": "q", "model": "small", "score": 1}))
+    prices = tmp_path / "prices.csv"
+    prices.write_text("model,input_usd_per_mtok,output_usd_per_mtok\nsmall,0.2,cheap\n")
+    assert main(["eval", str(tmp_path / "outcomes.jsonl"), "--prices", str(prices), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"pointsman eval: {prices}:2: output_usd_per_mtok must be a number (USD per million tokens), got 'cheap'")

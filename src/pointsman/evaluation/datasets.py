@@ -269,11 +269,24 @@ def _csv_field_limit() -> None:
 
 def read_prices_csv(path: str | os.PathLike) -> dict[str, ModelPrice]:
     """``model,input_usd_per_mtok,output_usd_per_mtok[,...]`` -> prices."""
+    columns = ("model", "input_usd_per_mtok", "output_usd_per_mtok")
     prices: dict[str, ModelPrice] = {}
     with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            prices[row["model"].strip()] = ModelPrice(
-                float(row["input_usd_per_mtok"]), float(row["output_usd_per_mtok"]))
+        reader = csv.DictReader(fh)
+        header = [name.strip() for name in reader.fieldnames or []]
+        if not set(columns) <= set(header):
+            raise ValueError(f"{path}: a prices CSV needs the columns {','.join(columns)} "
+                             f"(it has {','.join(header) or 'no header'})")
+        reader.fieldnames = header
+        for row in reader:
+            values = []
+            for column in columns[1:]:
+                try:
+                    values.append(float(row[column]))
+                except (TypeError, ValueError):
+                    raise ValueError(f"{path}:{reader.line_num}: {column} must be a number (USD per million tokens), "
+                                     f"got {row[column]!r}") from None
+            prices[row["model"].strip()] = ModelPrice(*values)
     return prices
 
 
