@@ -165,3 +165,25 @@ def test_the_gateways_own_calls_count_against_their_models_budget(make_gateway, 
     assert spent <= 0.15, "the shadow calls overspent the model's budget (each reserves its worst case first)"
     assert any(r["status"] == 429 for r in shadow_rows), "the budget never stopped a shadow call"
     assert used(gateway, "model", "big")["usd_per_day"] == pytest.approx(spent, rel=1e-6, abs=1e-9)
+
+
+def test_setting_a_budget_needs_a_limit_and_replaces_the_previous_one_saying_so(make_gateway, upstream):
+    """A new user's POST with no limit fields was answered 200 and left the scope with no limit at all (the CLI
+    refuses the same); a second POST with another field dropped the first without a word. POST replaces, as
+    `budgets set` does: the reply shows every limit now in force and the one it replaced."""
+    gateway = make_gateway(config(upstream))
+    empty = httpx.post(f"{gateway.url}/admin/budgets", headers={"authorization": f"Bearer {ADMIN}"},
+                       json={"scope": "team", "name": "ops"})
+    assert empty.status_code == 400, empty.text
+    error = empty.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_request"
+    assert all(m in error["message"] for m in ("requests_per_minute", "tokens_per_minute", "usd_per_day", "usd_per_month"))
+    assert admin(gateway, "GET", "/admin/budgets").json()["data"] == []
+    first = admin(gateway, "POST", "/admin/budgets", json={"scope": "team", "name": "ops", "usd_per_month": 500}).json()
+    assert first["usd_per_month"] == 500 and first["replaced"] is None
+    second = admin(gateway, "POST", "/admin/budgets", json={"scope": "team", "name": "ops", "requests_per_minute": 100}).json()
+    assert (second["requests_per_minute"], second["usd_per_month"]) == (100, None)  # every limit in force
+    assert second["replaced"]["usd_per_month"] == 500 and second["replaced"]["requests_per_minute"] is None
+    key = httpx.post(f"{gateway.url}/admin/keys", headers={"authorization": f"Bearer {ADMIN}"}, json={"limits": {}})
+    assert key.status_code == 400 and key.json()["error"]["param"] == "limits", key.text
+    assert admin(gateway, "GET", "/admin/keys").json()["data"] == []  # refused before the key was made

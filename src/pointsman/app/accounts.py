@@ -4,8 +4,10 @@
   201 with the key's secret, shown this once; ``GET /admin/keys`` (``?include_revoked=1``) lists keys, never secrets;
 * ``POST /admin/keys/{id}/rotate`` ``{"grace_s": 0}``: a new secret for the same key; ``DELETE /admin/keys/{id}``
   revokes it (every replica refuses it within ``limits.keys_refresh_s``);
-* ``POST /admin/budgets`` ``{"scope": "team", "name": "ops", "model": null, "usd_per_day": 10, ...}`` sets (replaces)
-  a limit; ``GET /admin/budgets`` lists limits with their counters' current windows; ``DELETE
+* ``POST /admin/budgets`` ``{"scope": "team", "name": "ops", "model": null, "usd_per_day": 10, ...}`` sets (replaces,
+  as ``pointsman budgets set`` does) the limit of that scope, name and model: fields left out are unlimited, at least
+  one is needed; the reply shows every limit now in force and, under ``replaced``, the one it replaced (or null);
+  ``GET /admin/budgets`` lists limits with their counters' current windows; ``DELETE
   /admin/budgets?scope=team&name=ops[&model=m]`` removes one; ``POST /admin/budgets/reconcile`` sets the USD
   counters from the ledger.
 
@@ -31,6 +33,7 @@ __all__ = ["PREFIXES", "handle"]
 
 PREFIXES = ("/admin/keys", "/admin/budgets")
 _KEY_PATH = re.compile(r"/admin/keys/(vk_[0-9a-f]{12})(/rotate)?")
+_NO_LIMIT = "give at least one of " + ", ".join(METRICS) + " (DELETE /admin/budgets removes a limit)"
 
 
 class LimitValues(msgspec.Struct, forbid_unknown_fields=True):
@@ -72,6 +75,16 @@ def _limit(scope: str, name: str, model: str | None, values: LimitValues | SetLi
     return Limit(cast(Scope, scope), name, model or "", *(getattr(values, m) for m in METRICS))
 
 
+def _has_limit(values: LimitValues | SetLimit) -> bool:
+    return any(getattr(values, m) is not None for m in METRICS)
+
+
+def _replace_limit(store: Any, limit: Limit) -> tuple[Limit, Limit | None]:
+    """The limit set, and the one it replaced (None: there was none)."""
+    previous = next((lim for lim in store.list_limits() if lim.ident == limit.ident), None)
+    return store.set_limit(limit), previous
+
+
 async def _blocking(call: Any, *args: Any) -> Any:
     try:
         return await asyncio.to_thread(call, *args)
@@ -97,6 +110,8 @@ async def handle(gateway: Any, scope: AsgiScope, receive: Receive, send: Send) -
             body = await read_struct(gateway, receive, headers, CreateKey)
             if body.expires_at is not None and body.expires_at <= time.time():
                 raise GatewayError(400, "expires_at is in the past", code="invalid_request", param="expires_at")
+            if body.limits is not None and not _has_limit(body.limits):
+                raise GatewayError(400, f"limits: {_NO_LIMIT}", code="invalid_request", param="limits")
             key, secret = await _blocking(lambda: store.create_key(
                 name=body.name, user=body.user, team=body.team, cohort=body.cohort,
                 allow_cohort_header=body.allow_cohort_header, expires=body.expires_at))
@@ -150,9 +165,11 @@ async def handle(gateway: Any, scope: AsgiScope, receive: Receive, send: Send) -
             if not body.name:
                 raise GatewayError(400, "name: the key id, team, cohort or model the limit is on", code="invalid_request",
                                    param="name")
-            limit = await _blocking(store.set_limit, _limit(body.scope, body.name, body.model, body))
+            if not _has_limit(body):
+                raise GatewayError(400, _NO_LIMIT, code="invalid_request")
+            limit, previous = await _blocking(_replace_limit, store, _limit(body.scope, body.name, body.model, body))
             await keys.refresh()
-            await send_json(send, 200, limit.public())
+            await send_json(send, 200, {**limit.public(), "replaced": previous.public() if previous else None})
         elif method == "DELETE":
             scope_name, name = query.get("scope", [""])[0], query.get("name", [""])[0]
             if not scope_name or not name:
