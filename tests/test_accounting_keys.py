@@ -184,3 +184,16 @@ def test_cli_creates_lists_rotates_revokes_and_sets_budgets(tmp_path, capsys):
                 for lim in store.list_limits()} == {("team", "small", 10, 50.0, None), ("key", "", None, None, 3.0)}
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("key_id", ["vk_nope", "vk_0123456789abcdef", "nope", "vk_ABCDEF012345"])
+def test_a_malformed_key_id_is_an_unknown_key(make_gateway, upstream, key_id):
+    """Ids that are not vk_ and 12 hex digits got 404 "no route for POST /admin/keys/vk_nope/rotate" (not_found),
+    a well-formed unknown id key_not_found: every per-key route now answers both alike."""
+    gateway = make_gateway(config(upstream))
+    for method, path, body in [("POST", f"/admin/keys/{key_id}/rotate", {}), ("DELETE", f"/admin/keys/{key_id}", None),
+                               ("GET", f"/admin/keys/{key_id}", None), ("POST", "/admin/keys/vk_0123456789ab/rotate", {})]:
+        response = admin(gateway, method, path, json=body)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["code"] == "key_not_found", (method, path, response.text)
+    assert admin(gateway, "PUT", f"/admin/keys/{key_id}").status_code == 405

@@ -32,7 +32,8 @@ from pointsman.errors import GatewayError
 __all__ = ["PREFIXES", "handle"]
 
 PREFIXES = ("/admin/keys", "/admin/budgets")
-_KEY_PATH = re.compile(r"/admin/keys/(vk_[0-9a-f]{12})(/rotate)?")
+_KEY_PATH = re.compile(r"/admin/keys/([^/]+)(/rotate)?")  # any id: a malformed one is an unknown key, not a bad route
+_KEY_ID = re.compile(r"vk_[0-9a-f]{12}")
 _NO_LIMIT = "give at least one of " + ", ".join(METRICS) + " (DELETE /admin/budgets removes a limit)"
 
 
@@ -126,9 +127,14 @@ async def handle(gateway: Any, scope: AsgiScope, receive: Receive, send: Send) -
     found = _KEY_PATH.fullmatch(path)
     if found:
         key_id, rotate = found.group(1), found.group(2)
+        if rotate and method != "POST":
+            _not_allowed(method, path, "POST")
+        if not rotate and method not in ("GET", "DELETE"):
+            _not_allowed(method, path, "GET, DELETE")
+        if not _KEY_ID.fullmatch(key_id):  # no such key can exist: answered like any unknown one, the store unasked
+            raise GatewayError(404, f"no active key {key_id}" if rotate or method == "DELETE" else f"no key {key_id}",
+                               code="key_not_found")
         if rotate:
-            if method != "POST":
-                _not_allowed(method, path, "POST")
             body = await read_struct(gateway, receive, headers, Rotate)
             rotated = await _blocking(store.rotate_key, key_id, body.grace_s)
             if rotated is None:
@@ -141,13 +147,11 @@ async def handle(gateway: Any, scope: AsgiScope, receive: Receive, send: Send) -
                 raise GatewayError(404, f"no active key {key_id}", code="key_not_found")
             await keys.refresh()
             await send_json(send, 200, revoked.public())
-        elif method == "GET":
+        else:  # GET
             key = keys.get(key_id)
             if key is None:
                 raise GatewayError(404, f"no key {key_id}", code="key_not_found")
             await send_json(send, 200, key.public())
-        else:
-            _not_allowed(method, path, "GET, DELETE")
         return
     if path == "/admin/budgets":
         if method == "GET":
