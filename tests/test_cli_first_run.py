@@ -66,3 +66,35 @@ def test_eval_names_a_price_that_is_not_a_number(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "outcomes.jsonl"), "--prices", str(prices), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"pointsman eval: {prices}:2: output_usd_per_mtok must be a number (USD per million tokens), got 'cheap'")
+
+
+def test_route_without_router_uses_the_shipped_one(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n{"prompt": "prove that sqrt 2 is irrational"}\n')
+    default = run("route", str(prompts), "--lambda", "0.5")
+    assert default.returncode == 0, default.stderr
+    named = run("route", "--router", "default", str(prompts), "--lambda", "0.5")
+    assert named.returncode == 0, named.stderr
+    assert default.stdout == named.stdout and len(default.stdout.splitlines()) == 2
+    assert json.loads(default.stdout.splitlines()[0])["tier"] == "semantic"
+
+
+def test_route_help_says_what_router_it_uses_by_default():
+    done = run("route", "--help")
+    assert done.returncode == 0
+    assert "[--router ROUTER]" in done.stdout  # optional in the usage line
+    assert "default: the shipped router" in " ".join(done.stdout.split())
+
+
+def test_route_with_a_config_and_no_router_uses_the_router_its_policy_names(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n')
+    pool = tmp_path / "pool.yaml"
+    pool.write_text('models:\n'
+                    '  - {name: cheap, provider: openai, base_url: "http://127.0.0.1:9/v1", prices: {input: 0.2, output: 0.6}}\n'
+                    '  - {name: strong, provider: openai, base_url: "http://127.0.0.1:9/v1", prices: {input: 5, output: 15}}\n'
+                    'policies:\n  auto: {semantic: {router: missing-router.npz}}\n')
+    done = run("route", "--config", str(pool), str(prompts), cwd=tmp_path)  # as the gateway would: its policy's router
+    assert done.returncode == 2 and "missing-router.npz does not exist" in done.stderr, done.stderr
+    given = run("route", "--config", str(pool), "--router", "default", str(prompts), cwd=tmp_path)  # the flag wins
+    assert given.returncode == 0 and set(json.loads(given.stdout)["quality"]) == {"cheap", "strong"}, given.stderr

@@ -449,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
 
     route = commands.add_parser("route", help="route prompts offline: predicted quality and cost per model, the choice")
     route.add_argument("prompts", help='JSONL of {"prompt": ...} or {"messages": [...]}')
-    route.add_argument("--router", required=True, help="a trained router (.npz), or default: the shipped one")
+    route.add_argument("--router", help="a trained router (.npz), or default: the shipped one (default: the shipped "
+                                        "router, or with --config the one its default policy names, as the gateway does)")
     route.add_argument("--config", help="pool config: route onto this pool with its policy (default: the router's own models)")
     route.add_argument("--prices", help="prices CSV for the router's own models (without --config)")
     route.add_argument("--lambda", dest="lambda_", type=float, metavar="LAMBDA",

@@ -52,14 +52,16 @@ def _own_pool(router_path: str, prices_path: str | None) -> Config:
     return Config(models=models, policies={"auto": Policy(semantic=SemanticTierConfig(router=router_path))})
 
 
-def offline_router(router_path: str, config_path: str | None, prices_path: str | None
+def offline_router(router_path: str | None, config_path: str | None, prices_path: str | None
                    ) -> tuple[PolicyRouter, Callable[[dict[str, Any], dict[str, float]], Awaitable[dict[str, Any]]]]:
-    config = load_config(config_path) if config_path else _own_pool(router_path, prices_path)
+    """Without a router path: the one the gateway would use, the router the config's default policy names, else
+    the shipped one (SemanticTierConfig's default, "default")."""
+    config = load_config(config_path) if config_path else _own_pool(router_path or SemanticTierConfig().router, prices_path)
     policy_name = config.server.default_policy
     policy = config.policies.setdefault(policy_name, Policy())
     if policy.semantic is None:
-        policy.semantic = SemanticTierConfig(router=router_path)
-    else:  # the pool's own knob settings, with the router given on the command line
+        policy.semantic = SemanticTierConfig() if router_path is None else SemanticTierConfig(router=router_path)
+    elif router_path is not None:  # the pool's own knob settings, with the router given on the command line
         policy.semantic.router = router_path
     from pointsman.providers.transport import ReqwestTransport
 
