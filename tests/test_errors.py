@@ -234,3 +234,26 @@ def test_a_new_concern_is_one_stage_in_the_request_path(make_gateway, upstream):
     assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "blocked_by_guard"
     assert httpx.post(url, json={"model": "m", "messages": HELLO}).status_code == 200
     assert seen == ["m", "m"] and [r["status"] for r in ledger_rows(gw)] == [400, 200]
+
+
+def test_content_parts_tool_messages_and_huge_integers_are_checked(gateway):
+    """A text part whose text is not a string and a tool message without tool_call_id were answered 200 (OpenAI
+    refuses both with a 400); max_tokens past 64 bits said "got `float`"."""
+    url = f"{gateway.base_url}/chat/completions"
+    call = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    cases = [
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": {"x": 1}}]}]}, "messages[0].content[0].text"),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": call},
+                       {"role": "tool", "content": "42"}]}, "messages[2].tool_call_id"),
+    ]
+    for body, param in cases:
+        error = assert_openai_error(httpx.post(url, json={"model": "m", **body}), 400, "invalid_request")
+        assert error["param"] == param and param in error["message"], error
+    huge = post(gateway, b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 99999999999999999999}')
+    error = assert_openai_error(huge, 400, "invalid_request")
+    assert error["param"] == "max_tokens" and "out of range" in error["message"] and "float" not in error["message"]
+    fine = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                         {"role": "assistant", "content": None, "tool_calls": call},
+                         {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "42"}]}]}
+    assert httpx.post(url, json={"model": "m", **fine}).status_code == 200

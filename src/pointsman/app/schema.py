@@ -59,9 +59,26 @@ class ChatRequest(msgspec.Struct):
     top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
 
 
+_INT_FIELDS = ("n", "max_tokens", "max_completion_tokens", "seed", "top_logprobs")  # ChatRequest's integers
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson reads as an integer: past it, a JSON integer is a float
+
+
 def validate_chat_request(raw: object) -> ChatRequest:
     """Raise msgspec.ValidationError with a message naming the field (e.g. `$.messages[0].role`)."""
+    if isinstance(raw, dict):
+        for name in _INT_FIELDS:
+            value = raw.get(name)
+            if isinstance(value, float) and value.is_integer() and not _INT_MIN <= value <= _INT_MAX:
+                raise msgspec.ValidationError(f"integer out of range: {name} must be at most {_INT_MAX} - at `$.{name}`"
+                                              if value > 0 else f"integer out of range - at `$.{name}`")
     request = msgspec.convert(raw, ChatRequest)
+    for i, message in enumerate(request.messages):
+        if message.role == "tool" and message.tool_call_id is None:
+            raise msgspec.ValidationError(f"a tool message needs tool_call_id - at `$.messages[{i}].tool_call_id`")
+        if isinstance(message.content, list):
+            for j, part in enumerate(message.content):
+                if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                    raise msgspec.ValidationError(f"a text part's text must be a string - at `$.messages[{i}].content[{j}].text`")
     if request.response_format is not None and request.response_format.get("type") not in ("text", "json_object", "json_schema"):
         raise msgspec.ValidationError("response_format.type must be one of text, json_object, json_schema - at `$.response_format.type`")
     if isinstance(request.stop, list) and len(request.stop) > 16:
