@@ -5,6 +5,7 @@ on the S-Labs validation split of five ways to combine the two stages' log-odds 
 z2: the candidate): z2 alone, their mean, their minimum, z2 + z1/2, z1 + z2/2. Two halves of the split (seeded):
 the threshold is read on one half's benign texts, recall and FPR measured on the other, and the two averaged.
 Also printed for each: the over-defence set's pass rate (triggers.py, at the threshold read on the whole split),
+the share flagged of number_prompts.py's validation templates (every fifth of its train half, never trained on),
 and the encoder's time for a 1,000-character text. The test split is never read here. Writes CHOICE.md.
 
     .venv/bin/python bench/guards/choose.py NAME PATCH WEIGHTS [NAME PATCH WEIGHTS ...]
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from bench.guards.calibrate import second_embeddings  # noqa: E402
 from bench.guards.data import s_labs  # noqa: E402
+from bench.guards.number_prompts import prompts as number_prompts  # noqa: E402
 from bench.guards.train import embed  # noqa: E402
 from bench.guards.triggers import prompts as trigger_prompts  # noqa: E402
 from pointsman.embed.encoder import MiniLMEncoder  # noqa: E402
@@ -60,6 +62,8 @@ def main() -> int:
     head = InjectionHead.load()
     texts, y = s_labs("validation")
     triggers = trigger_prompts()
+    numbers = number_prompts("train", validation=True)
+    n1 = np.array([head.logit(t, e) for t, e in zip(numbers, embed(numbers))])
     z1 = np.array([head.logit(t, e) for t, e in zip(texts, embed(texts))])
     t1 = np.array([head.logit(t, e) for t, e in zip(triggers, embed(triggers))])
     rule = np.array([match_rule(t) is not None for t in texts])
@@ -71,14 +75,15 @@ def main() -> int:
              "the other); over-defence: the share of triggers.py's benign prompts passed at the threshold read on the",
              "whole split. The first stage alone: "
              + "recall {:.1%}, FPR {:.2%}.".format(*halves(z1, rule, y)), "",
-             "| second stage | decision | recall | FPR | over-defence passed | encoder ms, 1,000 chars |",
-             "|---|---|---|---|---|---|"]
+             "| second stage | decision | recall | FPR | over-defence passed | number prompts flagged | "
+             "encoder ms, 1,000 chars |", "|---|---|---|---|---|---|---|"]
     for name, patch, weights in zip(args[::3], args[1::3], args[2::3]):
         encoder = MiniLMEncoder(patch=patch)
         with np.load(weights) as data:
             w, b = data["w"], float(data["b"][0])
         z2 = second_embeddings(texts, encoder)[0] @ w + b
         t2 = second_embeddings(triggers, encoder)[0] @ w + b
+        n2 = second_embeddings(numbers, encoder)[0] @ w + b
         times = []
         for i in range(30):  # a new text each time: the encoder keeps recent results
             text = f"Section {i}: " + "the report covers revenue, hiring plans and a new supplier contract " * 15
@@ -89,8 +94,10 @@ def main() -> int:
         for decision, combine in RULES.items():
             score, tscore = combine(z1, z2), combine(t1, t2)
             recall, fpr = halves(score, rule, y)
-            passed = float(np.mean(~((tscore > bar_of(score, (y == 0) & ~rule)) | trule)))
-            lines.append(f"| {name} | {decision} | {recall:.1%} | {fpr:.2%} | {passed:.1%} | {ms:.1f} |")
+            bar = bar_of(score, (y == 0) & ~rule)
+            passed = float(np.mean(~((tscore > bar) | trule)))
+            flagged = float(np.mean(combine(n1, n2) > bar))
+            lines.append(f"| {name} | {decision} | {recall:.1%} | {fpr:.2%} | {passed:.1%} | {flagged:.1%} | {ms:.1f} |")
     text = "\n".join(lines) + "\n"
     (Path(__file__).parent / "CHOICE.md").write_text(text)
     print(text)

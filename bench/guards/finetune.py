@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "cache"))
 from bench.guards.data import benign_extra, multilingual, s_labs  # noqa: E402
+from bench.guards.number_prompts import prompts as number_prompts  # noqa: E402
 from finetune import auc, batch_ids, embed, export, load_model  # noqa: E402
 
 
@@ -47,6 +48,14 @@ def recall_at(score: np.ndarray, y: np.ndarray, fpr: float = 0.01) -> float:
 
 TRAINED_ON = ("90% of: s-labs train split + yanismiraoui multilingual (positives) + 2,000 MMLU questions and "
               "AlpacaEval's even-numbered instructions (negatives); the other 10% chose the epoch")
+
+
+def trained_on(args: argparse.Namespace) -> str:
+    text = TRAINED_ON.replace(" + yanismiraoui multilingual (positives)", "") if args.no_multilingual else TRAINED_ON
+    if args.numbers_repeat:
+        text = text.replace("(negatives)", f"and four fifths of number_prompts.py's train-half templates, x"
+                                           f"{args.numbers_repeat} (negatives)")
+    return text
 
 
 def length_batches(index: np.ndarray, lengths: list[int], size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -71,6 +80,9 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=128, help="truncate texts for training")
     ap.add_argument("--no-multilingual", action="store_true",
                     help="leave yanismiraoui's strings out (run.py's out-of-distribution row tests on them)")
+    ap.add_argument("--numbers-repeat", type=int, default=0,
+                    help="add number_prompts.py's train half (four fifths of its templates; the other fifth is for "
+                         "choosing) as negatives, each this many times (0: not at all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="the encoder patch (shipped: src/pointsman/embed/models/"
                                                  "minilm-injection.npz)")
@@ -88,6 +100,7 @@ def main() -> int:
 
     texts, labels = s_labs("train")
     extra_pos, extra_neg = ([] if args.no_multilingual else multilingual()), benign_extra()
+    extra_neg += number_prompts("train", validation=False) * args.numbers_repeat
     texts = texts + extra_pos + extra_neg
     y = np.concatenate([labels, np.ones(len(extra_pos)), np.zeros(len(extra_neg))]).astype(np.float32)
     tok, _ = enc.tokenize(texts, args.max_tokens)
@@ -146,8 +159,7 @@ def main() -> int:
     np.savez_compressed(args.out, **patch)
     np.savez(args.weights_out, w=head.weight.detach().numpy()[0].astype(np.float32),
              b=head.bias.detach().numpy().astype(np.float32),
-             trained_on=np.array(TRAINED_ON.replace(" + yanismiraoui multilingual (positives)", "")
-                                 if args.no_multilingual else TRAINED_ON))
+             trained_on=np.array(trained_on(args)))
     print(f"wrote {args.out}: {len(patch)} initialisers, {Path(args.out).stat().st_size / 1e6:.1f} MB; the head's "
           f"weights: {args.weights_out} (calibrate.py makes the guard's artefact of them)", flush=True)
     return 0
