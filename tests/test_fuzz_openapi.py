@@ -2,8 +2,8 @@
 run of at least 1,000 cases is bench/fuzz/run.py, its figures in bench/fuzz/RESULTS.md).
 
 The fuzzed gateway's pool answers with the test upstream's echo, so every 5xx would be the gateway's own
-(the one exception, classified below: the echo upstream itself crashes with a 500 on content parts
-whose `text` is not a string, which the gateway passes through as OpenAI-compatible servers do)."""
+(a 5xx the upstream made, which the gateway passes through as OpenAI-compatible servers do, is classified
+apart: fuzz_checks.upstream_made)."""
 
 from __future__ import annotations
 

@@ -85,6 +85,14 @@ def _chat_request_components(model_ids: list[str]) -> dict[str, Any]:
         if option.get("type") == "array":
             option["maxItems"] = 16
     chat["description"] = "OpenAI chat-completions request; unknown fields pass through to the upstream."
+    message = components["Message"]
+    # a text part carries its text as a string; a tool message names the call it answers
+    for option in message["properties"]["content"]["anyOf"]:
+        if option.get("type") == "array":
+            option["items"] = {"type": "object", "if": {"properties": {"type": {"const": "text"}}, "required": ["type"]},
+                               "then": {"required": ["text"], "properties": {"text": {"type": "string"}}}}
+    message["if"] = {"properties": {"role": {"const": "tool"}}, "required": ["role"]}
+    message["then"] = {"required": ["tool_call_id"], "properties": {"tool_call_id": {"type": "string"}}}
     for schema in components.values():
         _bound_integers(schema)
     return components
