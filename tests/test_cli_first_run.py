@@ -98,3 +98,12 @@ def test_route_with_a_config_and_no_router_uses_the_router_its_policy_names(tmp_
     assert done.returncode == 2 and "missing-router.npz does not exist" in done.stderr, done.stderr
     given = run("route", "--config", str(pool), "--router", "default", str(prompts), cwd=tmp_path)  # the flag wins
     assert given.returncode == 0 and set(json.loads(given.stdout)["quality"]) == {"cheap", "strong"}, given.stderr
+
+
+def test_serve_names_a_ledger_it_cannot_open_and_exits():
+    port = closed_port()
+    url = f"postgresql://u:s3cretpw@127.0.0.1:{closed_port()}/test"
+    done = subprocess.run([sys.executable, "-m", "pointsman.cli", "serve", "--ledger", url, "--port", str(port)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr and "s3cretpw" not in done.stderr
+    assert f"cannot open the ledger {url.replace('s3cretpw', '***')}: " in done.stderr, done.stderr

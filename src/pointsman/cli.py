@@ -14,13 +14,7 @@ from pointsman.accounting.cli import add_command as add_spend_command
 from pointsman.observability.commands import add_command as add_audit_command
 from pointsman.guards.commands import add_command as add_guard_command
 from pointsman.learning.commands import add_train_options
-
-
-def _without_password(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    password = urlsplit(url).password
-    return url.replace(f":{password}@", ":***@", 1) if password else url
+from pointsman.ledger import without_password
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -64,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     print(f"pointsman {__version__}: {len(config.models)} model(s): {', '.join(gateway.pool.by_price)}", file=sys.stderr)
     print(f"  policies: {', '.join('router/' + p for p in gateway.router.policies)} (model=\"auto\" = "
-          f"router/{config.server.default_policy}); ledger: {_without_password(config.server.ledger_url)}", file=sys.stderr)
+          f"router/{config.server.default_policy}); ledger: {without_password(config.server.ledger_url)}", file=sys.stderr)
     print(f"  OpenAI base URL: http://{host}:{port}/v1" + (f" ({args.workers} workers)" if args.workers > 1 else ""),
           file=sys.stderr)
     print(f"  {what_is_on(config)}", file=sys.stderr)
@@ -507,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
 
         password = urlsplit(exc.url).password  # a driver's message should not carry it; if one does, it is hidden
         reason = str(exc).replace(password, "***") if password else str(exc)
-        print(f"pointsman {args.command}: cannot open the ledger {_without_password(exc.url)}: {reason}", file=sys.stderr)
+        print(f"pointsman {args.command}: cannot open the ledger {without_password(exc.url)}: {reason}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:  # a training-only dependency (scipy: the train extra)
         print(f"pointsman {args.command}: needs the {exc.name} package: pip install 'pointsman[train]'", file=sys.stderr)

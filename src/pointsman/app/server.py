@@ -70,7 +70,7 @@ from pointsman.gateway.dispatch import Dispatcher, DispatchResult
 from pointsman.gateway.pool import Pool
 from pointsman.learning.shadow import ShadowSampler
 from pointsman.learning.store import OutcomeStore, outcome_store_from_url
-from pointsman.ledger import Attempt, BatchLedger, LedgerRecord, sink_from_url
+from pointsman.ledger import Attempt, BatchLedger, LedgerRecord, sink_from_url, without_password
 from pointsman.providers import ProviderError
 from pointsman.providers.transport import ReqwestTransport, Transport
 from pointsman.core import RouteContext, RouteDecision
@@ -319,7 +319,10 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------------------
     async def startup(self) -> None:
         if not self._started:
-            self.ledger.start()
+            try:
+                self.ledger.start()
+            except Exception as exc:  # start-up fails with one line that names the ledger, not the driver's alone
+                raise RuntimeError(f"cannot open the ledger {without_password(self.server.ledger_url)}: {exc}") from None
             self.outcomes = outcome_store_from_url(self.server.ledger_url)
             await self.keys.start()
             await self.budgets.start()

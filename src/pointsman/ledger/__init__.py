@@ -14,6 +14,14 @@ def sqlite_path(url: str) -> str:
     return path[1:] if path.startswith("/") else path
 
 
+def without_password(url: str) -> str:
+    """The URL as it may be printed: a password in it replaced by ***."""
+    from urllib.parse import urlsplit
+
+    password = urlsplit(url).password
+    return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
 def sink_from_url(url: str) -> LedgerSink:
     if url.startswith(("postgresql://", "postgres://")):
         from pointsman.ledger.postgres import PostgresSink
@@ -24,4 +32,4 @@ def sink_from_url(url: str) -> LedgerSink:
     return SqliteSink(sqlite_path(url))
 
 
-__all__ = ["Attempt", "BatchLedger", "LedgerRecord", "LedgerSink", "sink_from_url", "sqlite_path"]
+__all__ = ["Attempt", "BatchLedger", "LedgerRecord", "LedgerSink", "sink_from_url", "sqlite_path", "without_password"]
