@@ -4,8 +4,9 @@ RESULTS.md and results.json beside this file.
 
 Data: ../shared/data/injection only (S-Labs splits; yanismiraoui's multilingual positives), plus real user
 prompts of other sources as benign out-of-distribution text (arena-bench questions, AlpacaEval instructions,
-GSM8K questions) and this bench's own over-defence set (triggers.py). Thresholds are read from the S-Labs
-validation split at the config's false-positive rates; the test split is read only here.
+GSM8K questions), the test half of number_prompts.py and this bench's own over-defence set (triggers.py).
+Thresholds are read from the S-Labs validation split at the config's false-positive rates; the test split is
+read only here.
 
     .venv/bin/python bench/guards/run.py [--n 400] [--rounds 4] [--skip-latency] [--ood-second-stage PATCH WEIGHTS]
 
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from bench.guards.data import ROOT as DATA, alpacaeval, multilingual, s_labs  # noqa: E402
 from bench.guards.calibrate import calibrate, second_embeddings  # noqa: E402
+from bench.guards.number_prompts import prompts as number_prompts  # noqa: E402
 from bench.guards.train import embed, train, with_benign  # noqa: E402
 from bench.guards.triggers import prompts as trigger_prompts  # noqa: E402
 from pointsman.core import RouteContext  # noqa: E402
@@ -83,6 +85,7 @@ def benign_ood() -> dict[str, list[str]]:
             out["arena-bench prompts"] = [_turn(json.loads(line)["turns"][0]) for line in f]
     with open(SHARED / "routellm" / "gsm8k_responses.csv", newline="", encoding="utf-8") as f:
         out["gsm8k questions"] = [row["prompt"] for row in csv.DictReader(f)]
+    out["everyday prompts with numbers (number_prompts.py, test half)"] = number_prompts("test")
     return out
 
 
@@ -322,7 +325,9 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> str:
              "2. for a text whose first-stage score reaches the gate (the score that 99.5% of the validation split's",
              "   attacks reach: `guards.injection.second_stage_recall`, gate score "
              f"{q['gate']:.3f}), MiniLM with all six layers",
-             "   fine-tuned for the task, and a logistic head on its embedding (`finetune.py --layers 6`,",
+             "   fine-tuned for the task, and a logistic head on its embedding (`finetune.py --layers 6",
+             "   --numbers-repeat 5`: its negatives also hold the train half of number_prompts.py, everyday prompts",
+             "   with phone and order numbers, dates and prices, each five times),",
              "   `embed/models/minilm-injection.npz`, `guards/models/injection-minilm-head.npz`); the decision score is",
              "   the mean of both stages' log-odds. Below the gate a text is benign without the second look.", "",
              "Thresholds: read from the S-Labs **validation** split's benign scores at the config's false-positive rate",
@@ -336,7 +341,16 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> str:
              "then showed the three layers flagging 1.6% of the test split's benign texts and 5.2% of AlpacaEval's",
              "held-out instructions (all six: 0.9% and 1.7%), and the six layers were shipped instead: **that",
              "choice was made after seeing this bench's held-out figures**, so they are not untouched by it (nor are",
-             "the over-defence figures, which CHOICE.md also shows). The three layers' run: git history of this file.", "",
+             "the over-defence figures, which CHOICE.md also shows). The three layers' run: git history of this file.",
+             "",
+             "The number prompts were added on 2026-12-06: the session-9 second stage flagged 30.9% of",
+             "number_prompts.py's test half at val FPR 0.01 (\"call me at (212) 555-0123\": 0.88; no such text is in",
+             "either corpus). `choose.py` compared it with the retrained one on validation data only (CHOICE.md:",
+             "recall at 1% FPR 98.1% -> 97.2% at FPR 1.14% -> 0.85%, the validation templates' number prompts",
+             "flagged 28.6% -> 0.0%); the retrained one was shipped although the recall drop (0.9 points) was larger",
+             "than the half point set beforehand as the limit, for the number prompts' sake. Its held-out cost, in",
+             "this file's git history: S-Labs test recall 93.6% at 0.9% FPR before, the rows below after. Refitting",
+             "the head alone (REFIT.md) did not do it.", "",
              "## Held-out: S-Labs test split (1,050 attacks, 1,051 benign)", "",
              f"First stage AUC {q['auc_first_stage']:.4f}.", "",
              "| detector | operating point | precision | recall | FPR |", "|---|---|---|---|---|"]
