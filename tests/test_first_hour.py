@@ -165,10 +165,14 @@ def test_serve_says_what_is_on_at_start():
     from pointsman.config.loader import parse_config
 
     pool = [{"name": "m", "provider": "openai", "base_url": "http://127.0.0.1:9/v1"}]
-    assert what_is_on(parse_config({"models": pool})) == ("cache: on; gateway open: no client keys (server.api_keys_env); "
-                                                          "admin API off (enable with --admin-key-env NAME)")
+    assert what_is_on(parse_config({"models": pool})) == (
+        "cache: on; gateway open: no client keys (server.api_keys_env), until a virtual key exists; "
+        "admin API off (enable with --admin-key-env NAME)")
     keyed = parse_config({"models": pool, "server": {"admin_key_env": "PM_A", "cache": {"enabled": False}}})
-    assert what_is_on(keyed) == "cache: off; gateway clients need the admin key ($PM_A); admin API on ($PM_A)"
+    assert what_is_on(keyed) == ("cache: off; gateway clients need the admin key ($PM_A) or a virtual key; "
+                                 "admin API on ($PM_A)")
+    client_keys = parse_config({"models": pool, "server": {"api_keys_env": ["PM_K"]}})
+    assert "gateway client keys from $PM_K or virtual keys;" in what_is_on(client_keys)
 
 
 def test_the_one_time_table_distillation_is_info_not_a_warning(tmp_path, monkeypatch, caplog):

@@ -104,9 +104,10 @@ def missing_keys(config: Any) -> list[str]:
 def what_is_on(config: Any) -> str:
     """The settings a newcomer finds out about the hard way, said at start: the cache, who may call, the admin API."""
     server = config.server
-    clients = (f"client keys from ${', $'.join(server.api_keys_env)}" if server.api_keys_env
-               else f"clients need the admin key (${server.admin_key_env})" if server.admin_key_env
-               else "open: no client keys (server.api_keys_env)")
+    # virtual keys (pointsman keys create) are accepted in every case, and their first one closes an open gateway
+    clients = (f"client keys from ${', $'.join(server.api_keys_env)} or virtual keys" if server.api_keys_env
+               else f"clients need the admin key (${server.admin_key_env}) or a virtual key" if server.admin_key_env
+               else "open: no client keys (server.api_keys_env), until a virtual key exists")
     admin = f"on (${server.admin_key_env})" if server.admin_key_env else "off (enable with --admin-key-env NAME)"
     return f"cache: {'on' if server.cache.enabled else 'off'}; gateway {clients}; admin API {admin}"
 
