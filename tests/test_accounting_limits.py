@@ -183,6 +183,12 @@ def test_setting_a_budget_needs_a_limit_and_replaces_the_previous_one_saying_so(
     assert first["usd_per_month"] == 500 and first["replaced"] is None
     second = admin(gateway, "POST", "/admin/budgets", json={"scope": "team", "name": "ops", "requests_per_minute": 100}).json()
     assert (second["requests_per_minute"], second["usd_per_month"]) == (100, None)  # every limit in force
+    assert second["warnings"] == []
+    typo = admin(gateway, "POST", "/admin/budgets", json={"scope": "model", "name": "smal", "usd_per_day": 5}).json()
+    assert typo["usd_per_day"] == 5 and len(typo["warnings"]) == 1 and "'smal' is not in this gateway's pool" in typo["warnings"][0]
+    narrowed = admin(gateway, "POST", "/admin/budgets",
+                     json={"scope": "team", "name": "ops", "model": "small", "usd_per_day": 5}).json()
+    assert narrowed["warnings"] == []
     assert second["replaced"]["usd_per_month"] == 500 and second["replaced"]["requests_per_minute"] is None
     key = httpx.post(f"{gateway.url}/admin/keys", headers={"authorization": f"Bearer {ADMIN}"}, json={"limits": {}})
     assert key.status_code == 400 and key.json()["error"]["param"] == "limits", key.text

@@ -6,7 +6,8 @@
   revokes it (every replica refuses it within ``limits.keys_refresh_s``);
 * ``POST /admin/budgets`` ``{"scope": "team", "name": "ops", "model": null, "usd_per_day": 10, ...}`` sets (replaces,
   as ``pointsman budgets set`` does) the limit of that scope, name and model: fields left out are unlimited, at least
-  one is needed; the reply shows every limit now in force and, under ``replaced``, the one it replaced (or null);
+  one is needed; the reply shows every limit now in force and, under ``replaced``, the one it replaced (or null),
+  and ``warnings`` when it names a model this gateway's pool does not hold;
   ``GET /admin/budgets`` lists limits with their counters' current windows; ``DELETE
   /admin/budgets?scope=team&name=ops[&model=m]`` removes one; ``POST /admin/budgets/reconcile`` sets the USD
   counters from the ledger.
@@ -173,7 +174,13 @@ async def handle(gateway: Any, scope: AsgiScope, receive: Receive, send: Send) -
                 raise GatewayError(400, _NO_LIMIT, code="invalid_request")
             limit, previous = await _blocking(_replace_limit, store, _limit(body.scope, body.name, body.model, body))
             await keys.refresh()
-            await send_json(send, 200, {**limit.public(), "replaced": previous.public() if previous else None})
+            # set all the same (another replica's pool may hold the model), but a typo should not pass in silence
+            unknown = [m for m in ((body.name,) if body.scope == "model" else ()) + ((body.model,) if body.model else ())
+                       if m not in gateway.pool]
+            warnings = [f"model {m!r} is not in this gateway's pool: the limit applies only to requests routed to a "
+                        "model of that name" for m in unknown]
+            await send_json(send, 200, {**limit.public(), "replaced": previous.public() if previous else None,
+                                        "warnings": warnings})
         elif method == "DELETE":
             scope_name, name = query.get("scope", [""])[0], query.get("name", [""])[0]
             if not scope_name or not name:
