@@ -204,3 +204,27 @@ async def test_a_streamed_answer_s_chunking_and_the_vector_reach_the_other_repli
     assert hit is not None and hit.kind == "semantic" and list(hit.pieces) == [len(p) for p in pieces]
     events = hit.sse()
     assert [e for e in events if b'"content":"list."' in e]  # the original chunks
+
+
+async def test_a_burst_of_look_ups_shares_a_bounded_set_of_connections(replicas):
+    """100 concurrent requests must not open 100 Redis connections (a connect and a handshake each, which on a
+    busy machine outlast the cache's store_timeout_s and turn hits into misses)."""
+    a = replicas[0]
+    keys = a.keys(body("How tall is the Eiffel tower?"), "t")
+    entry_id = await a.store(keys.exact_key, keys.namespace, unit(1), keys.query_text, answer("330 m"), model="m")
+    name = f"pm-cache-burst-{os.urandom(3).hex()}"
+    store = RedisStore(URL, a.backend.prefix, block_ms=200, connections=8, client_name=name)
+    cache = SemanticCache(store, acceptance=AcceptanceModel(threshold=0.0))
+    await cache.start()  # another replica: its mirror holds the entry's metadata, the answer stays in Redis
+    try:
+        assert store.mirror.entries[entry_id].answer is None
+        found = await asyncio.gather(*(store.get(entry_id) for _ in range(100)))
+        assert all(e is not None and e.id == entry_id for e in found)
+        client = redis_asyncio.Redis.from_url(URL)
+        try:
+            opened = [c for c in await client.client_list() if c.get("name") == name]
+        finally:
+            await client.aclose()
+        assert 1 <= len(opened) <= 8, len(opened)
+    finally:
+        await cache.close()

@@ -74,14 +74,18 @@ class RedisStore(CacheStore):
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "pointsman:cache", *,
                  client: Any = None, dim: int = 384, max_entries: int = 100_000, max_bytes: int = 256 << 20,
                  ann_threshold: int = 4096, block_ms: int = 1000, stream_maxlen: int = 100_000,
-                 touch_flush_s: float = 1.0, max_backoff_s: float = 2.0, served_ttl_s: float = 3600.0) -> None:
+                 touch_flush_s: float = 1.0, max_backoff_s: float = 2.0, served_ttl_s: float = 3600.0,
+                 connections: int = 32, client_name: str = "pointsman-cache") -> None:
         if client is None:
             import redis.asyncio as aioredis
 
             # bounded waits: a Redis that hangs fails a command in seconds instead of holding it for ever (the
-            # socket timeout outlasts the stream reader's blocking read)
-            client = aioredis.Redis.from_url(url, decode_responses=False, socket_connect_timeout=1.0,
-                                             socket_timeout=block_ms / 1000 + 2.0)
+            # socket timeout outlasts the stream reader's blocking read); a bounded pool: a burst of requests
+            # queues for a few connections instead of opening one each (the stream reader holds one)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max(2, connections), timeout=block_ms / 1000 + 2.0, socket_connect_timeout=1.0,
+                socket_timeout=block_ms / 1000 + 2.0, client_name=client_name)
+            client = aioredis.Redis(connection_pool=pool, decode_responses=False)
             self._own_client = True
         else:
             self._own_client = False
@@ -152,7 +156,7 @@ class RedisStore(CacheStore):
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 pass
         if self._own_client:
-            await self.r.aclose()
+            await self.r.aclose(close_connection_pool=True)
 
     async def _each_entry_batch(self, handle: Any, size: int = 500) -> None:
         """Call `handle(keys)` on every entry hash key in Redis, `size` keys at a time (SCAN, not KEYS)."""
