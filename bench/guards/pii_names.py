@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -270,26 +269,6 @@ def scanner_times(prompts: list[str]) -> dict[str, dict[str, float]] | None:
 
 
 # -- through the gateway --------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait(url: str, timeout_s: float = 180) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
 SETUPS = {"off": "", "pii (default entities)": "pii: {action: flag}",
           "pii + ADDRESS": "pii: {action: flag, entities: [EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, IBAN_CODE, "
                            "IP_ADDRESS, US_SSN, UK_NINO, ES_NIF, IT_FISCAL_CODE, PL_PESEL, API_KEY, ADDRESS]}"}
@@ -298,6 +277,8 @@ SETUPS = {"off": "", "pii (default entities)": "pii: {action: flag}",
 def gateway_latency(prompts: list[str], n: int, rounds: int) -> dict[str, Any]:
     """x-pointsman-overhead-ms (the gateway's own time) of sequential requests, setups interleaved by round."""
     import httpx
+
+    from bench.guards.run import free_port, wait  # the gateway part needs pointsman: run.py's helpers then import
 
     env = {**os.environ, "BENCH_UPSTREAM_KEY": "unused"}
     up_port = free_port()
